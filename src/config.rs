@@ -1,0 +1,375 @@
+//! Typed configuration. Every field has a default that makes a working single node, so an empty
+//! file (or no file) serves. Any key can be overridden from the environment as
+//! `LIVEGATE_<SECTION>_<KEY>` (top-level keys: `LIVEGATE_<KEY>`), e.g. `LIVEGATE_HLS_WINDOW=8`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("invalid setting {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where livegate keeps its state (stream-key store, recordings spool).
+    pub data_dir: PathBuf,
+    /// Base URL viewers use to reach this node's HTTP server (printed in logs). Empty: derived
+    /// from `http.listen`.
+    pub public_http_url: String,
+    /// Host name publishers use to reach the RTMP listener (printed in logs). Empty: derived.
+    pub public_rtmp_host: String,
+    pub rtmp: RtmpConfig,
+    pub http: HttpConfig,
+    pub hls: HlsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// Address the RTMP listener binds. The application name is always `live`.
+    pub listen: String,
+    /// Seconds a client has to finish the RTMP handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds without any byte from the client before the session is closed.
+    pub idle_timeout_secs: u64,
+    /// Largest chunk size a client may announce (bytes); larger ends the session.
+    pub max_chunk_size: u32,
+    /// Bytes a client may send before its publish is accepted (connect, createStream, publish).
+    pub max_unauthenticated_bytes: usize,
+    /// Simultaneous RTMP connections; further ones are closed at once.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the HTTP server (HLS, API, health, metrics) binds.
+    pub listen: String,
+    /// Bearer token for the admin API (`/api/v1/keys`). Empty: the admin API is off.
+    pub admin_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HlsConfig {
+    /// Target segment duration in seconds; segments are cut at the first keyframe after it.
+    pub segment_duration: f64,
+    /// Segments listed in the live playlist.
+    pub window: usize,
+    /// Memory cap for one stream's segments (MiB); the oldest beyond the window go first.
+    pub max_stream_memory_mib: u64,
+    /// Largest single segment (MiB): a source whose keyframes are further apart is cut anyway.
+    pub max_segment_mib: u64,
+    /// Seconds an ended stream's playlist (with ENDLIST) stays available.
+    pub keep_ended_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            public_http_url: String::new(),
+            public_rtmp_host: String::new(),
+            rtmp: RtmpConfig::default(),
+            http: HttpConfig::default(),
+            hls: HlsConfig::default(),
+        }
+    }
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            listen: "0.0.0.0:1935".into(),
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 30,
+            max_chunk_size: 1 << 20,
+            max_unauthenticated_bytes: 64 * 1024,
+            max_connections: 1000,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:8080".into(),
+            admin_token: String::new(),
+        }
+    }
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            segment_duration: 2.0,
+            window: 6,
+            max_stream_memory_mib: 256,
+            max_segment_mib: 64,
+            keep_ended_secs: 60,
+        }
+    }
+}
+
+pub const ENV_PREFIX: &str = "LIVEGATE_";
+
+impl Config {
+    /// Loads the file (if any), applies `LIVEGATE_*` overrides from `env`, and validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut tree = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut tree, env)?;
+        let config: Config =
+            toml::Value::Table(tree)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.map(Path::to_owned).unwrap_or_else(|| "<env>".into()),
+                    message: e.to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            key,
+            message: message.into(),
+        };
+        if !(0.5..=30.0).contains(&self.hls.segment_duration) {
+            return Err(invalid(
+                "hls.segment_duration",
+                "must be between 0.5 and 30 seconds",
+            ));
+        }
+        if !(3..=100).contains(&self.hls.window) {
+            return Err(invalid("hls.window", "must be between 3 and 100 segments"));
+        }
+        if self.hls.max_segment_mib == 0 || self.hls.max_stream_memory_mib == 0 {
+            return Err(invalid("hls.max_*_mib", "must be at least 1"));
+        }
+        if self.rtmp.max_chunk_size < 128 {
+            return Err(invalid("rtmp.max_chunk_size", "must be at least 128"));
+        }
+        for (key, addr) in [
+            ("rtmp.listen", &self.rtmp.listen),
+            ("http.listen", &self.http.listen),
+        ] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(key, "must be an address like 0.0.0.0:1935"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn keys_path(&self) -> PathBuf {
+        self.data_dir.join("keys.json")
+    }
+
+    /// Host part for printed URLs: the configured public host, else the bind address unless it
+    /// is a wildcard.
+    fn host_of(listen: &str, public: &str) -> String {
+        if !public.is_empty() {
+            return public.to_string();
+        }
+        match listen.parse::<std::net::SocketAddr>() {
+            Ok(addr) if !addr.ip().is_unspecified() => addr.ip().to_string(),
+            _ => "localhost".to_string(),
+        }
+    }
+
+    pub fn rtmp_publish_url(&self) -> String {
+        let host = Self::host_of(&self.rtmp.listen, &self.public_rtmp_host);
+        let port = self
+            .rtmp
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.port())
+            .unwrap_or(1935);
+        if port == 1935 {
+            format!("rtmp://{host}/live")
+        } else {
+            format!("rtmp://{host}:{port}/live")
+        }
+    }
+
+    pub fn http_base_url(&self) -> String {
+        if !self.public_http_url.is_empty() {
+            return self.public_http_url.trim_end_matches('/').to_string();
+        }
+        let host = Self::host_of(&self.http.listen, "");
+        let port = self
+            .http
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.port())
+            .unwrap_or(8080);
+        format!("http://{host}:{port}")
+    }
+}
+
+/// Maps `LIVEGATE_SECTION_KEY=value` onto the config tree. Names are matched against the known
+/// keys (from the defaults), so a key with underscores (`segment_duration`) is found unambiguously
+/// and a misspelled variable is an error rather than silently ignored.
+fn apply_env(
+    tree: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let defaults = match toml::Value::try_from(Config::default()) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    };
+    let mut known: Vec<(String, Vec<String>, toml::Value)> = Vec::new();
+    for (key, value) in &defaults {
+        match value {
+            toml::Value::Table(section) => {
+                for (inner, v) in section {
+                    let name = format!("{ENV_PREFIX}{}_{}", key, inner).to_uppercase();
+                    known.push((name, vec![key.clone(), inner.clone()], v.clone()));
+                }
+            }
+            v => {
+                let name = format!("{ENV_PREFIX}{key}").to_uppercase();
+                known.push((name, vec![key.clone()], v.clone()));
+            }
+        }
+    }
+    for (var, raw) in env {
+        if !var.starts_with(ENV_PREFIX) || var == "LIVEGATE_CONFIG" || var == "LIVEGATE_LOG" {
+            continue;
+        }
+        let Some((_, path, default)) = known.iter().find(|(name, _, _)| *name == var) else {
+            return Err(ConfigError::Env {
+                var,
+                message: "not a known setting (see config/livegate.toml)".into(),
+            });
+        };
+        let value = match default {
+            toml::Value::Integer(_) => raw.parse::<i64>().map(toml::Value::Integer).ok(),
+            toml::Value::Float(_) => raw.parse::<f64>().map(toml::Value::Float).ok(),
+            toml::Value::Boolean(_) => raw.parse::<bool>().map(toml::Value::Boolean).ok(),
+            _ => Some(toml::Value::String(raw.clone())),
+        }
+        .ok_or_else(|| ConfigError::Env {
+            var: var.clone(),
+            message: format!("cannot parse {raw:?} as {}", default.type_str()),
+        })?;
+        let mut table = &mut *tree;
+        for part in &path[..path.len() - 1] {
+            let entry = table
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var,
+                        message: format!("[{part}] in the file is not a table"),
+                    })
+                }
+            };
+        }
+        table.insert(path[path.len() - 1].clone(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.rtmp.listen, "0.0.0.0:1935");
+        assert_eq!(c.http.listen, "0.0.0.0:8080");
+        assert_eq!(c.hls.segment_duration, 2.0);
+        assert_eq!(c.hls.window, 6);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn file_and_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/tmp/x\"\n[hls]\nsegment_duration = 4.0\nwindow = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("LIVEGATE_HLS_WINDOW", "8"),
+                ("LIVEGATE_HTTP_LISTEN", "127.0.0.1:9000"),
+                ("LIVEGATE_DATA_DIR", "/tmp/y"),
+                ("OTHER", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.hls.segment_duration, 4.0);
+        assert_eq!(c.hls.window, 8);
+        assert_eq!(c.http.listen, "127.0.0.1:9000");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/y"));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = Config::load(None, env(&[("LIVEGATE_HLS_WINDOW", "two")])).unwrap_err();
+        assert!(err.to_string().contains("LIVEGATE_HLS_WINDOW"), "{err}");
+        let err = Config::load(None, env(&[("LIVEGATE_HLS_WINDWO", "2")])).unwrap_err();
+        assert!(err.to_string().contains("not a known setting"), "{err}");
+        let err = Config::load(None, env(&[("LIVEGATE_HLS_WINDOW", "1")])).unwrap_err();
+        assert!(err.to_string().contains("hls.window"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[hls]\nsegment_durration = 4.0\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("segment_durration"), "{err}");
+    }
+
+    #[test]
+    fn printed_urls() {
+        let mut c = Config::default();
+        assert_eq!(c.rtmp_publish_url(), "rtmp://localhost/live");
+        assert_eq!(c.http_base_url(), "http://localhost:8080");
+        c.rtmp.listen = "127.0.0.1:1936".into();
+        assert_eq!(c.rtmp_publish_url(), "rtmp://127.0.0.1:1936/live");
+        c.public_http_url = "https://cdn.example/".into();
+        assert_eq!(c.http_base_url(), "https://cdn.example");
+    }
+}

@@ -1,0 +1,550 @@
+//! In-memory live HLS: per stream name, the init segments and a bounded window of media segments,
+//! and the media and master playlists rendered from them.
+//!
+//! Names are unique per HLS instance (`<instance>-<seq>.m4s`), so segments can be cached as
+//! immutable by any edge even when a user publishes again later and sequence numbers restart.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::segmenter::{InitInfo, Segment, SegmenterOutput};
+use crate::config::HlsConfig;
+use crate::media::EndReason;
+
+/// The one rendition passthrough serves.
+pub const SOURCE_RUNG: &str = "source";
+/// Segments kept beyond the playlist window for clients holding a slightly stale playlist.
+const GRACE_SEGMENTS: usize = 3;
+
+#[derive(Debug)]
+struct StoredSegment {
+    sequence: u64,
+    generation: u64,
+    init_version: u64,
+    segment: Segment,
+}
+
+#[derive(Debug)]
+struct StoredInit {
+    version: u64,
+    data: Bytes,
+    info: InitInfo,
+}
+
+/// One rendition's playlist state.
+#[derive(Debug)]
+pub struct Rendition {
+    pub name: String,
+    inits: VecDeque<StoredInit>,
+    segments: VecDeque<StoredSegment>,
+    next_sequence: u64,
+    /// Discontinuity tags that left the playlist from its head.
+    discontinuities_removed: u64,
+    target_duration: u64,
+    bytes: usize,
+    pending_discontinuity: bool,
+}
+
+/// A stream's live HLS output. Survives a publisher takeover (continuing with a discontinuity);
+/// a publish after the stream ended starts a new instance.
+#[derive(Debug)]
+pub struct LiveHls {
+    pub instance: String,
+    pub stream: String,
+    renditions: Vec<Rendition>,
+    generation: u64,
+    ended_at: Option<Instant>,
+    started_at: DateTime<Utc>,
+    config: HlsConfig,
+}
+
+/// What a request for a file under a rendition finds.
+pub enum HlsFile {
+    Init(Bytes),
+    Segment(Bytes),
+}
+
+impl Rendition {
+    fn new(name: &str, target: f64) -> Self {
+        Rendition {
+            name: name.to_string(),
+            inits: VecDeque::new(),
+            segments: VecDeque::new(),
+            next_sequence: 0,
+            discontinuities_removed: 0,
+            target_duration: target.ceil().max(1.0) as u64,
+            bytes: 0,
+            pending_discontinuity: false,
+        }
+    }
+
+    fn current_init(&self) -> Option<&StoredInit> {
+        self.inits.back()
+    }
+
+    fn listed<'a>(&'a self, window: usize) -> impl Iterator<Item = &'a StoredSegment> + 'a {
+        let skip = self.segments.len().saturating_sub(window);
+        self.segments.iter().skip(skip)
+    }
+
+    /// Peak and average bits per second over the retained segments.
+    fn bandwidth(&self) -> Option<(u64, u64)> {
+        let mut peak = 0f64;
+        let mut total_bytes = 0usize;
+        let mut total_secs = 0f64;
+        for s in &self.segments {
+            if s.segment.duration > 0.1 {
+                peak = peak.max(s.segment.data.len() as f64 * 8.0 / s.segment.duration);
+            }
+            total_bytes += s.segment.data.len();
+            total_secs += s.segment.duration;
+        }
+        if total_secs <= 0.0 {
+            return None;
+        }
+        let average = total_bytes as f64 * 8.0 / total_secs;
+        Some((peak.max(average).ceil() as u64, average.ceil() as u64))
+    }
+
+    fn frame_rate(&self) -> Option<f64> {
+        let (frames, secs) = self.segments.iter().fold((0usize, 0f64), |(f, d), s| {
+            (f + s.segment.video_frames, d + s.segment.duration)
+        });
+        if frames == 0 || secs <= 0.0 {
+            return None;
+        }
+        Some(frames as f64 / secs)
+    }
+}
+
+impl LiveHls {
+    fn new(stream: &str, config: HlsConfig) -> Self {
+        LiveHls {
+            instance: format!("{:08x}", rand::random::<u32>()),
+            stream: stream.to_string(),
+            renditions: vec![Rendition::new(SOURCE_RUNG, config.segment_duration)],
+            generation: 0,
+            ended_at: None,
+            started_at: Utc::now(),
+            config,
+        }
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended_at.is_some()
+    }
+
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.started_at
+    }
+
+    /// Applies one segmenter output from the publish session `generation`.
+    pub fn apply(&mut self, generation: u64, rung: &str, output: SegmenterOutput) {
+        if generation != self.generation {
+            // A replaced session's last words arrive after its successor attached: drop them
+            // unless nothing of the new session is listed yet.
+            let newer_present = self.renditions.iter().any(|r| {
+                r.segments
+                    .back()
+                    .is_some_and(|s| s.generation == self.generation)
+            });
+            if newer_present || !matches!(output, SegmenterOutput::Segment(_)) {
+                return;
+            }
+        }
+        let config = self.config.clone();
+        let Some(r) = self.renditions.iter_mut().find(|r| r.name == rung) else {
+            return;
+        };
+        match output {
+            SegmenterOutput::Init { data, info } => {
+                let version = r.inits.back().map_or(0, |i| i.version + 1);
+                r.inits.push_back(StoredInit {
+                    version,
+                    data,
+                    info,
+                });
+            }
+            SegmenterOutput::Segment(segment) => {
+                let Some(init_version) = r.current_init().map(|i| i.version) else {
+                    return;
+                };
+                let new_generation = r
+                    .segments
+                    .back()
+                    .is_some_and(|s| s.generation != generation);
+                let mut segment = segment;
+                segment.discontinuity |= new_generation || r.pending_discontinuity;
+                r.pending_discontinuity = false;
+                // Target duration may only grow, and only to cover a longer source GOP: it is
+                // fixed by the first segments in practice.
+                let needed = (segment.duration - 0.001).ceil().max(1.0) as u64;
+                r.target_duration = r.target_duration.max(needed);
+                r.bytes += segment.data.len();
+                r.segments.push_back(StoredSegment {
+                    sequence: r.next_sequence,
+                    generation,
+                    init_version,
+                    segment,
+                });
+                r.next_sequence += 1;
+                let keep = config.window + GRACE_SEGMENTS;
+                let max_bytes = (config.max_stream_memory_mib as usize) << 20;
+                while r.segments.len() > keep || (r.bytes > max_bytes && r.segments.len() > 1) {
+                    if let Some(old) = r.segments.pop_front() {
+                        r.bytes -= old.segment.data.len();
+                        r.discontinuities_removed += u64::from(old.segment.discontinuity);
+                    }
+                }
+                // Drop init segments no retained segment uses.
+                if let Some(oldest) = r.segments.front().map(|s| s.init_version) {
+                    while r.inits.len() > 1 && r.inits.front().is_some_and(|i| i.version < oldest) {
+                        r.inits.pop_front();
+                    }
+                }
+            }
+            SegmenterOutput::End(EndReason::Stopped) => {
+                self.ended_at = Some(Instant::now());
+            }
+            SegmenterOutput::End(EndReason::Replaced) => {
+                r.pending_discontinuity = true;
+            }
+        }
+    }
+
+    fn rendition(&self, rung: &str) -> Option<&Rendition> {
+        self.renditions.iter().find(|r| r.name == rung)
+    }
+
+    pub fn file(&self, rung: &str, name: &str) -> Option<HlsFile> {
+        let r = self.rendition(rung)?;
+        let rest = name.strip_prefix(&self.instance)?.strip_prefix('-')?;
+        if let Some(v) = rest
+            .strip_prefix("init")
+            .and_then(|v| v.strip_suffix(".mp4"))
+        {
+            let version: u64 = v.parse().ok()?;
+            return r
+                .inits
+                .iter()
+                .find(|i| i.version == version)
+                .map(|i| HlsFile::Init(i.data.clone()));
+        }
+        let seq: u64 = rest.strip_suffix(".m4s")?.parse().ok()?;
+        r.segments
+            .iter()
+            .find(|s| s.sequence == seq)
+            .map(|s| HlsFile::Segment(s.segment.data.clone()))
+    }
+
+    fn init_uri(&self, version: u64) -> String {
+        format!("{}-init{}.mp4", self.instance, version)
+    }
+
+    /// The media playlist, or None before the first segment.
+    pub fn media_playlist(&self, rung: &str) -> Option<String> {
+        let r = self.rendition(rung)?;
+        let window = self.config.window;
+        let listed: Vec<&StoredSegment> = r.listed(window).collect();
+        let first = listed.first()?;
+        let unlisted = r.segments.len() - listed.len();
+        let discontinuity_sequence = r.discontinuities_removed
+            + r.segments
+                .iter()
+                .take(unlisted)
+                .filter(|s| s.segment.discontinuity)
+                .count() as u64;
+        let mut segments = Vec::with_capacity(listed.len());
+        let mut previous_init = None;
+        for s in &listed {
+            let map = (previous_init != Some(s.init_version)).then(|| m3u8_rs::Map {
+                uri: self.init_uri(s.init_version),
+                ..Default::default()
+            });
+            previous_init = Some(s.init_version);
+            segments.push(m3u8_rs::MediaSegment {
+                uri: format!("{}-{}.m4s", self.instance, s.sequence),
+                duration: s.segment.duration as f32,
+                title: Some(String::new()),
+                discontinuity: s.segment.discontinuity && s.sequence != first.sequence,
+                map,
+                program_date_time: Some(s.segment.program_date_time.fixed_offset()),
+                ..Default::default()
+            });
+        }
+        let playlist = m3u8_rs::MediaPlaylist {
+            version: Some(7),
+            target_duration: r.target_duration,
+            media_sequence: first.sequence,
+            discontinuity_sequence,
+            segments,
+            end_list: self.is_ended(),
+            independent_segments: listed.iter().all(|s| s.segment.independent),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        playlist.write_to(&mut out).ok()?;
+        String::from_utf8(out).ok()
+    }
+
+    /// The master playlist, or None until every rendition has a segment to measure.
+    pub fn master_playlist(&self) -> Option<String> {
+        let mut variants = Vec::new();
+        for r in &self.renditions {
+            let init = r.current_init()?;
+            let (peak, average) = r.bandwidth()?;
+            let video = init.info.video.as_ref();
+            variants.push(m3u8_rs::VariantStream {
+                uri: format!("{}/index.m3u8", r.name),
+                bandwidth: peak,
+                average_bandwidth: Some(average),
+                codecs: Some(init.info.codecs()),
+                resolution: video.map(|v| m3u8_rs::Resolution {
+                    width: u64::from(v.width),
+                    height: u64::from(v.height),
+                }),
+                frame_rate: video
+                    .and_then(|v| v.fps)
+                    .or_else(|| r.frame_rate())
+                    .map(|f| (f * 1000.0).round() / 1000.0),
+                ..Default::default()
+            });
+        }
+        let playlist = m3u8_rs::MasterPlaylist {
+            version: Some(7),
+            variants,
+            independent_segments: true,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        playlist.write_to(&mut out).ok()?;
+        String::from_utf8(out).ok()
+    }
+}
+
+/// Stream name → its live HLS.
+pub struct HlsRegistry {
+    streams: RwLock<HashMap<String, Arc<RwLock<LiveHls>>>>,
+    config: HlsConfig,
+}
+
+impl HlsRegistry {
+    pub fn new(config: HlsConfig) -> Arc<Self> {
+        Arc::new(HlsRegistry {
+            streams: RwLock::new(HashMap::new()),
+            config,
+        })
+    }
+
+    /// Attaches a new publish session: continues the stream's HLS if it is still live (a
+    /// takeover), otherwise starts a fresh one. Returns the HLS and the session's generation.
+    pub fn attach(&self, stream: &str) -> (Arc<RwLock<LiveHls>>, u64) {
+        let mut streams = self.streams.write().unwrap_or_else(|e| e.into_inner());
+        let entry = streams
+            .entry(stream.to_string())
+            .or_insert_with(|| Arc::new(RwLock::new(LiveHls::new(stream, self.config.clone()))));
+        let reuse = !entry.read().unwrap_or_else(|e| e.into_inner()).is_ended();
+        if !reuse {
+            *entry = Arc::new(RwLock::new(LiveHls::new(stream, self.config.clone())));
+        }
+        let hls = entry.clone();
+        let generation = {
+            let mut h = hls.write().unwrap_or_else(|e| e.into_inner());
+            h.generation += 1;
+            h.generation
+        };
+        (hls, generation)
+    }
+
+    pub fn get(&self, stream: &str) -> Option<Arc<RwLock<LiveHls>>> {
+        self.streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+            .cloned()
+    }
+
+    /// Forgets streams that ended more than `keep_ended_secs` ago. Returns how many.
+    pub fn sweep(&self) -> usize {
+        let keep = Duration::from_secs(self.config.keep_ended_secs);
+        let mut streams = self.streams.write().unwrap_or_else(|e| e.into_inner());
+        let before = streams.len();
+        streams.retain(|_, hls| {
+            hls.read()
+                .unwrap_or_else(|e| e.into_inner())
+                .ended_at
+                .is_none_or(|t| t.elapsed() < keep)
+        });
+        before - streams.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.streams.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::avc::tests::AVCC_640X360_HIGH;
+    use crate::media::{AudioConfig, VideoConfig};
+
+    fn init() -> SegmenterOutput {
+        SegmenterOutput::Init {
+            data: Bytes::from_static(b"init"),
+            info: InitInfo {
+                video: Some(Arc::new(VideoConfig::parse(AVCC_640X360_HIGH).unwrap())),
+                audio: Some(Arc::new(AudioConfig::parse(&[0x11, 0x90]).unwrap())),
+            },
+        }
+    }
+
+    fn seg(duration: f64, discontinuity: bool) -> SegmenterOutput {
+        SegmenterOutput::Segment(Segment {
+            duration,
+            data: Bytes::from(vec![0u8; 1000]),
+            discontinuity,
+            program_date_time: Utc::now(),
+            independent: true,
+            video_frames: (duration * 30.0) as usize,
+            start_time: 0.0,
+        })
+    }
+
+    fn parse_media(text: &str) -> m3u8_rs::MediaPlaylist {
+        match m3u8_rs::parse_playlist_res(text.as_bytes()).unwrap() {
+            m3u8_rs::Playlist::MediaPlaylist(p) => p,
+            _ => panic!("not a media playlist"),
+        }
+    }
+
+    #[test]
+    fn sliding_window_and_endlist() {
+        let reg = HlsRegistry::new(HlsConfig::default());
+        let (hls, generation) = reg.attach("alice");
+        let mut h = hls.write().unwrap();
+        assert!(h.media_playlist(SOURCE_RUNG).is_none());
+        assert!(h.master_playlist().is_none());
+        h.apply(generation, SOURCE_RUNG, init());
+        for _ in 0..10 {
+            h.apply(generation, SOURCE_RUNG, seg(2.0, false));
+        }
+        let text = h.media_playlist(SOURCE_RUNG).unwrap();
+        let p = parse_media(&text);
+        assert_eq!(p.segments.len(), 6);
+        assert_eq!(p.media_sequence, 4);
+        assert_eq!(p.target_duration, 2);
+        assert!(!p.end_list);
+        assert!(p.segments[0].map.is_some());
+        assert!(p.segments.iter().all(|s| s.program_date_time.is_some()));
+        assert!(text.contains("#EXT-X-INDEPENDENT-SEGMENTS"));
+        // Segments just out of the window are still served; older ones are gone.
+        let name = |seq: u64| format!("{}-{}.m4s", h.instance, seq);
+        assert!(h.file(SOURCE_RUNG, &name(2)).is_some());
+        assert!(h.file(SOURCE_RUNG, &name(0)).is_none());
+        assert!(h.file(SOURCE_RUNG, "../etc/passwd").is_none());
+        h.apply(
+            generation,
+            SOURCE_RUNG,
+            SegmenterOutput::End(EndReason::Stopped),
+        );
+        assert!(parse_media(&h.media_playlist(SOURCE_RUNG).unwrap()).end_list);
+    }
+
+    #[test]
+    fn master_lists_codecs_and_bandwidth() {
+        let reg = HlsRegistry::new(HlsConfig::default());
+        let (hls, g) = reg.attach("bob");
+        let mut h = hls.write().unwrap();
+        h.apply(g, SOURCE_RUNG, init());
+        h.apply(g, SOURCE_RUNG, seg(2.0, false));
+        let text = h.master_playlist().unwrap();
+        assert!(text.contains("CODECS=\"avc1.64001e,mp4a.40.2\""), "{text}");
+        assert!(text.contains("RESOLUTION=640x360"), "{text}");
+        assert!(text.contains("BANDWIDTH=4000"), "{text}");
+        assert!(text.contains("AVERAGE-BANDWIDTH=4000"), "{text}");
+        assert!(text.contains("FRAME-RATE=30"), "{text}");
+        assert!(text.contains("source/index.m3u8"), "{text}");
+    }
+
+    #[test]
+    fn takeover_continues_with_discontinuity() {
+        let reg = HlsRegistry::new(HlsConfig::default());
+        let (hls, g1) = reg.attach("carol");
+        {
+            let mut h = hls.write().unwrap();
+            h.apply(g1, SOURCE_RUNG, init());
+            h.apply(g1, SOURCE_RUNG, seg(2.0, false));
+            h.apply(g1, SOURCE_RUNG, SegmenterOutput::End(EndReason::Replaced));
+        }
+        let (hls2, g2) = reg.attach("carol");
+        assert!(Arc::ptr_eq(&hls, &hls2));
+        let mut h = hls2.write().unwrap();
+        h.apply(g2, SOURCE_RUNG, init());
+        h.apply(g2, SOURCE_RUNG, seg(2.0, false));
+        let p = parse_media(&h.media_playlist(SOURCE_RUNG).unwrap());
+        assert_eq!(p.segments.len(), 2);
+        assert!(p.segments[1].discontinuity);
+        assert!(p.segments[1].map.is_some(), "new init after takeover");
+        // A late segment from the replaced session is dropped.
+        h.apply(g1, SOURCE_RUNG, seg(1.0, false));
+        assert_eq!(
+            parse_media(&h.media_playlist(SOURCE_RUNG).unwrap())
+                .segments
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn discontinuity_sequence_counts_removed_tags() {
+        let config = HlsConfig {
+            window: 3,
+            ..HlsConfig::default()
+        };
+        let reg = HlsRegistry::new(config);
+        let (hls, g) = reg.attach("dave");
+        let mut h = hls.write().unwrap();
+        h.apply(g, SOURCE_RUNG, init());
+        h.apply(g, SOURCE_RUNG, seg(2.0, false));
+        h.apply(g, SOURCE_RUNG, init());
+        h.apply(g, SOURCE_RUNG, seg(2.0, true));
+        for _ in 0..4 {
+            h.apply(g, SOURCE_RUNG, seg(2.0, false));
+        }
+        let p = parse_media(&h.media_playlist(SOURCE_RUNG).unwrap());
+        assert_eq!(p.discontinuity_sequence, 1);
+        assert!(p.segments.iter().all(|s| !s.discontinuity));
+    }
+
+    #[test]
+    fn ended_streams_are_swept_and_restart_fresh() {
+        let config = HlsConfig {
+            keep_ended_secs: 0,
+            ..HlsConfig::default()
+        };
+        let reg = HlsRegistry::new(config);
+        let (hls, g) = reg.attach("erin");
+        let first = hls.read().unwrap().instance.clone();
+        hls.write()
+            .unwrap()
+            .apply(g, SOURCE_RUNG, SegmenterOutput::End(EndReason::Stopped));
+        let (again, g2) = reg.attach("erin");
+        assert_ne!(again.read().unwrap().instance, first);
+        again
+            .write()
+            .unwrap()
+            .apply(g2, SOURCE_RUNG, SegmenterOutput::End(EndReason::Stopped));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(reg.sweep(), 1);
+        assert!(reg.is_empty());
+    }
+}

@@ -1,0 +1,551 @@
+//! Media events → CMAF segments, sans-IO.
+//!
+//! Cuts at the first video keyframe once the segment has reached (nearly) the target duration,
+//! so every segment starts with an IDR. Audio before the first keyframe is trimmed so playback
+//! starts on a picture; audio timestamps are kept continuous (RTMP's millisecond clock jitters
+//! around the exact 1024-sample cadence). A change of codec configuration closes the segment and
+//! starts a new init segment with a discontinuity.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+
+use super::fmp4::{self, Sample, TrackRun, AUDIO_TRACK_ID, VIDEO_TRACK_ID};
+use crate::media::{
+    AudioConfig, EndReason, MediaEvent, Packet, TrackKind, VideoConfig, VIDEO_TIMESCALE,
+};
+
+/// A keyframe this close to the target (as a fraction) already ends the segment, so a source
+/// with keyframes exactly at the target cadence is not cut one GOP late by rounding.
+const CUT_TOLERANCE: f64 = 0.9;
+
+#[derive(Debug, Clone)]
+pub struct SegmenterConfig {
+    pub target_duration: f64,
+    pub max_segment_bytes: usize,
+}
+
+/// Codec details of an init segment, for the master playlist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitInfo {
+    pub video: Option<Arc<VideoConfig>>,
+    pub audio: Option<Arc<AudioConfig>>,
+}
+
+impl InitInfo {
+    pub fn codecs(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(v) = &self.video {
+            parts.push(v.codec_string());
+        }
+        if let Some(a) = &self.audio {
+            parts.push(a.codec_string());
+        }
+        parts.join(",")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// Seconds of media.
+    pub duration: f64,
+    pub data: Bytes,
+    /// Set when the timeline or codec parameters changed before this segment.
+    pub discontinuity: bool,
+    /// Wall-clock time of the segment's first sample.
+    pub program_date_time: DateTime<Utc>,
+    /// Starts with a keyframe (false only for a forced cut of an oversized GOP).
+    pub independent: bool,
+    pub video_frames: usize,
+    /// Presentation start (seconds on the stream timeline), for alignment checks.
+    pub start_time: f64,
+}
+
+#[derive(Debug, Clone)]
+pub enum SegmenterOutput {
+    /// A new init segment; the segments that follow use it.
+    Init {
+        data: Bytes,
+        info: InitInfo,
+    },
+    Segment(Segment),
+    End(EndReason),
+}
+
+#[derive(Default)]
+struct Pending {
+    video: Vec<Sample>,
+    video_dts: Vec<i64>,
+    audio: Vec<Sample>,
+    audio_start: Option<i64>,
+    bytes: usize,
+    independent: bool,
+}
+
+pub struct Segmenter {
+    config: SegmenterConfig,
+    video: Option<Arc<VideoConfig>>,
+    audio: Option<Arc<AudioConfig>>,
+    init_stale: bool,
+    started: bool,
+    audio_only: bool,
+    emitted_any: bool,
+    discontinuity_next: bool,
+    pending: Pending,
+    last_video_dts: Option<i64>,
+    last_video_duration: i64,
+    next_audio_dts: Option<i64>,
+    sequence: u32,
+    /// (stream time in µs, wall clock) of the first sample: maps media time to PDT.
+    clock_anchor: Option<(i64, DateTime<Utc>)>,
+    ended: bool,
+}
+
+impl Segmenter {
+    pub fn new(config: SegmenterConfig) -> Self {
+        Segmenter {
+            config,
+            video: None,
+            audio: None,
+            init_stale: true,
+            started: false,
+            audio_only: false,
+            emitted_any: false,
+            discontinuity_next: false,
+            pending: Pending::default(),
+            last_video_dts: None,
+            last_video_duration: i64::from(VIDEO_TIMESCALE / 30),
+            next_audio_dts: None,
+            sequence: 0,
+            clock_anchor: None,
+            ended: false,
+        }
+    }
+
+    /// Feeds one event; `now` is the wall clock at its arrival (for PROGRAM-DATE-TIME).
+    pub fn push(&mut self, event: MediaEvent, now: DateTime<Utc>) -> Vec<SegmenterOutput> {
+        let mut out = Vec::new();
+        if self.ended {
+            return out;
+        }
+        match event {
+            MediaEvent::VideoConfig(v) => {
+                if self.video.as_ref() != Some(&v) {
+                    self.config_change(&mut out);
+                    self.video = Some(v);
+                    if self.audio_only {
+                        // Video showed up after we started audio-only: restart on a keyframe.
+                        self.audio_only = false;
+                        self.started = false;
+                    }
+                }
+            }
+            MediaEvent::AudioConfig(a) => {
+                if self.audio.as_ref() != Some(&a) {
+                    self.config_change(&mut out);
+                    self.audio = Some(a);
+                }
+            }
+            MediaEvent::Packet(p) => match p.track {
+                TrackKind::Video => self.push_video(p, now, &mut out),
+                TrackKind::Audio => self.push_audio(p, now, &mut out),
+            },
+            MediaEvent::End(reason) => {
+                self.flush(None, &mut out);
+                self.ended = true;
+                out.push(SegmenterOutput::End(reason));
+            }
+        }
+        out
+    }
+
+    fn config_change(&mut self, out: &mut Vec<SegmenterOutput>) {
+        let has_media = !self.pending.video.is_empty() || !self.pending.audio.is_empty();
+        if has_media {
+            let next = self
+                .last_video_dts
+                .map(|d| d + self.last_video_duration.max(1));
+            self.flush(next, out);
+        }
+        if self.emitted_any || has_media {
+            self.discontinuity_next = true;
+        }
+        self.init_stale = true;
+    }
+
+    fn anchor(&mut self, time_us: i64, now: DateTime<Utc>) {
+        if self.clock_anchor.is_none() {
+            self.clock_anchor = Some((time_us, now));
+        }
+    }
+
+    fn push_video(&mut self, p: Packet, now: DateTime<Utc>, out: &mut Vec<SegmenterOutput>) {
+        if self.video.is_none() {
+            return;
+        }
+        if !self.started {
+            if !p.keyframe {
+                return; // wait for a keyframe: a segment must start decodable
+            }
+            self.started = true;
+            self.pending.independent = true;
+        }
+        let mut dts = p.dts;
+        if let Some(last) = self.last_video_dts {
+            if dts <= last {
+                dts = last + 1; // decode times must increase strictly
+            }
+        }
+        let pts = p.pts.max(dts);
+        self.anchor(dts * 1_000_000 / i64::from(VIDEO_TIMESCALE), now);
+
+        if let Some(&start) = self.pending.video_dts.first() {
+            let elapsed = (dts - start) as f64 / f64::from(VIDEO_TIMESCALE);
+            let due = p.keyframe && elapsed >= self.config.target_duration * CUT_TOLERANCE;
+            let oversized = self.pending.bytes + p.data.len() > self.config.max_segment_bytes;
+            if due || oversized {
+                if oversized && !p.keyframe {
+                    tracing::warn!(
+                        elapsed,
+                        "no keyframe within the segment size limit; cutting mid-GOP"
+                    );
+                }
+                self.flush(Some(dts), out);
+                self.pending.independent = p.keyframe;
+            }
+        }
+        if self.pending.video.is_empty() && self.pending.audio.is_empty() {
+            self.emit_init_if_stale(out);
+        }
+        if let Some(last) = self.last_video_dts {
+            self.last_video_duration = (dts - last).clamp(1, i64::from(VIDEO_TIMESCALE) * 10);
+        }
+        self.last_video_dts = Some(dts);
+        self.pending.bytes += p.data.len();
+        self.pending.video_dts.push(dts);
+        self.pending.video.push(Sample {
+            duration: 0, // filled at flush from the next decode time
+            composition_offset: (pts - dts).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+            keyframe: p.keyframe,
+            data: p.data,
+        });
+    }
+
+    fn push_audio(&mut self, p: Packet, now: DateTime<Utc>, out: &mut Vec<SegmenterOutput>) {
+        let Some(audio) = self.audio.clone() else {
+            return;
+        };
+        if self.video.is_none() && !self.started {
+            self.audio_only = true;
+            self.started = true;
+            self.pending.independent = true;
+        }
+        if !self.started {
+            return; // trimmed: before the first video keyframe
+        }
+        let frame = i64::from(audio.frame_samples);
+        let rate = i64::from(audio.sample_rate);
+        // Keep the exact cadence unless the source clock really moved (a gap or a jump).
+        let dts = match self.next_audio_dts {
+            Some(expected) if (p.dts - expected).abs() < rate / 10 => expected,
+            _ => p.dts,
+        };
+        self.next_audio_dts = Some(dts + frame);
+        self.anchor(dts * 1_000_000 / rate, now);
+
+        if self.audio_only {
+            if let Some(start) = self.pending.audio_start {
+                // Every AAC frame is a sync point: cut as close to the target as frames allow.
+                let elapsed = (dts - start) as f64 / rate as f64;
+                let half_frame = frame as f64 / rate as f64 / 2.0;
+                if elapsed >= self.config.target_duration - half_frame {
+                    self.flush(None, out);
+                }
+            }
+            if self.pending.audio.is_empty() {
+                self.emit_init_if_stale(out);
+            }
+        }
+        if self.pending.audio_start.is_none() {
+            self.pending.audio_start = Some(dts);
+        }
+        self.pending.bytes += p.data.len();
+        self.pending.audio.push(Sample {
+            duration: audio.frame_samples,
+            composition_offset: 0,
+            keyframe: true,
+            data: p.data,
+        });
+    }
+
+    fn emit_init_if_stale(&mut self, out: &mut Vec<SegmenterOutput>) {
+        if !self.init_stale {
+            return;
+        }
+        let video = if self.audio_only {
+            None
+        } else {
+            self.video.clone()
+        };
+        let data = fmp4::init_segment(video.as_deref(), self.audio.as_deref());
+        out.push(SegmenterOutput::Init {
+            data,
+            info: InitInfo {
+                video,
+                audio: self.audio.clone(),
+            },
+        });
+        self.init_stale = false;
+    }
+
+    /// Closes the pending segment. `next_video_dts` is the decode time of the sample after it
+    /// (the keyframe that starts the next segment), which gives the last sample its duration.
+    fn flush(&mut self, next_video_dts: Option<i64>, out: &mut Vec<SegmenterOutput>) {
+        let mut pending = std::mem::take(&mut self.pending);
+        if pending.video.is_empty() && pending.audio.is_empty() {
+            return;
+        }
+        self.emit_init_if_stale(out);
+        let n = pending.video.len();
+        for i in 0..n {
+            let next = if i + 1 < n {
+                pending.video_dts[i + 1]
+            } else {
+                next_video_dts.unwrap_or(pending.video_dts[i] + self.last_video_duration)
+            };
+            pending.video[i].duration =
+                (next - pending.video_dts[i]).clamp(1, i64::from(u32::MAX)) as u32;
+        }
+        let (duration, start_us) = if let Some(&first) = pending.video_dts.first() {
+            let total: u64 = pending.video.iter().map(|s| u64::from(s.duration)).sum();
+            (
+                total as f64 / f64::from(VIDEO_TIMESCALE),
+                first * 1_000_000 / i64::from(VIDEO_TIMESCALE),
+            )
+        } else {
+            let rate = self.audio.as_ref().map_or(48_000, |a| a.sample_rate);
+            let total: u64 = pending.audio.iter().map(|s| u64::from(s.duration)).sum();
+            (
+                total as f64 / f64::from(rate),
+                pending.audio_start.unwrap_or(0) * 1_000_000 / i64::from(rate),
+            )
+        };
+        let mut runs = Vec::with_capacity(2);
+        if let Some(&first) = pending.video_dts.first() {
+            runs.push(TrackRun {
+                track_id: VIDEO_TRACK_ID,
+                base_decode_time: first.max(0) as u64,
+                samples: &pending.video,
+            });
+        }
+        if let Some(start) = pending.audio_start {
+            runs.push(TrackRun {
+                track_id: AUDIO_TRACK_ID,
+                base_decode_time: start.max(0) as u64,
+                samples: &pending.audio,
+            });
+        }
+        self.sequence = self.sequence.wrapping_add(1);
+        let data = fmp4::media_fragment(self.sequence, &runs);
+        let pdt = match self.clock_anchor {
+            Some((anchor_us, wall)) => wall + ChronoDuration::microseconds(start_us - anchor_us),
+            None => Utc::now(),
+        };
+        out.push(SegmenterOutput::Segment(Segment {
+            duration,
+            data,
+            discontinuity: std::mem::take(&mut self.discontinuity_next),
+            program_date_time: pdt,
+            independent: pending.independent,
+            video_frames: n,
+            start_time: start_us as f64 / 1e6,
+        }));
+        self.emitted_any = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::avc::tests::AVCC_640X360_HIGH;
+
+    fn cfg() -> SegmenterConfig {
+        SegmenterConfig {
+            target_duration: 2.0,
+            max_segment_bytes: 1 << 20,
+        }
+    }
+
+    fn video_cfg() -> MediaEvent {
+        MediaEvent::VideoConfig(Arc::new(VideoConfig::parse(AVCC_640X360_HIGH).unwrap()))
+    }
+
+    fn audio_cfg() -> MediaEvent {
+        MediaEvent::AudioConfig(Arc::new(AudioConfig::parse(&[0x11, 0x90]).unwrap()))
+    }
+
+    fn vframe(ms: i64, key: bool) -> MediaEvent {
+        MediaEvent::Packet(Packet {
+            track: TrackKind::Video,
+            dts: ms * 90,
+            pts: ms * 90 + 3000,
+            keyframe: key,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        })
+    }
+
+    fn aframe(ms: i64) -> MediaEvent {
+        MediaEvent::Packet(Packet {
+            track: TrackKind::Audio,
+            dts: ms * 48,
+            pts: ms * 48,
+            keyframe: true,
+            data: Bytes::from_static(&[0x21, 0x10]),
+        })
+    }
+
+    fn segments(out: &[SegmenterOutput]) -> Vec<&Segment> {
+        out.iter()
+            .filter_map(|o| match o {
+                SegmenterOutput::Segment(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// 30 fps video with a keyframe every `gop` frames, and 48 kHz audio, for `secs` seconds.
+    fn feed(seg: &mut Segmenter, secs: i64, gop: i64) -> Vec<SegmenterOutput> {
+        let now = Utc::now();
+        let mut out = seg.push(video_cfg(), now);
+        out.extend(seg.push(audio_cfg(), now));
+        let mut audio_ms = 0.0f64;
+        for i in 0..secs * 30 {
+            let ms = i * 1000 / 30;
+            while audio_ms <= ms as f64 {
+                out.extend(seg.push(aframe(audio_ms.round() as i64), now));
+                audio_ms += 1024.0 / 48.0;
+            }
+            out.extend(seg.push(vframe(ms, i % gop == 0), now));
+        }
+        out
+    }
+
+    #[test]
+    fn cuts_at_keyframes_near_target() {
+        let mut seg = Segmenter::new(cfg());
+        let mut out = feed(&mut seg, 10, 30);
+        out.extend(seg.push(MediaEvent::End(EndReason::Stopped), Utc::now()));
+        assert!(matches!(out[0], SegmenterOutput::Init { .. }));
+        let segs = segments(&out);
+        assert_eq!(segs.len(), 5, "10 s in 2 s segments");
+        for s in &segs[..4] {
+            assert!((s.duration - 2.0).abs() < 0.05, "{}", s.duration);
+            assert!(s.independent && !s.discontinuity);
+            assert_eq!(s.video_frames, 60);
+        }
+        assert!(matches!(
+            out.last(),
+            Some(SegmenterOutput::End(EndReason::Stopped))
+        ));
+        // PDT advances with media time.
+        let gap = segs[1].program_date_time - segs[0].program_date_time;
+        assert!((gap.num_milliseconds() - 2000).abs() <= 40, "{gap}");
+    }
+
+    #[test]
+    fn long_gop_gives_long_segments() {
+        let mut seg = Segmenter::new(cfg());
+        let out = feed(&mut seg, 13, 150); // keyframe every 5 s
+        let segs = segments(&out);
+        assert_eq!(segs.len(), 2);
+        assert!((segs[0].duration - 5.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn waits_for_a_keyframe_and_trims_audio() {
+        let mut seg = Segmenter::new(cfg());
+        let now = Utc::now();
+        seg.push(video_cfg(), now);
+        seg.push(audio_cfg(), now);
+        assert!(seg.push(aframe(0), now).is_empty());
+        assert!(seg.push(vframe(0, false), now).is_empty());
+        let out = seg.push(vframe(33, true), now);
+        assert!(matches!(out[0], SegmenterOutput::Init { .. }));
+        let out = seg.push(MediaEvent::End(EndReason::Stopped), now);
+        let s = segments(&out);
+        assert_eq!(s[0].video_frames, 1);
+        assert!((s[0].start_time - 0.033).abs() < 1e-6);
+    }
+
+    #[test]
+    fn config_change_makes_discontinuity_and_new_init() {
+        let mut seg = Segmenter::new(cfg());
+        let now = Utc::now();
+        let mut out = feed(&mut seg, 3, 30);
+        // A different SPS (level changed).
+        let mut other = AVCC_640X360_HIGH.to_vec();
+        other[3] = 0x1f;
+        other[11] = 0x1f;
+        out.extend(seg.push(
+            MediaEvent::VideoConfig(Arc::new(VideoConfig::parse(&other).unwrap())),
+            now,
+        ));
+        out.extend(seg.push(vframe(3100, true), now));
+        out.extend(seg.push(MediaEvent::End(EndReason::Stopped), now));
+        let inits = out
+            .iter()
+            .filter(|o| matches!(o, SegmenterOutput::Init { .. }))
+            .count();
+        assert_eq!(inits, 2);
+        let segs = segments(&out);
+        assert!(segs.last().unwrap().discontinuity);
+        assert_eq!(segs.iter().filter(|s| s.discontinuity).count(), 1);
+    }
+
+    #[test]
+    fn audio_only_streams_are_segmented() {
+        let mut seg = Segmenter::new(cfg());
+        let now = Utc::now();
+        seg.push(audio_cfg(), now);
+        let mut out = Vec::new();
+        for i in 0..300 {
+            out.extend(seg.push(aframe(i * 1024 / 48), now));
+        }
+        let segs = segments(&out);
+        assert!(segs.len() >= 2);
+        assert!(
+            (segs[0].duration - 2.0).abs() < 0.05,
+            "{}",
+            segs[0].duration
+        );
+        match &out[0] {
+            SegmenterOutput::Init { info, .. } => assert!(info.video.is_none()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        /// Arbitrary interleavings and timestamps never panic, and every segment is non-empty.
+        #[test]
+        fn arbitrary_packets(events in proptest::collection::vec((0u8..4, -5000i64..500_000, proptest::prelude::any::<bool>()), 0..300)) {
+            let mut seg = Segmenter::new(cfg());
+            let now = Utc::now();
+            seg.push(video_cfg(), now);
+            seg.push(audio_cfg(), now);
+            for (kind, ts, key) in events {
+                let ev = match kind {
+                    0 | 1 => vframe(ts, key),
+                    2 => aframe(ts),
+                    _ => audio_cfg(),
+                };
+                for o in seg.push(ev, now) {
+                    if let SegmenterOutput::Segment(s) = o {
+                        proptest::prop_assert!(!s.data.is_empty());
+                        proptest::prop_assert!(s.duration >= 0.0);
+                    }
+                }
+            }
+        }
+    }
+}

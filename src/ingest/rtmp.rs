@@ -1,0 +1,452 @@
+//! RTMP ingest: the tokio edge around rml_rtmp's sans-IO handshake and server session.
+//!
+//! The stream key is checked before `NetStream.Publish.Start` is sent; a refused publish gets an
+//! error status and the connection closes. Every read is bounded (buffer size, pre-auth byte
+//! budget, chunk-size cap) and timed (handshake, idle); any error ends this session only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::flv::FlvDemuxer;
+use crate::auth::{KeyCheck, KeyStore};
+use crate::config::RtmpConfig;
+use crate::metrics::Metrics;
+use crate::stream::{Hub, LiveStream, Publisher};
+use crate::util::redact;
+
+pub const APP_NAME: &str = "live";
+const READ_BUFFER: usize = 64 * 1024;
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    #[error("no data for {0} s")]
+    Idle(u64),
+    #[error("connection closed by peer")]
+    Closed,
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("sent {0} bytes without publishing")]
+    TooMuchBeforePublish(usize),
+    #[error("chunk size {0} exceeds the limit {1}")]
+    ChunkTooLarge(u32, u32),
+    #[error("write timed out")]
+    WriteTimeout,
+}
+
+/// What RTMP ingest needs from the rest of the server.
+pub struct IngestContext {
+    pub config: RtmpConfig,
+    pub keys: KeyStore,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Accepts connections until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (socket, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "RTMP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = ctx.config.max_connections,
+                "RTMP connection limit reached; closing new connection");
+            ctx.metrics.refused("connection_limit");
+            continue;
+        };
+        ctx.metrics.rtmp_connections.inc();
+        let ctx = ctx.clone();
+        let span = tracing::info_span!("rtmp", %peer, user = tracing::field::Empty);
+        tokio::spawn(
+            async move {
+                ctx.metrics.rtmp_active.inc();
+                let mut conn = Connection::new(ctx.clone());
+                let result = conn.run(socket, peer).await;
+                let publishing = conn.publisher.is_some();
+                drop(conn); // ends the stream (if any) before the log line below
+                match result {
+                    Ok(()) => {
+                        ctx.metrics.session_ended("normal");
+                        tracing::info!("RTMP session closed")
+                    }
+                    Err(SessionError::Closed) => {
+                        ctx.metrics.session_ended("peer_closed");
+                        tracing::info!(publishing, "RTMP connection closed by peer")
+                    }
+                    Err(e) => {
+                        ctx.metrics.session_ended(match e {
+                            SessionError::Protocol(_) => "protocol_error",
+                            SessionError::Idle(_) | SessionError::HandshakeTimeout => "timeout",
+                            _ => "error",
+                        });
+                        tracing::warn!(error = %e, "RTMP session ended")
+                    }
+                }
+                ctx.metrics.rtmp_active.dec();
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Whether the session continues after an event.
+enum Flow {
+    Continue,
+    Close,
+}
+
+struct Connection {
+    ctx: Arc<IngestContext>,
+    publisher: Option<Publisher>,
+    demuxer: FlvDemuxer,
+    bytes_before_publish: usize,
+    outbound: Vec<u8>,
+}
+
+impl Connection {
+    fn new(ctx: Arc<IngestContext>) -> Self {
+        Connection {
+            ctx,
+            publisher: None,
+            demuxer: FlvDemuxer::new(),
+            bytes_before_publish: 0,
+            outbound: Vec::new(),
+        }
+    }
+
+    async fn write_out(&mut self, socket: &mut TcpStream) -> Result<(), SessionError> {
+        if self.outbound.is_empty() {
+            return Ok(());
+        }
+        tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(&self.outbound))
+            .await
+            .map_err(|_| SessionError::WriteTimeout)??;
+        self.outbound.clear();
+        Ok(())
+    }
+
+    async fn handshake(&mut self, socket: &mut TcpStream) -> Result<Vec<u8>, SessionError> {
+        let mut handshake = Handshake::new(PeerType::Server);
+        let mut buf = vec![0u8; 4096];
+        let mut total = 0usize;
+        loop {
+            let n = socket.read(&mut buf).await?;
+            if n == 0 {
+                return Err(SessionError::Closed);
+            }
+            total += n;
+            if total > 16 * 1024 {
+                return Err(SessionError::Handshake("too many handshake bytes".into()));
+            }
+            match handshake
+                .process_bytes(&buf[..n])
+                .map_err(|e| SessionError::Handshake(e.to_string()))?
+            {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    socket.write_all(&response_bytes).await?;
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    socket.write_all(&response_bytes).await?;
+                    return Ok(remaining_bytes);
+                }
+            }
+        }
+    }
+
+    async fn run(&mut self, mut socket: TcpStream, _peer: SocketAddr) -> Result<(), SessionError> {
+        let _ = socket.set_nodelay(true);
+        let handshake_timeout = Duration::from_secs(self.ctx.config.handshake_timeout_secs);
+        let leftover = tokio::time::timeout(handshake_timeout, self.handshake(&mut socket))
+            .await
+            .map_err(|_| SessionError::HandshakeTimeout)??;
+
+        let (mut session, initial) = ServerSession::new(ServerSessionConfig::new())
+            .map_err(|e| SessionError::Protocol(e.to_string()))?;
+        // The bytes after the handshake go in together with the session's initial results.
+        let mut flow = self.process(&mut session, initial).await?;
+        if matches!(flow, Flow::Continue) && !leftover.is_empty() {
+            flow = self.feed(&mut session, &leftover).await?;
+        }
+        self.write_out(&mut socket).await?;
+        if matches!(flow, Flow::Close) {
+            return Ok(());
+        }
+
+        let idle = self.ctx.config.idle_timeout_secs;
+        let mut buf = vec![0u8; READ_BUFFER];
+        loop {
+            let watch: Option<Arc<LiveStream>> =
+                self.publisher.as_ref().map(|p| p.stream().clone());
+            let stopped = async {
+                match &watch {
+                    Some(s) => s.stopped().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let n = tokio::select! {
+                _ = stopped => {
+                    tracing::info!("session replaced by a newer publish with the same key (or stopped by an operator); closing");
+                    return Ok(());
+                }
+                read = tokio::time::timeout(Duration::from_secs(idle), socket.read(&mut buf)) => {
+                    read.map_err(|_| SessionError::Idle(idle))??
+                }
+            };
+            if n == 0 {
+                return Err(SessionError::Closed);
+            }
+            self.ctx.metrics.ingest_bytes.inc_by(n as u64);
+            if self.publisher.is_none() {
+                self.bytes_before_publish += n;
+                if self.bytes_before_publish > self.ctx.config.max_unauthenticated_bytes {
+                    return Err(SessionError::TooMuchBeforePublish(
+                        self.bytes_before_publish,
+                    ));
+                }
+            }
+            let flow = self.feed(&mut session, &buf[..n]).await?;
+            self.write_out(&mut socket).await?;
+            if matches!(flow, Flow::Close) {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn feed(
+        &mut self,
+        session: &mut ServerSession,
+        bytes: &[u8],
+    ) -> Result<Flow, SessionError> {
+        let results = session
+            .handle_input(bytes)
+            .map_err(|e| SessionError::Protocol(e.to_string()))?;
+        self.process(session, results).await
+    }
+
+    async fn process(
+        &mut self,
+        session: &mut ServerSession,
+        results: Vec<ServerSessionResult>,
+    ) -> Result<Flow, SessionError> {
+        let mut queue: std::collections::VecDeque<ServerSessionResult> = results.into();
+        while let Some(result) = queue.pop_front() {
+            match result {
+                ServerSessionResult::OutboundResponse(packet) => {
+                    self.outbound.extend_from_slice(&packet.bytes)
+                }
+                ServerSessionResult::RaisedEvent(event) => {
+                    let (flow, more) = self.on_event(session, event).await?;
+                    queue.extend(more);
+                    if matches!(flow, Flow::Close) {
+                        // Send what is queued (e.g. the error status) before closing.
+                        for r in queue.drain(..) {
+                            if let ServerSessionResult::OutboundResponse(p) = r {
+                                self.outbound.extend_from_slice(&p.bytes);
+                            }
+                        }
+                        return Ok(Flow::Close);
+                    }
+                }
+                ServerSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn protocol<E: std::fmt::Display>(e: E) -> SessionError {
+        SessionError::Protocol(e.to_string())
+    }
+
+    async fn on_event(
+        &mut self,
+        session: &mut ServerSession,
+        event: ServerSessionEvent,
+    ) -> Result<(Flow, Vec<ServerSessionResult>), SessionError> {
+        match event {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
+                if app_name.trim_end_matches('/') != APP_NAME {
+                    tracing::warn!(app = %app_name, "connect refused: unknown application (use rtmp://HOST/live)");
+                    self.ctx.metrics.refused("unknown_app");
+                    let r = session
+                        .reject_request(
+                            request_id,
+                            "NetConnection.Connect.Rejected",
+                            "unknown application; publish to /live",
+                        )
+                        .map_err(Self::protocol)?;
+                    return Ok((Flow::Close, r));
+                }
+                let r = session.accept_request(request_id).map_err(Self::protocol)?;
+                Ok((Flow::Continue, r))
+            }
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                stream_key,
+                ..
+            } => self.on_publish(session, request_id, &stream_key).await,
+            ServerSessionEvent::PublishStreamFinished { .. } => {
+                if self.publisher.take().is_some() {
+                    tracing::info!("publisher stopped");
+                }
+                Ok((Flow::Continue, Vec::new()))
+            }
+            ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
+                if let (Some(p), Some(fps)) = (&self.publisher, metadata.video_frame_rate) {
+                    p.set_fps_hint(f64::from(fps));
+                }
+                Ok((Flow::Continue, Vec::new()))
+            }
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => self.on_media(true, data, timestamp.value),
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => self.on_media(false, data, timestamp.value),
+            ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
+                tracing::info!("RTMP playback refused: livegate serves viewers over HLS");
+                let r = session
+                    .reject_request(
+                        request_id,
+                        "NetStream.Play.Failed",
+                        "RTMP playback is not offered; watch over HLS",
+                    )
+                    .map_err(Self::protocol)?;
+                Ok((Flow::Close, r))
+            }
+            ServerSessionEvent::ClientChunkSizeChanged { new_chunk_size } => {
+                let max = self.ctx.config.max_chunk_size;
+                if new_chunk_size > max {
+                    return Err(SessionError::ChunkTooLarge(new_chunk_size, max));
+                }
+                Ok((Flow::Continue, Vec::new()))
+            }
+            _ => Ok((Flow::Continue, Vec::new())),
+        }
+    }
+
+    async fn on_publish(
+        &mut self,
+        session: &mut ServerSession,
+        request_id: u32,
+        stream_key: &str,
+    ) -> Result<(Flow, Vec<ServerSessionResult>), SessionError> {
+        // OBS and the design livegate replaces may append a query (`KEY?param=…`).
+        let key = stream_key.split('?').next().unwrap_or_default().to_string();
+        if self.publisher.is_some() {
+            let r = session
+                .reject_request(
+                    request_id,
+                    "NetStream.Publish.BadName",
+                    "already publishing on this connection",
+                )
+                .map_err(Self::protocol)?;
+            return Ok((Flow::Close, r));
+        }
+        let keys = self.ctx.keys.clone();
+        let checked = tokio::task::spawn_blocking(move || keys.check(&key))
+            .await
+            .map_err(|e| SessionError::Protocol(format!("key check task: {e}")))?;
+        let (code, description, reason) = match checked {
+            Ok(KeyCheck::Valid { user }) => {
+                tracing::Span::current().record("user", user.as_str());
+                let publisher = self.ctx.hub.publish(&user);
+                tracing::info!(session = publisher.stream().session_id, "publish accepted");
+                self.ctx.metrics.publish_accepted.inc();
+                self.publisher = Some(publisher);
+                let r = session.accept_request(request_id).map_err(Self::protocol)?;
+                return Ok((Flow::Continue, r));
+            }
+            Ok(KeyCheck::Revoked { user }) => {
+                tracing::Span::current().record("user", user.as_str());
+                tracing::warn!("publish refused: this user's stream key was revoked or rotated");
+                (
+                    "NetStream.Publish.BadName",
+                    "stream key revoked",
+                    "revoked_key",
+                )
+            }
+            Ok(KeyCheck::Unknown) => {
+                tracing::warn!(key = %redact(stream_key), "publish refused: unknown stream key");
+                (
+                    "NetStream.Publish.BadName",
+                    "invalid stream key",
+                    "unknown_key",
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "publish refused: key store unavailable");
+                (
+                    "NetStream.Publish.Failed",
+                    "server error checking the key",
+                    "key_store_error",
+                )
+            }
+        };
+        self.ctx.metrics.refused(reason);
+        let r = session
+            .reject_request(request_id, code, description)
+            .map_err(Self::protocol)?;
+        Ok((Flow::Close, r))
+    }
+
+    fn on_media(
+        &mut self,
+        video: bool,
+        data: Bytes,
+        raw_ms: u32,
+    ) -> Result<(Flow, Vec<ServerSessionResult>), SessionError> {
+        let Some(publisher) = &self.publisher else {
+            return Ok((Flow::Continue, Vec::new()));
+        };
+        let parsed = if video {
+            self.demuxer.video(&data, raw_ms)
+        } else {
+            self.demuxer.audio(&data, raw_ms)
+        };
+        match parsed {
+            Ok(Some(event)) => publisher.push(event, data.len()),
+            Ok(None) => publisher.count_bytes(data.len()),
+            Err(e) => {
+                tracing::error!(error = %e, "refusing the stream's media; ending the session");
+                self.ctx.metrics.refused("bad_media");
+                return Err(SessionError::Protocol(e.to_string()));
+            }
+        }
+        Ok((Flow::Continue, Vec::new()))
+    }
+}

@@ -1,0 +1,15 @@
+//! livegate: a live-video server.
+//!
+//! Data flows one way: [`ingest`] → [`stream`] (the hub) → [`hls`] → [`http`].
+//! [`auth`] decides who may publish; [`config`] holds every setting with a working default.
+
+pub mod auth;
+pub mod config;
+pub mod hls;
+pub mod http;
+pub mod ingest;
+pub mod media;
+pub mod metrics;
+pub mod server;
+pub mod stream;
+pub mod util;

@@ -1,0 +1,148 @@
+//! The `livegate` command line: `serve`, `keys …`, `check-config`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use livegate::auth::KeyStore;
+use livegate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "livegate",
+    version,
+    about = "Live-video server: RTMP in, HLS out"
+)]
+struct Cli {
+    /// Configuration file (TOML). Without one, the embedded defaults serve a single node.
+    #[arg(long, global = true, env = "LIVEGATE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Manage per-user stream keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Validate the configuration and print it with every default filled in.
+    CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a stream key for a new user; prints it once (alone on the last line).
+    Add { user: String },
+    /// List users with a key (hints only; keys are stored hashed).
+    List,
+    /// Remove a user's key; publishing with it is refused from now on.
+    Revoke { user: String },
+    /// Replace a user's key with a new one; prints it once (alone on the last line).
+    Rotate { user: String },
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Config::load(path.map(|p| p.as_path()), std::env::vars()).context("configuration")
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIVEGATE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn print_new_key(config: &Config, user: &str, key: &str, verb: &str) {
+    println!("{verb} stream key for '{user}'. It is shown only this once; keep it secret.");
+    println!(
+        "OBS → Settings → Stream: Service 'Custom…', Server {}, Stream Key: the line below.",
+        config.rtmp_publish_url()
+    );
+    println!(
+        "ffmpeg: ffmpeg -re -i INPUT -c:v libx264 -c:a aac -f flv {}/<key>",
+        config.rtmp_publish_url()
+    );
+    println!("Watch:  {}/live/{user}/index.m3u8", config.http_base_url());
+    println!("{key}");
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+    token.cancel();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve => {
+            init_tracing();
+            let config = load_config(cli.config.as_ref())?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(async {
+                let token = CancellationToken::new();
+                tokio::spawn(shutdown_signal(token.clone()));
+                livegate::server::run(config, token).await
+            })?;
+        }
+        Command::Keys { action } => {
+            let config = load_config(cli.config.as_ref())?;
+            let store = KeyStore::new(config.keys_path());
+            match action {
+                KeysAction::Add { user } => {
+                    let key = store.add(&user)?;
+                    print_new_key(&config, &user, &key, "Created");
+                }
+                KeysAction::Rotate { user } => {
+                    let key = store.rotate(&user)?;
+                    print_new_key(&config, &user, &key, "Rotated");
+                }
+                KeysAction::Revoke { user } => {
+                    store.revoke(&user)?;
+                    println!("Revoked the stream key of '{user}'.");
+                }
+                KeysAction::List => {
+                    let keys = store.list()?;
+                    if keys.is_empty() {
+                        println!("No stream keys yet: livegate keys add <user>");
+                    }
+                    for k in keys {
+                        println!("{}\t{}\t{}", k.user, k.hint, k.created_at.to_rfc3339());
+                    }
+                }
+            }
+        }
+        Command::CheckConfig => {
+            let config = load_config(cli.config.as_ref())?;
+            let text = toml::to_string_pretty(&config).context("printing the configuration")?;
+            println!("# configuration is valid; effective values:\n{text}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! H.264 decoder configuration (AVCDecoderConfigurationRecord, ISO/IEC 14496-15 §5.3.3),
+//! read with `h264-reader`.
+
+use bytes::Bytes;
+use h264_reader::avcc::AvcDecoderConfigurationRecord;
+use h264_reader::nal::sps::SeqParameterSet;
+use h264_reader::nal::{Nal, RefNal};
+
+use super::CodecError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoConfig {
+    /// The record as received (goes into the MP4 `avcC`).
+    pub avcc: Bytes,
+    pub width: u32,
+    pub height: u32,
+    /// From the SPS timing info, when the encoder wrote it.
+    pub fps: Option<f64>,
+    pub profile_idc: u8,
+    pub constraint_flags: u8,
+    pub level_idc: u8,
+    /// Bytes of the length prefix before each NAL unit (1, 2 or 4).
+    pub nal_length_size: u8,
+}
+
+impl VideoConfig {
+    pub fn parse(record: &[u8]) -> Result<VideoConfig, CodecError> {
+        let err = |m: String| CodecError::Avc(m);
+        let avcc =
+            AvcDecoderConfigurationRecord::try_from(record).map_err(|e| err(format!("{e:?}")))?;
+        if avcc.configuration_version() != 1 {
+            return Err(err(format!(
+                "configuration version {} (expected 1)",
+                avcc.configuration_version()
+            )));
+        }
+        let sps_bytes = avcc
+            .sequence_parameter_sets()
+            .next()
+            .ok_or_else(|| err("no SPS".into()))?
+            .map_err(|e| err(format!("SPS: {e:?}")))?;
+        let nal = RefNal::new(sps_bytes, &[], true);
+        let sps =
+            SeqParameterSet::from_bits(nal.rbsp_bits()).map_err(|e| err(format!("SPS: {e:?}")))?;
+        let (width, height) = sps
+            .pixel_dimensions()
+            .map_err(|e| err(format!("SPS dimensions: {e:?}")))?;
+        if width == 0 || height == 0 || width > 16384 || height > 16384 {
+            return Err(err(format!("implausible size {width}x{height}")));
+        }
+        let nal_length_size = avcc.length_size_minus_one() + 1;
+        if nal_length_size == 3 {
+            return Err(err("3-byte NAL lengths are not allowed".into()));
+        }
+        let fps = sps
+            .fps()
+            .filter(|f| f.is_finite() && *f > 0.0 && *f <= 480.0);
+        Ok(VideoConfig {
+            avcc: Bytes::copy_from_slice(record),
+            width,
+            height,
+            fps,
+            profile_idc: sps.profile_idc.into(),
+            constraint_flags: sps.constraint_flags.into(),
+            level_idc: sps.level_idc,
+            nal_length_size,
+        })
+    }
+
+    /// RFC 6381 codec string from the actual SPS, e.g. `avc1.64001f`.
+    pub fn codec_string(&self) -> String {
+        format!(
+            "avc1.{:02x}{:02x}{:02x}",
+            self.profile_idc, self.constraint_flags, self.level_idc
+        )
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// avcC from `ffmpeg -f lavfi -i testsrc2=size=640x360 -c:v libx264 -profile:v high` (level 3.0).
+    pub const AVCC_640X360_HIGH: &[u8] = &[
+        0x01, 0x64, 0x00, 0x1e, 0xff, 0xe1, 0x00, 0x1a, 0x67, 0x64, 0x00, 0x1e, 0xac, 0xd9, 0x40,
+        0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c,
+        0x0f, 0x16, 0x2d, 0x96, 0x01, 0x00, 0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0, 0xfd, 0xf8,
+        0xf8, 0x00,
+    ];
+
+    #[test]
+    fn parses_real_record() {
+        let c = VideoConfig::parse(AVCC_640X360_HIGH).unwrap();
+        assert_eq!((c.width, c.height), (640, 360));
+        assert_eq!(c.codec_string(), "avc1.64001e");
+        assert_eq!(c.nal_length_size, 4);
+        assert_eq!(c.fps, Some(30.0));
+    }
+
+    #[test]
+    fn malformed_records_are_errors() {
+        assert!(VideoConfig::parse(&[]).is_err());
+        assert!(VideoConfig::parse(&AVCC_640X360_HIGH[..10]).is_err());
+        let mut wrong_version = AVCC_640X360_HIGH.to_vec();
+        wrong_version[0] = 2;
+        assert!(VideoConfig::parse(&wrong_version).is_err());
+        let mut no_sps = AVCC_640X360_HIGH[..6].to_vec();
+        no_sps[5] = 0xe0;
+        no_sps.push(0);
+        assert!(VideoConfig::parse(&no_sps).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = VideoConfig::parse(&data);
+        }
+
+        #[test]
+        fn mutated_record_never_panics(idx in 0usize..47, byte in proptest::prelude::any::<u8>()) {
+            let mut data = AVCC_640X360_HIGH.to_vec();
+            data[idx] = byte;
+            let _ = VideoConfig::parse(&data);
+        }
+    }
+}

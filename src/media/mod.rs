@@ -1,0 +1,62 @@
+//! Codec-neutral media types shared by ingest, the hub and every consumer.
+//!
+//! Timestamps: video in a 90 kHz clock, audio in its sample rate, both on one monotonic 64-bit
+//! timeline per stream that starts near zero (see [`timeline`]).
+
+pub mod aac;
+pub mod avc;
+pub mod timeline;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use aac::AudioConfig;
+pub use avc::VideoConfig;
+
+pub const VIDEO_TIMESCALE: u32 = 90_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackKind {
+    Video,
+    Audio,
+}
+
+/// One coded frame. Video payloads are length-prefixed NAL units (AVCC, the length size given by
+/// the [`VideoConfig`]); audio payloads are raw AAC frames.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packet {
+    pub track: TrackKind,
+    /// Decode time, in the track's timescale.
+    pub dts: i64,
+    /// Presentation time, in the track's timescale (≥ dts for B-frames).
+    pub pts: i64,
+    pub keyframe: bool,
+    pub data: Bytes,
+}
+
+/// Why a stream ended, so consumers know whether to finish (ENDLIST) or expect a successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The publisher stopped or disconnected.
+    Stopped,
+    /// A new session with the same key took over; viewers continue on the new one.
+    Replaced,
+}
+
+/// What flows from ingest through the hub to consumers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaEvent {
+    VideoConfig(Arc<VideoConfig>),
+    AudioConfig(Arc<AudioConfig>),
+    Packet(Packet),
+    End(EndReason),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("AVC decoder configuration: {0}")]
+    Avc(String),
+    #[error("AAC AudioSpecificConfig: {0}")]
+    Aac(String),
+}

@@ -1,0 +1,124 @@
+//! One monotonic 64-bit millisecond timeline per stream from RTMP's 32-bit clock.
+//!
+//! RTMP timestamps wrap after 2^32 ms (~49.7 days), and encoders restart their clock on reconnect
+//! or jump it after a stall. Audio and video are interleaved with small reorderings between the
+//! tracks, so a small step backwards is normal; a large jump either way is a clock restart and is
+//! stitched onto the timeline so that time keeps advancing smoothly.
+
+/// Steps larger than this (either direction) are treated as an encoder clock restart.
+pub const MAX_PLAUSIBLE_STEP_MS: i64 = 10_000;
+
+/// Gap inserted after a clock restart: about one frame, so the next packet follows the last.
+const RESTART_GAP_MS: i64 = 20;
+
+#[derive(Debug, Default, Clone)]
+pub struct TimestampNormalizer {
+    last_raw: Option<u32>,
+    last_out: i64,
+    /// Highest output so far; after a restart the timeline continues from here.
+    max_out: i64,
+    restarts: u64,
+}
+
+impl TimestampNormalizer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Maps a raw 32-bit RTMP timestamp to the stream's 64-bit timeline (starting at 0).
+    pub fn normalize(&mut self, raw: u32) -> i64 {
+        let out = match self.last_raw {
+            None => 0,
+            Some(last) => {
+                // Signed distance modulo 2^32: crossing the wrap point is a small positive step.
+                let step = i64::from(raw.wrapping_sub(last) as i32);
+                if step.abs() > MAX_PLAUSIBLE_STEP_MS {
+                    self.restarts += 1;
+                    self.max_out + RESTART_GAP_MS
+                } else {
+                    self.last_out + step
+                }
+            }
+        };
+        self.last_raw = Some(raw);
+        self.last_out = out;
+        self.max_out = self.max_out.max(out);
+        out
+    }
+
+    /// How many clock restarts were stitched over.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_at_zero_and_follows() {
+        let mut n = TimestampNormalizer::new();
+        assert_eq!(n.normalize(5000), 0);
+        assert_eq!(n.normalize(5033), 33);
+        assert_eq!(n.normalize(5021), 21); // audio slightly behind video
+        assert_eq!(n.normalize(5066), 66);
+    }
+
+    #[test]
+    fn crosses_the_24_bit_boundary() {
+        // Past 2^24 ms (~4h40m) RTMP switches to extended timestamps; the value stays continuous.
+        let mut n = TimestampNormalizer::new();
+        n.normalize(0x00FF_FF00);
+        assert_eq!(n.normalize(0x0100_0010), 0x110);
+    }
+
+    #[test]
+    fn wraps_at_32_bits() {
+        let mut n = TimestampNormalizer::new();
+        assert_eq!(n.normalize(u32::MAX - 40), 0);
+        assert_eq!(n.normalize(u32::MAX - 7), 33);
+        assert_eq!(n.normalize(25), 66);
+        assert_eq!(n.normalize(58), 99);
+        assert_eq!(n.restarts(), 0);
+    }
+
+    #[test]
+    fn encoder_restart_continues_the_timeline() {
+        let mut n = TimestampNormalizer::new();
+        n.normalize(100_000);
+        assert_eq!(n.normalize(100_033), 33);
+        // Encoder restarts its clock at 0.
+        assert_eq!(n.normalize(0), 53);
+        assert_eq!(n.normalize(33), 86);
+        // And a large forward jump.
+        assert_eq!(n.normalize(3_000_000), 106);
+        assert_eq!(n.restarts(), 2);
+    }
+
+    proptest::proptest! {
+        /// Forward steps of plausible size always advance the output by exactly the step.
+        #[test]
+        fn monotonic_for_forward_steps(start in proptest::prelude::any::<u32>(),
+                                       steps in proptest::collection::vec(0u32..5000, 1..200)) {
+            let mut n = TimestampNormalizer::new();
+            let mut raw = start;
+            let mut expected = n.normalize(raw);
+            for s in steps {
+                raw = raw.wrapping_add(s);
+                expected += i64::from(s);
+                proptest::prop_assert_eq!(n.normalize(raw), expected);
+            }
+        }
+
+        /// Arbitrary input never panics and never runs the timeline away.
+        #[test]
+        fn arbitrary_input_stays_bounded(raws in proptest::collection::vec(proptest::prelude::any::<u32>(), 1..200)) {
+            let mut n = TimestampNormalizer::new();
+            for r in &raws {
+                let out = n.normalize(*r);
+                proptest::prop_assert!(out.abs() <= (raws.len() as i64) * MAX_PLAUSIBLE_STEP_MS);
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Wires the concerns together for `livegate serve`: ingest → hub → HLS → HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::KeyStore;
+use crate::config::Config;
+use crate::hls::{self, HlsRegistry};
+use crate::http::{self, AppState};
+use crate::ingest::rtmp::{self, IngestContext};
+use crate::metrics::Metrics;
+use crate::stream::Hub;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot create data_dir {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// Runs the server until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
+    let hub = Hub::new();
+    let registry = HlsRegistry::new(config.hls.clone());
+    hls::attach_to_hub(&hub, registry.clone(), config.hls.clone(), metrics.clone());
+    let keys = KeyStore::new(config.keys_path());
+
+    let rtmp_listener = TcpListener::bind(&config.rtmp.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what: "RTMP",
+            addr: config.rtmp.listen.clone(),
+            source,
+        })?;
+    let http_listener = TcpListener::bind(&config.http.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what: "HTTP",
+            addr: config.http.listen.clone(),
+            source,
+        })?;
+
+    let ingest = Arc::new(IngestContext {
+        config: config.rtmp.clone(),
+        keys: keys.clone(),
+        hub: hub.clone(),
+        metrics: metrics.clone(),
+    });
+    let rtmp_task = tokio::spawn(rtmp::serve(rtmp_listener, ingest, shutdown.clone()));
+
+    let sweep_registry = registry.clone();
+    let sweep_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = sweep_shutdown.cancelled() => return,
+                _ = tick.tick() => { sweep_registry.sweep(); }
+            }
+        }
+    });
+
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        hub: hub.clone(),
+        hls: registry,
+        keys,
+        metrics,
+    });
+    let app = http::router(state);
+
+    tracing::info!(rtmp = %config.rtmp.listen, http = %config.http.listen,
+        data_dir = %config.data_dir.display(), "livegate is serving");
+    tracing::info!(
+        "publish: {} with a stream key from `livegate keys add <user>`",
+        config.rtmp_publish_url()
+    );
+    tracing::info!("watch:   {}/live/<user>/index.m3u8", config.http_base_url());
+    if config.http.admin_token.is_empty() {
+        tracing::info!("admin API off (set http.admin_token to manage keys over HTTP)");
+    }
+
+    let http_shutdown = shutdown.clone();
+    let served = axum::serve(http_listener, app)
+        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+        .await;
+    shutdown.cancel();
+    let _ = rtmp_task.await;
+    served.map_err(ServerError::Http)
+}

@@ -1,0 +1,532 @@
+//! The stream hub: stream name → live stream, and fan-out of its media to any number of
+//! consumers (HLS today; transcoder, recorder and relays later).
+//!
+//! Fan-out uses a bounded broadcast ring: the publisher never waits for a consumer, and a consumer
+//! that falls more than the ring behind skips ahead to the next keyframe (counted) instead of
+//! slowing anyone else. A consumer that joins late first gets the codec configuration and the
+//! packets since the last video keyframe, so it can start decoding at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::media::{AudioConfig, EndReason, MediaEvent, TrackKind, VideoConfig};
+
+/// Events the ring holds. It keeps its slots filled, so this bounds memory per stream too.
+const RING_CAPACITY: usize = 512;
+/// Upper bounds on the late-joiner cache; a source whose GOP exceeds them is joined at the next
+/// keyframe instead.
+const GOP_CACHE_MAX_EVENTS: usize = 4096;
+const GOP_CACHE_MAX_BYTES: usize = 32 << 20;
+const BITRATE_WINDOW: Duration = Duration::from_secs(5);
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical section
+/// here leaves the data consistent, so continuing is safe and keeps other streams running.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+type StreamListener = Box<dyn Fn(&Arc<LiveStream>) + Send + Sync>;
+
+#[derive(Default)]
+pub struct Hub {
+    streams: Mutex<HashMap<String, Arc<LiveStream>>>,
+    listeners: Mutex<Vec<StreamListener>>,
+    next_session: AtomicU64,
+}
+
+/// Snapshot of a live stream for the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamSummary {
+    pub name: String,
+    pub session_id: u64,
+    pub started_at: DateTime<Utc>,
+    pub video_codec: Option<String>,
+    pub audio_codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<f64>,
+    pub audio_sample_rate: Option<u32>,
+    pub audio_channels: Option<u8>,
+    /// Ingest bitrate over the last few seconds, bits per second.
+    pub ingest_bitrate: u64,
+    pub bytes_received: u64,
+    pub video_frames: u64,
+    pub audio_frames: u64,
+    /// Events consumers skipped because they fell behind.
+    pub consumer_lag_drops: u64,
+    pub consumers: usize,
+}
+
+struct Fanout {
+    sender: Option<broadcast::Sender<MediaEvent>>,
+    video: Option<Arc<VideoConfig>>,
+    audio: Option<Arc<AudioConfig>>,
+    gop: Vec<MediaEvent>,
+    gop_bytes: usize,
+    ended: Option<EndReason>,
+}
+
+#[derive(Default)]
+struct IngestStats {
+    bytes_total: u64,
+    video_frames: u64,
+    audio_frames: u64,
+    window: VecDeque<(Instant, usize)>,
+    window_bytes: usize,
+    fps_hint: Option<f64>,
+}
+
+pub struct LiveStream {
+    pub name: String,
+    pub session_id: u64,
+    pub started_at: DateTime<Utc>,
+    started: Instant,
+    /// Cancelled when this session must end: taken over by a new one, or stopped by an operator.
+    stop: CancellationToken,
+    fanout: Mutex<Fanout>,
+    stats: Mutex<IngestStats>,
+    lag_drops: AtomicU64,
+}
+
+impl Hub {
+    pub fn new() -> Arc<Hub> {
+        Arc::new(Hub::default())
+    }
+
+    /// Registers a consumer factory, called for every new stream before any media flows, so a
+    /// subscription made inside it sees the stream from its first event.
+    pub fn on_new_stream(&self, f: impl Fn(&Arc<LiveStream>) + Send + Sync + 'static) {
+        lock(&self.listeners).push(Box::new(f));
+    }
+
+    /// Starts a publish session under `name`. A session already live under that name is ended
+    /// (its consumers see `End(Replaced)`) and its connection told to close: the newest publisher
+    /// wins, so an encoder reconnecting after a network drop is never locked out.
+    pub fn publish(self: &Arc<Self>, name: &str) -> Publisher {
+        let (sender, _) = broadcast::channel(RING_CAPACITY);
+        let stream = Arc::new(LiveStream {
+            name: name.to_string(),
+            session_id: self.next_session.fetch_add(1, Ordering::Relaxed) + 1,
+            started_at: Utc::now(),
+            started: Instant::now(),
+            stop: CancellationToken::new(),
+            fanout: Mutex::new(Fanout {
+                sender: Some(sender),
+                video: None,
+                audio: None,
+                gop: Vec::new(),
+                gop_bytes: 0,
+                ended: None,
+            }),
+            stats: Mutex::new(IngestStats::default()),
+            lag_drops: AtomicU64::new(0),
+        });
+        let previous = lock(&self.streams).insert(name.to_string(), stream.clone());
+        if let Some(old) = previous {
+            tracing::info!(
+                stream = name,
+                old_session = old.session_id,
+                new_session = stream.session_id,
+                "new publish session takes over the stream; ending the old one"
+            );
+            old.end(EndReason::Replaced);
+            old.stop.cancel();
+        }
+        for listener in lock(&self.listeners).iter() {
+            listener(&stream);
+        }
+        Publisher {
+            hub: self.clone(),
+            stream,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<LiveStream>> {
+        lock(&self.streams).get(name).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<LiveStream>> {
+        let mut v: Vec<_> = lock(&self.streams).values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Ends the live session under `name` (e.g. its key was revoked). Returns whether one existed.
+    pub fn stop(&self, name: &str) -> bool {
+        match lock(&self.streams).get(name) {
+            Some(s) => {
+                s.stop.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove_if_current(&self, stream: &LiveStream) {
+        let mut streams = lock(&self.streams);
+        if streams
+            .get(&stream.name)
+            .is_some_and(|s| s.session_id == stream.session_id)
+        {
+            streams.remove(&stream.name);
+        }
+    }
+}
+
+impl LiveStream {
+    /// A future that completes when this session must end (takeover or operator stop).
+    pub fn stopped(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.stop.cancelled()
+    }
+
+    pub fn is_ended(&self) -> bool {
+        lock(&self.fanout).ended.is_some()
+    }
+
+    /// Subscribes a consumer: it first receives the current codec configuration and the packets
+    /// since the last keyframe, then live events.
+    pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        let fanout = lock(&self.fanout);
+        let mut backlog = VecDeque::new();
+        if let Some(v) = &fanout.video {
+            backlog.push_back(MediaEvent::VideoConfig(v.clone()));
+        }
+        if let Some(a) = &fanout.audio {
+            backlog.push_back(MediaEvent::AudioConfig(a.clone()));
+        }
+        backlog.extend(fanout.gop.iter().cloned());
+        if let Some(reason) = fanout.ended {
+            backlog.push_back(MediaEvent::End(reason));
+        }
+        let rx = fanout.sender.as_ref().map(|s| s.subscribe());
+        Subscription {
+            stream: self.clone(),
+            backlog,
+            rx,
+            skip_to_keyframe: false,
+        }
+    }
+
+    fn push(&self, event: MediaEvent) {
+        let mut fanout = lock(&self.fanout);
+        if fanout.ended.is_some() {
+            return;
+        }
+        match &event {
+            MediaEvent::VideoConfig(v) => {
+                fanout.video = Some(v.clone());
+                fanout.gop.clear();
+                fanout.gop_bytes = 0;
+            }
+            MediaEvent::AudioConfig(a) => fanout.audio = Some(a.clone()),
+            MediaEvent::Packet(p) => {
+                let has_video = fanout.video.is_some();
+                if p.track == TrackKind::Video && p.keyframe {
+                    fanout.gop.clear();
+                    fanout.gop_bytes = 0;
+                }
+                // Cache only from a keyframe on (or any audio when there is no video at all).
+                let starts_ok = !fanout.gop.is_empty() || p.keyframe;
+                let audio_only = !has_video && p.track == TrackKind::Audio;
+                if (starts_ok || audio_only)
+                    && fanout.gop.len() < GOP_CACHE_MAX_EVENTS
+                    && fanout.gop_bytes + p.data.len() <= GOP_CACHE_MAX_BYTES
+                {
+                    fanout.gop_bytes += p.data.len();
+                    fanout.gop.push(event.clone());
+                } else if audio_only {
+                    // Audio-only: keep a rolling window rather than refusing new frames.
+                    fanout.gop.clear();
+                    fanout.gop_bytes = 0;
+                }
+            }
+            MediaEvent::End(reason) => fanout.ended = Some(*reason),
+        }
+        if let Some(sender) = &fanout.sender {
+            // An error only means nobody is subscribed right now.
+            let _ = sender.send(event);
+        }
+    }
+
+    fn end(&self, reason: EndReason) {
+        let mut fanout = lock(&self.fanout);
+        if fanout.ended.is_some() {
+            return;
+        }
+        fanout.ended = Some(reason);
+        if let Some(sender) = fanout.sender.take() {
+            let _ = sender.send(MediaEvent::End(reason));
+        }
+        fanout.gop.clear();
+    }
+
+    fn record(&self, event: &MediaEvent, wire_bytes: usize) {
+        let mut stats = lock(&self.stats);
+        let now = Instant::now();
+        stats.bytes_total += wire_bytes as u64;
+        stats.window.push_back((now, wire_bytes));
+        stats.window_bytes += wire_bytes;
+        while let Some(&(t, b)) = stats.window.front() {
+            if now.duration_since(t) <= BITRATE_WINDOW {
+                break;
+            }
+            stats.window.pop_front();
+            stats.window_bytes -= b;
+        }
+        if let MediaEvent::Packet(p) = event {
+            match p.track {
+                TrackKind::Video => stats.video_frames += 1,
+                TrackKind::Audio => stats.audio_frames += 1,
+            }
+        }
+    }
+
+    pub fn summary(&self) -> StreamSummary {
+        let (video, audio, consumers) = {
+            let f = lock(&self.fanout);
+            let consumers = f.sender.as_ref().map_or(0, |s| s.receiver_count());
+            (f.video.clone(), f.audio.clone(), consumers)
+        };
+        let stats = lock(&self.stats);
+        let span = self
+            .started
+            .elapsed()
+            .min(BITRATE_WINDOW)
+            .as_secs_f64()
+            .max(0.5);
+        StreamSummary {
+            name: self.name.clone(),
+            session_id: self.session_id,
+            started_at: self.started_at,
+            video_codec: video.as_ref().map(|v| v.codec_string()),
+            audio_codec: audio.as_ref().map(|a| a.codec_string()),
+            width: video.as_ref().map(|v| v.width),
+            height: video.as_ref().map(|v| v.height),
+            fps: video.as_ref().and_then(|v| v.fps).or(stats.fps_hint),
+            audio_sample_rate: audio.as_ref().map(|a| a.sample_rate),
+            audio_channels: audio.as_ref().map(|a| a.channels),
+            ingest_bitrate: (stats.window_bytes as f64 * 8.0 / span) as u64,
+            bytes_received: stats.bytes_total,
+            video_frames: stats.video_frames,
+            audio_frames: stats.audio_frames,
+            consumer_lag_drops: self.lag_drops.load(Ordering::Relaxed),
+            consumers,
+        }
+    }
+}
+
+/// The publishing side of a live stream. Dropping it ends the stream (`End(Stopped)`), unless a
+/// newer session has taken over already.
+pub struct Publisher {
+    hub: Arc<Hub>,
+    stream: Arc<LiveStream>,
+}
+
+impl Publisher {
+    pub fn stream(&self) -> &Arc<LiveStream> {
+        &self.stream
+    }
+
+    /// Forwards an event to every consumer. `wire_bytes` is what it cost on the wire (stats).
+    pub fn push(&self, event: MediaEvent, wire_bytes: usize) {
+        self.stream.record(&event, wire_bytes);
+        self.stream.push(event);
+    }
+
+    /// Records bytes that carried no media event (headers, metadata) in the ingest bitrate.
+    pub fn count_bytes(&self, wire_bytes: usize) {
+        let mut stats = lock(&self.stream.stats);
+        stats.bytes_total += wire_bytes as u64;
+    }
+
+    pub fn set_fps_hint(&self, fps: f64) {
+        if fps.is_finite() && fps > 0.0 && fps <= 480.0 {
+            lock(&self.stream.stats).fps_hint = Some(fps);
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stream.end(EndReason::Stopped);
+        self.hub.remove_if_current(&self.stream);
+    }
+}
+
+/// A consumer's view of one live stream.
+pub struct Subscription {
+    stream: Arc<LiveStream>,
+    backlog: VecDeque<MediaEvent>,
+    rx: Option<broadcast::Receiver<MediaEvent>>,
+    skip_to_keyframe: bool,
+}
+
+impl Subscription {
+    pub fn stream(&self) -> &Arc<LiveStream> {
+        &self.stream
+    }
+
+    /// The next event, or None once the stream has ended and everything was delivered.
+    pub async fn recv(&mut self) -> Option<MediaEvent> {
+        loop {
+            if let Some(e) = self.backlog.pop_front() {
+                return Some(e);
+            }
+            let rx = self.rx.as_mut()?;
+            match rx.recv().await {
+                Ok(event) => {
+                    if self.skip_to_keyframe {
+                        match &event {
+                            MediaEvent::Packet(p) if p.track == TrackKind::Video && p.keyframe => {
+                                self.skip_to_keyframe = false
+                            }
+                            MediaEvent::Packet(_) => continue,
+                            _ => {}
+                        }
+                    }
+                    if matches!(event, MediaEvent::End(_)) {
+                        self.rx = None;
+                    }
+                    return Some(event);
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    self.stream.lag_drops.fetch_add(missed, Ordering::Relaxed);
+                    tracing::warn!(stream = %self.stream.name, missed,
+                        "consumer fell behind; skipping to the next keyframe");
+                    // Re-announce the configuration in case a change was among the missed events.
+                    let f = lock(&self.stream.fanout);
+                    if let Some(v) = &f.video {
+                        self.backlog.push_back(MediaEvent::VideoConfig(v.clone()));
+                        self.skip_to_keyframe = true;
+                    }
+                    if let Some(a) = &f.audio {
+                        self.backlog.push_back(MediaEvent::AudioConfig(a.clone()));
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.rx = None;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Packet;
+    use bytes::Bytes;
+
+    fn video(dts: i64, key: bool) -> MediaEvent {
+        MediaEvent::Packet(Packet {
+            track: TrackKind::Video,
+            dts,
+            pts: dts,
+            keyframe: key,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        })
+    }
+
+    fn config() -> MediaEvent {
+        MediaEvent::VideoConfig(Arc::new(
+            VideoConfig::parse(crate::media::avc::tests::AVCC_640X360_HIGH).unwrap(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn late_joiner_starts_at_keyframe_with_config() {
+        let hub = Hub::new();
+        let publisher = hub.publish("alice");
+        publisher.push(config(), 10);
+        publisher.push(video(0, true), 10);
+        publisher.push(video(3000, false), 10);
+        publisher.push(video(6000, true), 10);
+        publisher.push(video(9000, false), 10);
+        let mut sub = hub.get("alice").unwrap().subscribe();
+        assert!(matches!(sub.recv().await, Some(MediaEvent::VideoConfig(_))));
+        assert_eq!(sub.recv().await, Some(video(6000, true)));
+        assert_eq!(sub.recv().await, Some(video(9000, false)));
+        drop(publisher);
+        assert_eq!(sub.recv().await, Some(MediaEvent::End(EndReason::Stopped)));
+        assert_eq!(sub.recv().await, None);
+        assert!(hub.get("alice").is_none());
+    }
+
+    #[tokio::test]
+    async fn slow_consumer_skips_without_blocking_others() {
+        let hub = Hub::new();
+        let publisher = hub.publish("bob");
+        let stream = hub.get("bob").unwrap();
+        let mut slow = stream.subscribe();
+        let mut fast = stream.subscribe();
+        publisher.push(config(), 10);
+        let total = RING_CAPACITY as i64 * 3;
+        for i in 0..total {
+            publisher.push(video(i * 3000, i % 30 == 0), 10);
+            // The fast one keeps up.
+            loop {
+                match fast.recv().await {
+                    Some(MediaEvent::Packet(p)) => {
+                        assert_eq!(p.dts, i * 3000);
+                        break;
+                    }
+                    Some(_) => continue,
+                    None => panic!("ended early"),
+                }
+            }
+        }
+        // The slow one lagged, resynchronises on a keyframe with the config first.
+        assert!(matches!(
+            slow.recv().await,
+            Some(MediaEvent::VideoConfig(_))
+        ));
+        match slow.recv().await {
+            Some(MediaEvent::Packet(p)) => assert!(p.keyframe, "{p:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(stream.summary().consumer_lag_drops > 0);
+    }
+
+    #[tokio::test]
+    async fn takeover_ends_the_old_session() {
+        let hub = Hub::new();
+        let first = hub.publish("carol");
+        let old = hub.get("carol").unwrap();
+        let mut old_sub = old.subscribe();
+        let second = hub.publish("carol");
+        assert_eq!(
+            old_sub.recv().await,
+            Some(MediaEvent::End(EndReason::Replaced))
+        );
+        // The old connection is told to stop.
+        tokio::time::timeout(Duration::from_secs(1), old.stopped())
+            .await
+            .unwrap();
+        // Dropping the old publisher does not remove the new session.
+        drop(first);
+        assert_eq!(
+            hub.get("carol").unwrap().session_id,
+            second.stream().session_id
+        );
+        drop(second);
+        assert!(hub.get("carol").is_none());
+    }
+
+    #[test]
+    fn listeners_see_new_streams_first() {
+        let hub = Hub::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        hub.on_new_stream(move |stream| s.lock().unwrap().push(stream.name.clone()));
+        let _p = hub.publish("dave");
+        assert_eq!(*seen.lock().unwrap(), vec!["dave".to_string()]);
+    }
+}
