@@ -37,7 +37,7 @@ fn spawn_passthrough(
     // Subscribe now, synchronously, so no event published after this call is missed.
     let mut subscription = stream.subscribe();
     let (hls, generation) = registry.attach(&stream.name);
-    let span = tracing::info_span!("hls", stream = %stream.name, session = stream.session_id);
+    let span = tracing::info_span!(parent: None, "hls", stream = %stream.name, session = stream.session_id);
     tokio::spawn(
         async move {
             let mut segmenter = Segmenter::new(SegmenterConfig {

@@ -1,0 +1,85 @@
+// Plays an HLS URL with hls.js in headless Chromium and reports what happened as JSON.
+// Usage: node play.mjs URL [--seconds N] [--level N] [--timeout N]
+// Exit 0 when at least N seconds of media played without a fatal hls.js error, 1 otherwise.
+import { chromium } from 'playwright-core';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const args = process.argv.slice(2);
+const url = args[0];
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : dflt;
+};
+const seconds = opt('seconds', 3);
+const level = opt('level', -1);
+const timeoutMs = opt('timeout', 40) * 1000;
+if (!url) {
+  console.error('usage: node play.mjs URL [--seconds N] [--level N] [--timeout N]');
+  process.exit(2);
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+const hlsPath = join(here, 'node_modules', 'hls.js', 'dist', 'hls.min.js');
+const profile = mkdtempSync(join(tmpdir(), 'livegate-chromium-'));
+// A fresh, empty profile per run (playwright passes it as --user-data-dir).
+const browser = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--autoplay-policy=no-user-gesture-required',
+  ],
+});
+let result;
+try {
+  const page = await browser.newPage();
+  await page.setContent('<!doctype html><video id="v" muted playsinline></video>');
+  await page.addScriptTag({ path: hlsPath });
+  result = await page.evaluate(async ({ url, seconds, level, timeoutMs }) => {
+    const video = document.getElementById('v');
+    const out = { supported: Hls.isSupported(), errors: [], levels: [], fatal: null,
+                  currentTime: 0, playedLevel: null, programDateTime: null };
+    if (!out.supported) return out;
+    const hls = new Hls({ debug: false });
+    hls.on(Hls.Events.ERROR, (_, d) => {
+      out.errors.push(`${d.type}/${d.details}${d.fatal ? ' (fatal)' : ''}`);
+      if (d.fatal) out.fatal = d.details;
+    });
+    hls.on(Hls.Events.MANIFEST_PARSED, (_, d) => {
+      out.levels = d.levels.map(l => ({ width: l.width, height: l.height, bitrate: l.bitrate,
+                                        codecs: [l.videoCodec, l.audioCodec].filter(Boolean).join(',') }));
+      if (level >= 0) { hls.currentLevel = level; hls.loadLevel = level; hls.autoLevelEnabled = false; }
+      video.play().catch(e => out.errors.push(`play(): ${e}`));
+    });
+    hls.on(Hls.Events.FRAG_CHANGED, (_, d) => {
+      out.playedLevel = d.frag.level;
+      if (d.frag.programDateTime) out.programDateTime = d.frag.programDateTime;
+    });
+    hls.loadSource(url);
+    hls.attachMedia(video);
+    const start = Date.now();
+    let startTime = null;
+    while (Date.now() - start < timeoutMs && !out.fatal) {
+      await new Promise(r => setTimeout(r, 200));
+      if (startTime === null && video.currentTime > 0) startTime = video.currentTime;
+      if (startTime !== null && video.currentTime - startTime >= seconds) break;
+      if (video.ended) break;
+    }
+    out.currentTime = video.currentTime;
+    out.played = startTime === null ? 0 : video.currentTime - startTime;
+    out.videoWidth = video.videoWidth;
+    out.videoHeight = video.videoHeight;
+    out.decodedFrames = video.getVideoPlaybackQuality().totalVideoFrames;
+    hls.destroy();
+    return out;
+  }, { url, seconds, level, timeoutMs });
+} finally {
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+console.log(JSON.stringify(result));
+process.exit(result.supported && !result.fatal && result.played >= seconds ? 0 : 1);

@@ -1,0 +1,165 @@
+//! The `livegate` CLI and the admin HTTP API, against a real server process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn keys_cli_prints_the_key_once_and_stores_only_a_hash() {
+    let server = Server::start();
+    let out = server.cli(&["keys", "add", "alice"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let key = stdout.lines().last().unwrap();
+    assert!(key.starts_with("lg_") && key.len() == 43, "{stdout}");
+    assert!(stdout.contains("/live/alice/index.m3u8"), "{stdout}");
+    assert!(stdout.contains(&format!("rtmp://127.0.0.1:{}/live", server.rtmp_port)));
+
+    let stored = std::fs::read_to_string(server.dir.path().join("data/keys.json")).unwrap();
+    assert!(!stored.contains(key), "key stored in clear");
+
+    let list = server.cli(&["keys", "list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(listed.starts_with("alice\tlg_"), "{listed}");
+    assert!(!listed.contains(key));
+
+    let dup = server.cli(&["keys", "add", "alice"]);
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already has a key"));
+
+    let rotated = server.cli(&["keys", "rotate", "alice"]);
+    let new_key = String::from_utf8_lossy(&rotated.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert_ne!(new_key, key);
+
+    let bad = server.cli(&["keys", "add", "../evil"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not valid"));
+    assert!(server.cli(&["keys", "revoke", "alice"]).status.success());
+    assert!(!server.cli(&["keys", "revoke", "alice"]).status.success());
+}
+
+#[test]
+fn check_config_reports_errors_by_name() {
+    let server = Server::start();
+    let ok = server.cli(&["check-config"]);
+    assert!(ok.status.success());
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(text.contains("segment_duration = 2.0"), "{text}");
+
+    let bad = std::process::Command::new(BIN)
+        .args(["check-config"])
+        .env("LIVEGATE_HLS_WINDOW", "1")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("hls.window"));
+
+    let typo = std::process::Command::new(BIN)
+        .args(["check-config"])
+        .env("LIVEGATE_HLS_WINDOWS", "5")
+        .output()
+        .unwrap();
+    assert!(!typo.status.success());
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("LIVEGATE_HLS_WINDOWS"));
+}
+
+#[test]
+fn admin_api_manages_keys_behind_a_bearer_token() {
+    let token = "test-admin-token-0123456789";
+    let server = Server::start_with(&[("LIVEGATE_HTTP_ADMIN_TOKEN", token)]);
+
+    assert_eq!(server.request("GET", "/api/v1/keys", None, None).0, 401);
+    assert_eq!(
+        server.request("GET", "/api/v1/keys", Some("wrong"), None).0,
+        401
+    );
+
+    let (status, body) = server.request(
+        "POST",
+        "/api/v1/keys",
+        Some(token),
+        Some(r#"{"user":"gina"}"#),
+    );
+    assert_eq!(status, 201, "{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let key = created["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("lg_"));
+    assert!(created["watch_url"]
+        .as_str()
+        .unwrap()
+        .ends_with("/live/gina/index.m3u8"));
+
+    let (status, _) = server.request(
+        "POST",
+        "/api/v1/keys",
+        Some(token),
+        Some(r#"{"user":"gina"}"#),
+    );
+    assert_eq!(status, 409);
+    let (status, _) = server.request(
+        "POST",
+        "/api/v1/keys",
+        Some(token),
+        Some(r#"{"user":"Bad Name"}"#),
+    );
+    assert_eq!(status, 400);
+
+    let (status, body) = server.request("GET", "/api/v1/keys", Some(token), None);
+    assert_eq!(status, 200);
+    assert!(body.contains("\"gina\"") && !body.contains(&key), "{body}");
+
+    // The key works over RTMP; rotating it ends that live session and refuses the old key.
+    let publisher = ffmpeg_publish(
+        &server.rtmp_url(&key),
+        &Source {
+            seconds: 30.0,
+            ..Source::default()
+        },
+    )
+    .spawn()
+    .unwrap();
+    server.wait_master("gina", Duration::from_secs(15));
+    let (status, body) = server.request("POST", "/api/v1/keys/gina/rotate", Some(token), None);
+    assert_eq!(status, 200, "{body}");
+    let (ok, _) = wait_child(publisher, Duration::from_secs(10));
+    assert!(!ok, "the session of a rotated key is ended");
+    let (ok, _) = wait_child(
+        ffmpeg_publish(&server.rtmp_url(&key), &Source::default())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(20),
+    );
+    assert!(!ok, "the old key is refused after rotation");
+
+    assert_eq!(
+        server
+            .request("DELETE", "/api/v1/keys/gina", Some(token), None)
+            .0,
+        204
+    );
+    assert_eq!(
+        server
+            .request("DELETE", "/api/v1/keys/gina", Some(token), None)
+            .0,
+        404
+    );
+    assert!(!server.logs().contains(&key));
+}
+
+#[test]
+fn admin_api_is_off_without_a_token() {
+    let server = Server::start();
+    let (status, body) = server.request("GET", "/api/v1/keys", Some(""), None);
+    assert_eq!(status, 404);
+    assert!(body.contains("admin_token"), "{body}");
+    assert_eq!(server.get("/healthz").0, 200);
+    let (status, body) = server.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("livegate_rtmp_connections_total"), "{body}");
+}

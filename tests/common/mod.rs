@@ -1,0 +1,381 @@
+//! Shared harness for end-to-end tests: a real livegate process on free loopback ports with a
+//! temporary data dir, the real `ffmpeg` CLI as publisher, `ffprobe` as reader, and hls.js in
+//! headless Chromium as player. Each test starts its own server so tests run in parallel.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_livegate");
+
+pub struct Server {
+    child: Option<Child>,
+    pub rtmp_port: u16,
+    pub http_port: u16,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    agent: ureq::Agent,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts livegate with `LIVEGATE_*` environment overrides on top of the generated config.
+    pub fn start_with(env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rtmp_port = free_port();
+        let http_port = free_port();
+        let config_path = dir.path().join("livegate.toml");
+        let data_dir = dir.path().join("data");
+        let toml = format!(
+            "data_dir = {data:?}\n[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\n[hls]\nsegment_duration = 2.0\nwindow = 6\n",
+            data = data_dir.display().to_string(),
+        );
+        std::fs::write(&config_path, toml).expect("write config");
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .envs(env.iter().copied())
+            .env("LIVEGATE_LOG", "info,livegate=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn livegate");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let server = Server {
+            child: Some(child),
+            rtmp_port,
+            http_port,
+            dir,
+            config_path,
+            agent,
+        };
+        server.wait_until(Duration::from_secs(20), "healthz", || {
+            server.get("/healthz").0 == 200
+        });
+        server
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Polls `check` until true; on timeout panics with the server log.
+    pub fn wait_until(&self, timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if check() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out waiting for {what}\n--- server log ---\n{}",
+            self.logs()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{key}", self.rtmp_port)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, None, None)
+    }
+
+    pub fn get_with_headers(&self, path: &str) -> (u16, Vec<(String, String)>, String) {
+        match self.agent.get(&self.url(path)).call() {
+            Ok(mut r) => {
+                let headers = r
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                let body = r.body_mut().read_to_string().unwrap_or_default();
+                (r.status().as_u16(), headers, body)
+            }
+            Err(_) => (0, Vec::new(), String::new()),
+        }
+    }
+
+    pub fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        match self.agent.get(&self.url(path)).call() {
+            Ok(mut r) => {
+                let mut buf = Vec::new();
+                let _ = r.body_mut().as_reader().read_to_end(&mut buf);
+                (r.status().as_u16(), buf)
+            }
+            Err(_) => (0, Vec::new()),
+        }
+    }
+
+    /// An HTTP request with an optional bearer token and JSON body; (0, "") if unreachable.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        json: Option<&str>,
+    ) -> (u16, String) {
+        let url = self.url(path);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let result = match method {
+            "GET" => {
+                let mut r = self.agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            "DELETE" => {
+                let mut r = self.agent.delete(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            _ => {
+                let mut r = self
+                    .agent
+                    .post(&url)
+                    .header("Content-Type", "application/json");
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send(json.unwrap_or("{}"))
+            }
+        };
+        match result {
+            Ok(mut r) => {
+                let status = r.status().as_u16();
+                (status, r.body_mut().read_to_string().unwrap_or_default())
+            }
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    /// Runs `livegate <args> --config <this server's config>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .output()
+            .expect("run livegate CLI")
+    }
+
+    /// `livegate keys add <user>`: the key is the last line of stdout.
+    pub fn add_key(&self, user: &str) -> String {
+        let out = self.cli(&["keys", "add", user]);
+        assert!(out.status.success(), "keys add failed: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout.lines().last().expect("key line").trim().to_string()
+    }
+
+    /// Waits for the master playlist of `user` and returns it.
+    pub fn wait_master(&self, user: &str, timeout: Duration) -> String {
+        let mut body = String::new();
+        self.wait_until(timeout, &format!("master playlist of {user}"), || {
+            let (status, b) = self.get(&format!("/live/{user}/index.m3u8"));
+            body = b;
+            status == 200
+        });
+        body
+    }
+
+    pub fn media_playlist(&self, user: &str) -> (u16, String) {
+        self.get(&format!("/live/{user}/source/index.m3u8"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What the test publisher sends.
+#[derive(Clone)]
+pub struct Source {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub seconds: f64,
+    /// Keyframe interval in frames.
+    pub gop: u32,
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Source {
+            width: 640,
+            height: 360,
+            fps: 30,
+            seconds: 6.0,
+            gop: 30,
+        }
+    }
+}
+
+/// The real ffmpeg CLI publishing testsrc2 + a sine tone, x264 with B-frames (pyramid), AAC.
+pub fn ffmpeg_publish(url: &str, src: &Source) -> Command {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "testsrc2=size={}x{}:rate={}",
+            src.width, src.height, src.fps
+        ))
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &src.seconds.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "superfast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg("-x264-params")
+        .arg(format!(
+            "bframes=3:b-pyramid=normal:keyint={g}:min-keyint={g}:scenecut=0",
+            g = src.gop
+        ))
+        .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv"])
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Waits for a child with a deadline; kills it on timeout. Returns (success, stderr).
+pub fn wait_child(mut child: Child, timeout: Duration) -> (bool, String) {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (status.success(), err);
+            }
+            Ok(None) if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (false, "timed out".into());
+            }
+        }
+    }
+}
+
+/// ffprobe's JSON for a URL or file.
+pub fn ffprobe(target: &str) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-of",
+            "json",
+            "-show_streams",
+            "-show_format",
+        ])
+        .arg(target)
+        .output()
+        .expect("run ffprobe");
+    assert!(
+        out.status.success(),
+        "ffprobe {target} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ffprobe json")
+}
+
+/// (codec_name, width, height) of each stream ffprobe finds.
+pub fn probe_streams(target: &str) -> Vec<(String, i64, i64)> {
+    let v = ffprobe(target);
+    v["streams"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            (
+                s["codec_name"].as_str().unwrap_or("").to_string(),
+                s["width"].as_i64().unwrap_or(0),
+                s["height"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Parsed media playlist.
+pub fn parse_media(text: &str) -> m3u8_rs::MediaPlaylist {
+    match m3u8_rs::parse_playlist_res(text.as_bytes()) {
+        Ok(m3u8_rs::Playlist::MediaPlaylist(p)) => p,
+        other => panic!("not a media playlist: {other:?}\n{text}"),
+    }
+}
+
+pub fn parse_master(text: &str) -> m3u8_rs::MasterPlaylist {
+    match m3u8_rs::parse_playlist_res(text.as_bytes()) {
+        Ok(m3u8_rs::Playlist::MasterPlaylist(p)) => p,
+        other => panic!("not a master playlist: {other:?}\n{text}"),
+    }
+}
+
+/// Runs the hls.js player; returns (exit ok, JSON report).
+pub fn play_in_chromium(url: &str, seconds: u32) -> (bool, serde_json::Value) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play.mjs");
+    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules");
+    assert!(
+        modules.exists(),
+        "tests/browser/node_modules is missing: run scripts/test.sh (it runs npm ci there)"
+    );
+    let out = Command::new("node")
+        .arg(script)
+        .arg(url)
+        .args(["--seconds", &seconds.to_string(), "--timeout", "40"])
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(
+            || serde_json::json!({"raw": stdout, "stderr": String::from_utf8_lossy(&out.stderr)}),
+        );
+    (out.status.success(), report)
+}
