@@ -372,4 +372,29 @@ mod tests {
         c.public_http_url = "https://cdn.example/".into();
         assert_eq!(c.http_base_url(), "https://cdn.example");
     }
+
+    #[test]
+    fn documented_example_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/livegate.toml");
+        let documented = Config::load(Some(&path), env(&[])).unwrap();
+        let as_toml = |c: &Config| toml::to_string(c).unwrap();
+        assert_eq!(as_toml(&documented), as_toml(&Config::default()));
+        // Every key is documented (the file lists every default key).
+        let text = std::fs::read_to_string(&path).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        for (key, value) in defaults.as_table().unwrap() {
+            match value {
+                toml::Value::Table(section) => {
+                    assert!(text.contains(&format!("[{key}]")), "[{key}] undocumented");
+                    for inner in section.keys() {
+                        assert!(
+                            text.contains(&format!("\n{inner} = ")),
+                            "{key}.{inner} undocumented"
+                        );
+                    }
+                }
+                _ => assert!(text.contains(&format!("\n{key} = ")), "{key} undocumented"),
+            }
+        }
+    }
 }

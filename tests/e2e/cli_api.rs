@@ -1,10 +1,8 @@
 //! The `livegate` CLI and the admin HTTP API, against a real server process.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn keys_cli_prints_the_key_once_and_stores_only_a_hash() {

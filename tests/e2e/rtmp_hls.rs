@@ -1,12 +1,10 @@
 //! RTMP in (real ffmpeg), HLS out (ffprobe, hls.js in Chromium), keys, takeover, isolation.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn segment_uris(p: &m3u8_rs::MediaPlaylist) -> Vec<String> {
     p.segments.iter().map(|s| s.uri.clone()).collect()

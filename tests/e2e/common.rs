@@ -1,7 +1,6 @@
 //! Shared harness for end-to-end tests: a real livegate process on free loopback ports with a
 //! temporary data dir, the real `ffmpeg` CLI as publisher, `ffprobe` as reader, and hls.js in
 //! headless Chromium as player. Each test starts its own server so tests run in parallel.
-#![allow(dead_code)]
 
 use std::io::Read;
 use std::net::TcpListener;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Command 1: set up and run livegate on its embedded defaults (local disk under ./data, built-in
+# key store). Creates a demo stream key on first run and prints how to publish and where to watch.
+# Any LIVEGATE_* variable (see config/livegate.toml) or LIVEGATE_CONFIG=FILE applies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh run
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --release --locked
+bin=target/release/livegate
+
+user=${LIVEGATE_DEMO_USER:-demo}
+if ! "$bin" keys list | cut -f1 | grep -qx "$user"; then
+  echo
+  "$bin" keys add "$user"
+else
+  echo
+  echo "Stream key for '$user' exists (keys are stored hashed, so it cannot be shown again)."
+  echo "New one: $bin keys rotate $user"
+fi
+echo
+echo "Publish with ffmpeg:  ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine \\"
+echo "    -c:v libx264 -preset veryfast -g 60 -c:a aac -f flv rtmp://localhost/live/<key>"
+echo "Watch:  ffplay http://localhost:8080/live/$user/index.m3u8  (or any HLS player, e.g. hls.js)"
+echo
+exec "$bin" serve

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Command 2: set up and run the whole test suite: formatting, lints, unit and property tests, and
+# end-to-end tests with real clients (ffmpeg, ffprobe, hls.js in headless Chromium).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+bash scripts/setup.sh test
+export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== browser test dependencies (npm)"
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+# End-to-end cases mostly wait on real time (ffmpeg -re), so they run several at once.
+cargo test --locked -- --test-threads "${LIVEGATE_TEST_THREADS:-6}"
+echo "== all tests passed in $(( $(date +%s) - started )) s"
