@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Benchmarks (measurements, not tests). Usage: scripts/bench.sh ingest [SECONDS]
+#
+# ingest: one 720p30 H.264/AAC stream (x264 B-frames, 2 s GOP) published for SECONDS (default 60)
+#   in real time from a pre-encoded FLV by examples/pace_publish.rs (which records when each tag
+#   is written to the socket), through a release build of livegate in passthrough. Reports: time from publish start to the first master playlist; segment
+#   availability delay (the segment's last frame sent → the segment listed in the playlist),
+#   median and p95 (pass 1, playlist polled every 2 ms); the server's CPU-seconds and peak RSS
+#   (CPU in pass 2, polled every second like one player, so the polling does not dominate;
+#   peak RSS after pass 1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-ingest}
+secs=${2:-60}
+[ "$mode" = ingest ] || { echo "usage: scripts/bench.sh ingest [SECONDS]" >&2; exit 2; }
+
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --release --locked -q --bin livegate --example pace_publish
+bin=$PWD/target/release/livegate
+work=$(mktemp -d /tmp/livegate-bench.XXXXXX)
+trap 'kill $server_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+
+echo "encoding a ${secs} s 720p30 source…"
+ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=1280x720:rate=30" \
+  -f lavfi -i "sine=frequency=440:sample_rate=48000" -t "$secs" \
+  -c:v libx264 -preset veryfast -pix_fmt yuv420p \
+  -x264-params "bframes=3:b-pyramid=normal:keyint=60:min-keyint=60:scenecut=0" -b:v 3000k \
+  -c:a aac -b:a 128k -f flv "$work/src.flv"
+
+rtmp_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+http_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+export LIVEGATE_DATA_DIR=$work/data LIVEGATE_RTMP_LISTEN=127.0.0.1:$rtmp_port \
+       LIVEGATE_HTTP_LISTEN=127.0.0.1:$http_port LIVEGATE_LOG=warn
+key=$("$bin" keys add bench | tail -1)
+"$bin" serve 2>"$work/server.log" &
+server_pid=$!
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$http_port/healthz" >/dev/null && break; sleep 0.1; done
+
+cpu_of() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }  # utime+stime, clock ticks
+publish() {  # publish the file once; $1 = playlist polling interval in ms
+  target/release/examples/pace_publish "$work/src.flv" "rtmp://127.0.0.1:$rtmp_port/live/$key" \
+    "http://127.0.0.1:$http_port/live/bench" "$1"
+}
+echo "pass 1: delays (playlist polled every 2 ms)…"
+publish 2 > "$work/result.json"
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$server_pid/status")  # peak with one stream (incl. its window)
+sleep 2
+echo "pass 2: CPU and memory (playlist polled every 1 s, like a player)…"
+cpu0=$(cpu_of)
+publish 1000 > /dev/null
+sleep 1
+cpu1=$(cpu_of)
+python3 - "$work/result.json" "$cpu0" "$cpu1" "$hwm" "$secs" "$(getconf CLK_TCK)" <<'PY'
+import json, statistics, sys
+result = json.load(open(sys.argv[1]))
+cpu0, cpu1, hwm, secs, hz = map(float, sys.argv[2:7])
+d = sorted(result["segment_delays_ms"])
+p95 = d[min(len(d) - 1, round(0.95 * (len(d) - 1)))]
+print(f"segments measured:            {len(d)}")
+print(f"first master playlist after:  {result['first_master_s']:.2f} s (from the first media sent)")
+print(f"segment availability delay:   median {statistics.median(d):.1f} ms, p95 {p95:.1f} ms, max {d[-1]:.1f} ms")
+print(f"server CPU over the run:      {(cpu1 - cpu0) / hz:.2f} CPU-s for {secs:.0f} s of 720p30")
+print(f"server peak RSS:              {hwm / 1024:.1f} MB (after pass 1: one stream, its live window in memory)")
+PY
