@@ -210,8 +210,8 @@ fn main() {
         // The last video frame (in decode order) before the boundary.
         if let Some((_, _, sent)) = video_sent
             .iter()
-            .filter(|(ts, _, _)| f64::from(*ts) < boundary_ms - 1.0)
-            .last()
+            .rev()
+            .find(|(ts, _, _)| f64::from(*ts) < boundary_ms - 1.0)
         {
             delays.push(appeared.saturating_duration_since(*sent).as_secs_f64() * 1000.0);
         }
