@@ -63,6 +63,18 @@ fn init_tracing() {
         .init();
 }
 
+/// Panics go to the log, not raw stderr. An expected one (rml_rtmp rejecting malformed peer input,
+/// caught and turned into a session error) is logged at debug level only.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        if livegate::ingest::rtmp::in_guarded_parse() {
+            tracing::debug!(%info, "RTMP parser panicked on malformed input (session ended)");
+        } else {
+            tracing::error!(%info, "panic");
+        }
+    }));
+}
+
 fn print_new_key(config: &Config, user: &str, key: &str, verb: &str) {
     println!("{verb} stream key for '{user}'. It is shown only this once; keep it secret.");
     println!(
@@ -104,6 +116,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
             init_tracing();
+            install_panic_hook();
             let config = load_config(cli.config.as_ref())?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(async {

@@ -118,6 +118,36 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, shutdown: Can
     }
 }
 
+thread_local! {
+    /// Set while rml_rtmp parses peer input, so the panic hook can tell an expected parser panic
+    /// (turned into a session error below) from a real bug.
+    static IN_GUARDED_PARSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread is inside [`guarded_input`] (for the process panic hook).
+pub fn in_guarded_parse() -> bool {
+    IN_GUARDED_PARSE.with(|f| f.get())
+}
+
+/// Feeds peer bytes to the session. rml_rtmp 0.8 panics on some malformed messages (an AMF0
+/// command with fewer than three values reaches `drain(..3)`); a peer must not be able to crash
+/// its task that way, so such a panic becomes a protocol error that ends this session only.
+fn guarded_input(
+    session: &mut ServerSession,
+    bytes: &[u8],
+) -> Result<Vec<ServerSessionResult>, SessionError> {
+    IN_GUARDED_PARSE.with(|f| f.set(true));
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.handle_input(bytes)));
+    IN_GUARDED_PARSE.with(|f| f.set(false));
+    match outcome {
+        Ok(results) => results.map_err(|e| SessionError::Protocol(e.to_string())),
+        Err(_) => Err(SessionError::Protocol(
+            "malformed RTMP message (the RTMP parser rejected it)".into(),
+        )),
+    }
+}
+
 /// Whether the session continues after an event.
 enum Flow {
     Continue,
@@ -448,5 +478,72 @@ impl Connection {
             }
         }
         Ok((Flow::Continue, Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::any;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// The handshake rejects or waits on arbitrary bytes; it never panics.
+        #[test]
+        fn handshake_survives_arbitrary_bytes(data in vec(any::<u8>(), 0..4000)) {
+            let mut handshake = Handshake::new(PeerType::Server);
+            let _ = handshake.process_bytes(&data);
+        }
+
+        /// After the handshake, arbitrary chunk streams end in an error or nothing.
+        #[test]
+        fn session_survives_arbitrary_chunks(chunks in vec(vec(any::<u8>(), 0..600), 0..8)) {
+            let (mut session, _) = ServerSession::new(ServerSessionConfig::new()).unwrap();
+            for chunk in chunks {
+                if guarded_input(&mut session, &chunk).is_err() {
+                    break;
+                }
+            }
+        }
+
+        /// Valid-looking chunk headers (chunk stream 3, AMF0 command) with arbitrary bodies.
+        #[test]
+        fn session_survives_arbitrary_command_bodies(body in vec(any::<u8>(), 0..120)) {
+            let (mut session, _) = ServerSession::new(ServerSessionConfig::new()).unwrap();
+            let _ = guarded_input(&mut session, &command_message(&body));
+        }
+    }
+
+    /// One type-0 chunk on chunk stream 3 carrying an AMF0 command message.
+    fn command_message(body: &[u8]) -> Vec<u8> {
+        let len = body.len() as u32;
+        let mut msg = vec![
+            0x03,
+            0,
+            0,
+            0,
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            0x14,
+            0,
+            0,
+            0,
+            0,
+        ];
+        msg.extend_from_slice(body);
+        msg
+    }
+
+    #[test]
+    fn short_amf0_command_is_an_error_not_a_panic() {
+        // A string "connect" alone: rml_rtmp 0.8 panics on it unguarded.
+        let body = [0x02, 0x00, 0x07, b'c', b'o', b'n', b'n', b'e', b'c', b't'];
+        let (mut session, _) = ServerSession::new(ServerSessionConfig::new()).unwrap();
+        let err = guarded_input(&mut session, &command_message(&body)).unwrap_err();
+        assert!(err.to_string().contains("malformed RTMP message"), "{err}");
+        assert!(!in_guarded_parse());
     }
 }

@@ -302,6 +302,29 @@ fn bad_input_ends_only_that_session() {
     assert_eq!(n, 0, "silent client closed");
     assert!(t.elapsed() < Duration::from_secs(4));
 
+    // 4. A valid handshake followed by an AMF0 command too short to be one (this made rml_rtmp
+    //    panic): the session ends with an error, nothing else is touched.
+    let mut short_cmd = TcpStream::connect(("127.0.0.1", server.rtmp_port)).unwrap();
+    short_cmd
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    rtmp_client_handshake(&mut short_cmd);
+    let body = [0x02, 0x00, 0x07, b'c', b'o', b'n', b'n', b'e', b'c', b't'];
+    let mut msg = vec![0x03, 0, 0, 0, 0, 0, body.len() as u8, 0x14, 0, 0, 0, 0];
+    msg.extend_from_slice(&body);
+    short_cmd.write_all(&msg).unwrap();
+    let mut closed = false;
+    for _ in 0..20 {
+        match short_cmd.read(&mut sink) {
+            Ok(0) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => continue,
+        }
+    }
+    assert!(closed, "malformed command closes the session");
+
     // The good stream never noticed.
     let (ok, err) = wait_child(good, Duration::from_secs(30));
     assert!(ok, "good publisher: {err}");
@@ -321,6 +344,29 @@ fn bad_input_ends_only_that_session() {
         "{logs}"
     );
     assert_eq!(server.get("/healthz").0, 200);
+}
+
+/// The client side of the RTMP handshake, with rml_rtmp.
+fn rtmp_client_handshake(socket: &mut TcpStream) {
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+    let mut handshake = Handshake::new(PeerType::Client);
+    socket
+        .write_all(&handshake.generate_outbound_p0_and_p1().unwrap())
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut buf).expect("handshake read");
+        assert!(n > 0, "closed during handshake");
+        match handshake.process_bytes(&buf[..n]).expect("handshake") {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                socket.write_all(&response_bytes).unwrap()
+            }
+            HandshakeProcessResult::Completed { response_bytes, .. } => {
+                socket.write_all(&response_bytes).unwrap();
+                return;
+            }
+        }
+    }
 }
 
 #[test]
