@@ -279,9 +279,7 @@ impl Connection {
         session: &mut ServerSession,
         bytes: &[u8],
     ) -> Result<Flow, SessionError> {
-        let results = session
-            .handle_input(bytes)
-            .map_err(|e| SessionError::Protocol(e.to_string()))?;
+        let results = guarded_input(session, bytes)?;
         self.process(session, results).await
     }
 

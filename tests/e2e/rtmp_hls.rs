@@ -343,6 +343,13 @@ fn bad_input_ends_only_that_session() {
         logs.contains("unsupported video codec Sorenson H.263"),
         "{logs}"
     );
+    assert!(logs.contains("malformed RTMP message"), "{logs}");
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains(" ERROR ") && l.contains("panic")),
+        "the parser's panic is contained, not an error: {logs}"
+    );
     assert_eq!(server.get("/healthz").0, 200);
 }
 
