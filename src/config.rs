@@ -34,6 +34,97 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     pub http: HttpConfig,
     pub hls: HlsConfig,
+    pub transcode: TranscodeConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscodeConfig {
+    /// Transcode every stream into the ladder. `false`: serve streams as published (passthrough).
+    pub enabled: bool,
+    /// Users whose streams are always served as published, even when transcoding is on.
+    pub passthrough_users: Vec<String>,
+    /// AAC bitrate (bit/s) of the one audio encode every rung shares.
+    pub audio_bitrate: u64,
+    /// Output audio sample rate (Hz).
+    pub audio_sample_rate: u32,
+    /// Frames queued for a stream's transcoder before it drops whole GOPs to catch up.
+    pub queue_frames: usize,
+    /// x264 threads per rung; 0 lets x264 decide.
+    pub x264_threads: u32,
+    /// The renditions, from the lowest. Rungs taller than the source are skipped (never
+    /// upscaled); for a portrait source `height` applies to the shorter side.
+    pub rungs: Vec<RungConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RungConfig {
+    /// Name in URLs (`/live/<user>/<name>/index.m3u8`).
+    pub name: String,
+    /// Output height (the width follows the source's aspect ratio, rounded to even).
+    pub height: u32,
+    /// Average video bitrate, bit/s.
+    pub video_bitrate: u64,
+    /// Peak (VBV max rate), bit/s.
+    pub maxrate: u64,
+    /// VBV buffer size, bits.
+    pub bufsize: u64,
+    /// Frame-rate cap; 0: the source's rate.
+    #[serde(default)]
+    pub max_fps: f64,
+    #[serde(default = "default_preset")]
+    pub preset: String,
+    #[serde(default = "default_profile")]
+    pub profile: String,
+}
+
+fn default_preset() -> String {
+    "veryfast".into()
+}
+
+fn default_profile() -> String {
+    "main".into()
+}
+
+impl RungConfig {
+    fn new(name: &str, height: u32, bitrate: u64, maxrate: u64, bufsize: u64) -> Self {
+        RungConfig {
+            name: name.into(),
+            height,
+            video_bitrate: bitrate,
+            maxrate,
+            bufsize,
+            max_fps: 0.0,
+            preset: default_preset(),
+            profile: default_profile(),
+        }
+    }
+}
+
+impl Default for TranscodeConfig {
+    fn default() -> Self {
+        TranscodeConfig {
+            enabled: true,
+            passthrough_users: Vec::new(),
+            audio_bitrate: 128_000,
+            audio_sample_rate: 48_000,
+            queue_frames: 300,
+            x264_threads: 0,
+            rungs: vec![
+                RungConfig::new("360p", 360, 800_000, 856_000, 1_200_000),
+                RungConfig::new("480p", 480, 1_400_000, 1_498_000, 2_100_000),
+                RungConfig::new("720p", 720, 2_800_000, 2_996_000, 4_200_000),
+            ],
+        }
+    }
+}
+
+impl TranscodeConfig {
+    /// Whether `user`'s streams go through the ladder.
+    pub fn transcodes(&self, user: &str) -> bool {
+        self.enabled && !self.passthrough_users.iter().any(|u| u == user)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,6 +177,7 @@ impl Default for Config {
             rtmp: RtmpConfig::default(),
             http: HttpConfig::default(),
             hls: HlsConfig::default(),
+            transcode: TranscodeConfig::default(),
         }
     }
 }
@@ -174,6 +266,58 @@ impl Config {
         }
         if self.hls.max_segment_mib == 0 || self.hls.max_stream_memory_mib == 0 {
             return Err(invalid("hls.max_*_mib", "must be at least 1"));
+        }
+        let t = &self.transcode;
+        if t.enabled && t.rungs.is_empty() {
+            return Err(invalid(
+                "transcode.rungs",
+                "at least one rung when transcoding is on",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for r in &t.rungs {
+            if !crate::util::valid_user_name(&r.name) || r.name == "source" || r.name == "audio" {
+                return Err(invalid(
+                    "transcode.rungs.name",
+                    "use a-z, 0-9, '_' and '-' (not \"source\" or \"audio\")",
+                ));
+            }
+            if !names.insert(r.name.as_str()) {
+                return Err(invalid("transcode.rungs.name", "rung names must be unique"));
+            }
+            if !(64..=4320).contains(&r.height) {
+                return Err(invalid(
+                    "transcode.rungs.height",
+                    "must be between 64 and 4320",
+                ));
+            }
+            if r.video_bitrate == 0 || r.maxrate < r.video_bitrate || r.bufsize == 0 {
+                return Err(invalid(
+                    "transcode.rungs",
+                    "need video_bitrate > 0, maxrate >= video_bitrate, bufsize > 0",
+                ));
+            }
+            if !(0.0..=240.0).contains(&r.max_fps) {
+                return Err(invalid(
+                    "transcode.rungs.max_fps",
+                    "0 (source rate) up to 240",
+                ));
+            }
+        }
+        if !(8_000..=512_000).contains(&t.audio_bitrate) {
+            return Err(invalid(
+                "transcode.audio_bitrate",
+                "between 8000 and 512000",
+            ));
+        }
+        if ![32_000, 44_100, 48_000].contains(&t.audio_sample_rate) {
+            return Err(invalid(
+                "transcode.audio_sample_rate",
+                "32000, 44100 or 48000",
+            ));
+        }
+        if t.queue_frames < 16 {
+            return Err(invalid("transcode.queue_frames", "at least 16"));
         }
         if self.rtmp.max_chunk_size < 128 {
             return Err(invalid("rtmp.max_chunk_size", "must be at least 128"));
@@ -275,6 +419,21 @@ fn apply_env(
             toml::Value::Integer(_) => raw.parse::<i64>().map(toml::Value::Integer).ok(),
             toml::Value::Float(_) => raw.parse::<f64>().map(toml::Value::Float).ok(),
             toml::Value::Boolean(_) => raw.parse::<bool>().map(toml::Value::Boolean).ok(),
+            toml::Value::Array(items) if items.iter().all(|i| i.is_str()) => {
+                Some(toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.into()))
+                        .collect(),
+                ))
+            }
+            toml::Value::Array(_) | toml::Value::Table(_) => {
+                return Err(ConfigError::Env {
+                    var,
+                    message: "a list of tables; set it in the config file".into(),
+                })
+            }
             _ => Some(toml::Value::String(raw.clone())),
         }
         .ok_or_else(|| ConfigError::Env {
@@ -363,6 +522,26 @@ mod tests {
     }
 
     #[test]
+    fn transcode_settings() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("LIVEGATE_TRANSCODE_PASSTHROUGH_USERS", "alice, bob"),
+                ("LIVEGATE_TRANSCODE_ENABLED", "true"),
+            ]),
+        )
+        .unwrap();
+        assert!(!c.transcode.transcodes("alice"));
+        assert!(c.transcode.transcodes("carol"));
+        assert_eq!(c.transcode.rungs.len(), 3);
+        assert_eq!(c.transcode.rungs[2].maxrate, 2_996_000);
+        let off = Config::load(None, env(&[("LIVEGATE_TRANSCODE_ENABLED", "false")])).unwrap();
+        assert!(!off.transcode.transcodes("carol"));
+        let err = Config::load(None, env(&[("LIVEGATE_TRANSCODE_RUNGS", "x")])).unwrap_err();
+        assert!(err.to_string().contains("config file"), "{err}");
+    }
+
+    #[test]
     fn printed_urls() {
         let mut c = Config::default();
         assert_eq!(c.rtmp_publish_url(), "rtmp://localhost/live");
@@ -386,11 +565,14 @@ mod tests {
             match value {
                 toml::Value::Table(section) => {
                     assert!(text.contains(&format!("[{key}]")), "[{key}] undocumented");
-                    for inner in section.keys() {
-                        assert!(
-                            text.contains(&format!("\n{inner} = ")),
-                            "{key}.{inner} undocumented"
-                        );
+                    for (inner, v) in section {
+                        let table_list = matches!(v, toml::Value::Array(a) if !a.is_empty() && a.iter().all(|i| i.is_table()));
+                        let documented = if table_list {
+                            text.contains(&format!("[[{key}.{inner}]]"))
+                        } else {
+                            text.contains(&format!("\n{inner} = "))
+                        };
+                        assert!(documented, "{key}.{inner} undocumented");
                     }
                 }
                 _ => assert!(text.contains(&format!("\n{key} = ")), "{key} undocumented"),

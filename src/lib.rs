@@ -12,4 +12,5 @@ pub mod media;
 pub mod metrics;
 pub mod server;
 pub mod stream;
+pub mod transcode;
 pub mod util;

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub ingest_bytes: Counter,
     pub hls_segments: Counter,
     pub live_streams: Gauge,
+    pub transcoders: Gauge,
+    pub transcode_dropped_frames: Counter,
 }
 
 impl Metrics {
@@ -35,6 +37,8 @@ impl Metrics {
             ingest_bytes: Counter::default(),
             hls_segments: Counter::default(),
             live_streams: Gauge::default(),
+            transcoders: Gauge::default(),
+            transcode_dropped_frames: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -76,6 +80,16 @@ impl Metrics {
             "live_streams",
             "Streams being published now",
             m.live_streams.clone(),
+        );
+        registry.register(
+            "transcoders",
+            "Transcoder threads running",
+            m.transcoders.clone(),
+        );
+        registry.register(
+            "transcode_dropped_frames",
+            "Frames dropped (whole GOPs) because a transcoder fell behind real time",
+            m.transcode_dropped_frames.clone(),
         );
         Metrics { registry, ..m }
     }

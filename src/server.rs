@@ -13,6 +13,7 @@ use crate::http::{self, AppState};
 use crate::ingest::rtmp::{self, IngestContext};
 use crate::metrics::Metrics;
 use crate::stream::Hub;
+use crate::transcode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -41,7 +42,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new();
     let registry = HlsRegistry::new(config.hls.clone());
-    hls::attach_to_hub(&hub, registry.clone(), config.hls.clone(), metrics.clone());
+    {
+        // Every new stream goes through the ladder, or is served as published.
+        let (registry, config, metrics) = (registry.clone(), config.clone(), metrics.clone());
+        hub.on_new_stream(move |stream| {
+            if config.transcode.transcodes(&stream.name) {
+                transcode::spawn_ladder(
+                    stream,
+                    registry.clone(),
+                    &config.transcode,
+                    &config.hls,
+                    metrics.clone(),
+                );
+            } else {
+                hls::spawn_passthrough(
+                    stream,
+                    registry.clone(),
+                    config.hls.clone(),
+                    metrics.clone(),
+                );
+            }
+        });
+    }
     let keys = KeyStore::new(config.keys_path());
 
     let rtmp_listener = TcpListener::bind(&config.rtmp.listen)

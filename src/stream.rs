@@ -62,6 +62,9 @@ pub struct StreamSummary {
     /// Events consumers skipped because they fell behind.
     pub consumer_lag_drops: u64,
     pub consumers: usize,
+    /// What each consumer reports about itself (e.g. `transcode`).
+    #[serde(flatten)]
+    pub consumer_status: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 struct Fanout {
@@ -93,6 +96,7 @@ pub struct LiveStream {
     fanout: Mutex<Fanout>,
     stats: Mutex<IngestStats>,
     lag_drops: AtomicU64,
+    status: Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 impl Hub {
@@ -127,6 +131,7 @@ impl Hub {
             }),
             stats: Mutex::new(IngestStats::default()),
             lag_drops: AtomicU64::new(0),
+            status: Mutex::new(std::collections::BTreeMap::new()),
         });
         let previous = lock(&self.streams).insert(name.to_string(), stream.clone());
         if let Some(old) = previous {
@@ -184,6 +189,11 @@ impl LiveStream {
     /// A future that completes when this session must end (takeover or operator stop).
     pub fn stopped(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.stop.cancelled()
+    }
+
+    /// A consumer publishes its state (shown in the streams API under `key`).
+    pub fn set_status(&self, key: &str, value: serde_json::Value) {
+        lock(&self.status).insert(key.to_string(), value);
     }
 
     pub fn is_ended(&self) -> bool {
@@ -318,6 +328,7 @@ impl LiveStream {
             audio_frames: stats.audio_frames,
             consumer_lag_drops: self.lag_drops.load(Ordering::Relaxed),
             consumers,
+            consumer_status: lock(&self.status).clone(),
         }
     }
 }

@@ -17,6 +17,8 @@ use crate::media::EndReason;
 
 /// The one rendition passthrough serves.
 pub const SOURCE_RUNG: &str = "source";
+/// The rendition of an audio-only stream under the ladder.
+pub const AUDIO_RUNG: &str = "audio";
 /// Segments kept beyond the playlist window for clients holding a slightly stale playlist.
 const GRACE_SEGMENTS: usize = 3;
 
@@ -47,6 +49,7 @@ pub struct Rendition {
     target_duration: u64,
     bytes: usize,
     pending_discontinuity: bool,
+    ended: bool,
 }
 
 /// A stream's live HLS output. Survives a publisher takeover (continuing with a discontinuity);
@@ -79,6 +82,7 @@ impl Rendition {
             target_duration: target.ceil().max(1.0) as u64,
             bytes: 0,
             pending_discontinuity: false,
+            ended: false,
         }
     }
 
@@ -126,12 +130,17 @@ impl LiveHls {
         LiveHls {
             instance: format!("{:08x}", rand::random::<u32>()),
             stream: stream.to_string(),
-            renditions: vec![Rendition::new(SOURCE_RUNG, config.segment_duration)],
+            renditions: Vec::new(),
             generation: 0,
             ended_at: None,
             started_at: Utc::now(),
             config,
         }
+    }
+
+    /// Names of the renditions, in creation order.
+    pub fn rendition_names(&self) -> Vec<String> {
+        self.renditions.iter().map(|r| r.name.clone()).collect()
     }
 
     pub fn is_ended(&self) -> bool {
@@ -156,7 +165,23 @@ impl LiveHls {
                 return;
             }
         }
+        if let SegmenterOutput::End(EndReason::Stopped) = output {
+            if let Some(r) = self.renditions.iter_mut().find(|r| r.name == rung) {
+                r.ended = true;
+            }
+            // All renditions finished (or none was ever made: the publisher sent no media).
+            if self.renditions.iter().all(|r| r.ended) {
+                self.ended_at = Some(Instant::now());
+            }
+            return;
+        }
         let config = self.config.clone();
+        if matches!(output, SegmenterOutput::Init { .. })
+            && !self.renditions.iter().any(|r| r.name == rung)
+        {
+            self.renditions
+                .push(Rendition::new(rung, config.segment_duration));
+        }
         let Some(r) = self.renditions.iter_mut().find(|r| r.name == rung) else {
             return;
         };
@@ -181,8 +206,9 @@ impl LiveHls {
                 segment.discontinuity |= new_generation || r.pending_discontinuity;
                 r.pending_discontinuity = false;
                 // Target duration may only grow, and only to cover a longer source GOP: it is
-                // fixed by the first segments in practice.
-                let needed = (segment.duration - 0.001).ceil().max(1.0) as u64;
+                // fixed by the first segments in practice. RFC 8216 §4.3.3.1 compares it with
+                // each EXTINF rounded to the nearest integer.
+                let needed = segment.duration.round().max(1.0) as u64;
                 r.target_duration = r.target_duration.max(needed);
                 r.bytes += segment.data.len();
                 r.segments.push_back(StoredSegment {
@@ -207,9 +233,7 @@ impl LiveHls {
                     }
                 }
             }
-            SegmenterOutput::End(EndReason::Stopped) => {
-                self.ended_at = Some(Instant::now());
-            }
+            SegmenterOutput::End(EndReason::Stopped) => {}
             SegmenterOutput::End(EndReason::Replaced) => {
                 r.pending_discontinuity = true;
             }
@@ -276,13 +300,20 @@ impl LiveHls {
                 ..Default::default()
             });
         }
+        // One target duration for the whole ladder (RFC 8216: all media playlists agree).
+        let target_duration = self
+            .renditions
+            .iter()
+            .map(|r| r.target_duration)
+            .max()
+            .unwrap_or(r.target_duration);
         let playlist = m3u8_rs::MediaPlaylist {
             version: Some(7),
-            target_duration: r.target_duration,
+            target_duration,
             media_sequence: first.sequence,
             discontinuity_sequence,
             segments,
-            end_list: self.is_ended(),
+            end_list: r.ended,
             independent_segments: listed.iter().all(|s| s.segment.independent),
             ..Default::default()
         };
@@ -293,8 +324,17 @@ impl LiveHls {
 
     /// The master playlist, or None until every rendition has a segment to measure.
     pub fn master_playlist(&self) -> Option<String> {
+        if self.renditions.is_empty() {
+            return None;
+        }
         let mut variants = Vec::new();
-        for r in &self.renditions {
+        let mut order: Vec<&Rendition> = self.renditions.iter().collect();
+        order.sort_by_key(|r| {
+            r.current_init()
+                .and_then(|i| i.info.video.as_ref().map(|v| v.width * v.height))
+                .unwrap_or(0)
+        });
+        for r in order {
             let init = r.current_init()?;
             let (peak, average) = r.bandwidth()?;
             let video = init.info.video.as_ref();

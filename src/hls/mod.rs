@@ -12,23 +12,12 @@ use tracing::Instrument;
 
 use crate::config::HlsConfig;
 use crate::metrics::Metrics;
-use crate::stream::{Hub, LiveStream};
-pub use live::{HlsFile, HlsRegistry, LiveHls, SOURCE_RUNG};
+use crate::stream::LiveStream;
+pub use live::{HlsFile, HlsRegistry, LiveHls, AUDIO_RUNG, SOURCE_RUNG};
 use segmenter::{Segmenter, SegmenterConfig, SegmenterOutput};
 
-/// Starts segmenting every stream the hub announces.
-pub fn attach_to_hub(
-    hub: &Hub,
-    registry: Arc<HlsRegistry>,
-    config: HlsConfig,
-    metrics: Arc<Metrics>,
-) {
-    hub.on_new_stream(move |stream| {
-        spawn_passthrough(stream, registry.clone(), config.clone(), metrics.clone());
-    });
-}
-
-fn spawn_passthrough(
+/// Serves a stream as published: its packets are segmented as they come (one `source` rendition).
+pub fn spawn_passthrough(
     stream: &Arc<LiveStream>,
     registry: Arc<HlsRegistry>,
     config: HlsConfig,

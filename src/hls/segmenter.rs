@@ -1,10 +1,11 @@
 //! Media events → CMAF segments, sans-IO.
 //!
 //! Cuts at the first video keyframe once the segment has reached (nearly) the target duration,
-//! so every segment starts with an IDR. Audio before the first keyframe is trimmed so playback
-//! starts on a picture; audio timestamps are kept continuous (RTMP's millisecond clock jitters
-//! around the exact 1024-sample cadence). A change of codec configuration closes the segment and
-//! starts a new init segment with a discontinuity.
+//! so every segment starts with an IDR. Audio goes into the segment its timestamp falls in (an
+//! encoder's latency makes audio arrive ahead of its video); audio before the first keyframe is
+//! trimmed so playback starts on a picture; audio timestamps are kept continuous (RTMP's
+//! millisecond clock jitters around the exact 1024-sample cadence). A change of codec
+//! configuration closes the segment and starts a new init segment with a discontinuity.
 
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ use crate::media::{
 /// A keyframe this close to the target (as a fraction) already ends the segment, so a source
 /// with keyframes exactly at the target cadence is not cut one GOP late by rounding.
 const CUT_TOLERANCE: f64 = 0.9;
+/// Audio frames held while waiting for the first video keyframe (~10 s at 48 kHz).
+const MAX_EARLY_AUDIO: usize = 480;
 
 #[derive(Debug, Clone)]
 pub struct SegmenterConfig {
@@ -78,6 +81,7 @@ struct Pending {
     video: Vec<Sample>,
     video_dts: Vec<i64>,
     audio: Vec<Sample>,
+    audio_dts: Vec<i64>,
     audio_start: Option<i64>,
     bytes: usize,
     independent: bool,
@@ -96,6 +100,8 @@ pub struct Segmenter {
     last_video_dts: Option<i64>,
     last_video_duration: i64,
     next_audio_dts: Option<i64>,
+    /// Audio that arrived before the first video keyframe: (dts, sample).
+    early_audio: std::collections::VecDeque<(i64, Sample)>,
     sequence: u32,
     /// (stream time in µs, wall clock) of the first sample: maps media time to PDT.
     clock_anchor: Option<(i64, DateTime<Utc>)>,
@@ -117,6 +123,7 @@ impl Segmenter {
             last_video_dts: None,
             last_video_duration: i64::from(VIDEO_TIMESCALE / 30),
             next_audio_dts: None,
+            early_audio: std::collections::VecDeque::new(),
             sequence: 0,
             clock_anchor: None,
             ended: false,
@@ -174,6 +181,12 @@ impl Segmenter {
         self.init_stale = true;
     }
 
+    /// Fixes the media-time ↔ wall-clock mapping used for PROGRAM-DATE-TIME, so several
+    /// segmenters (the rungs of one ladder) agree to the millisecond.
+    pub fn set_clock_anchor(&mut self, media_us: i64, wall: DateTime<Utc>) {
+        self.clock_anchor = Some((media_us, wall));
+    }
+
     fn anchor(&mut self, time_us: i64, now: DateTime<Utc>) {
         if self.clock_anchor.is_none() {
             self.clock_anchor = Some((time_us, now));
@@ -190,6 +203,7 @@ impl Segmenter {
             }
             self.started = true;
             self.pending.independent = true;
+            self.take_early_audio(p.dts);
         }
         let mut dts = p.dts;
         if let Some(last) = self.last_video_dts {
@@ -241,9 +255,6 @@ impl Segmenter {
             self.started = true;
             self.pending.independent = true;
         }
-        if !self.started {
-            return; // trimmed: before the first video keyframe
-        }
         let frame = i64::from(audio.frame_samples);
         let rate = i64::from(audio.sample_rate);
         // Keep the exact cadence unless the source clock really moved (a gap or a jump).
@@ -252,6 +263,20 @@ impl Segmenter {
             _ => p.dts,
         };
         self.next_audio_dts = Some(dts + frame);
+        let sample = Sample {
+            duration: audio.frame_samples,
+            composition_offset: 0,
+            keyframe: true,
+            data: p.data,
+        };
+        if !self.started {
+            // Held until the first video keyframe decides where the stream starts.
+            if self.early_audio.len() == MAX_EARLY_AUDIO {
+                self.early_audio.pop_front();
+            }
+            self.early_audio.push_back((dts, sample));
+            return;
+        }
         self.anchor(dts * 1_000_000 / rate, now);
 
         if self.audio_only {
@@ -267,16 +292,33 @@ impl Segmenter {
                 self.emit_init_if_stale(out);
             }
         }
+        self.append_audio(dts, sample);
+    }
+
+    fn append_audio(&mut self, dts: i64, sample: Sample) {
         if self.pending.audio_start.is_none() {
             self.pending.audio_start = Some(dts);
         }
-        self.pending.bytes += p.data.len();
-        self.pending.audio.push(Sample {
-            duration: audio.frame_samples,
-            composition_offset: 0,
-            keyframe: true,
-            data: p.data,
-        });
+        self.pending.bytes += sample.data.len();
+        self.pending.audio_dts.push(dts);
+        self.pending.audio.push(sample);
+    }
+
+    /// At the first video keyframe (decode time `video_dts`), keeps the early audio from that
+    /// point on (frames ending before it are trimmed).
+    fn take_early_audio(&mut self, video_dts: i64) {
+        let Some(audio) = &self.audio else {
+            self.early_audio.clear();
+            return;
+        };
+        let rate = i64::from(audio.sample_rate);
+        let half_frame = i64::from(audio.frame_samples) / 2;
+        let start = video_dts * rate / i64::from(VIDEO_TIMESCALE);
+        for (dts, sample) in std::mem::take(&mut self.early_audio) {
+            if dts + half_frame >= start {
+                self.append_audio(dts, sample);
+            }
+        }
     }
 
     fn emit_init_if_stale(&mut self, out: &mut Vec<SegmenterOutput>) {
@@ -305,6 +347,18 @@ impl Segmenter {
         let mut pending = std::mem::take(&mut self.pending);
         if pending.video.is_empty() && pending.audio.is_empty() {
             return;
+        }
+        // Audio at or after the cut belongs to the next segment.
+        let mut carry: Vec<(i64, Sample)> = Vec::new();
+        if let (Some(next), Some(audio)) = (next_video_dts, &self.audio) {
+            if !pending.video.is_empty() {
+                let cut = next * i64::from(audio.sample_rate) / i64::from(VIDEO_TIMESCALE);
+                let keep = pending.audio_dts.iter().take_while(|&&d| d < cut).count();
+                let dts_tail = pending.audio_dts.split_off(keep);
+                let sample_tail = pending.audio.split_off(keep);
+                carry = dts_tail.into_iter().zip(sample_tail).collect();
+                pending.audio_start = pending.audio_dts.first().copied();
+            }
         }
         self.emit_init_if_stale(out);
         let n = pending.video.len();
@@ -362,6 +416,9 @@ impl Segmenter {
             start_time: start_us as f64 / 1e6,
         }));
         self.emitted_any = true;
+        for (dts, sample) in carry {
+            self.append_audio(dts, sample);
+        }
     }
 }
 
@@ -523,6 +580,49 @@ mod tests {
             SegmenterOutput::Init { info, .. } => assert!(info.video.is_none()),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn audio_goes_to_the_segment_its_time_falls_in() {
+        // Video delayed by 0.5 s (an encoder's latency): audio arrives ahead of its video.
+        let mut seg = Segmenter::new(cfg());
+        let now = Utc::now();
+        let mut out = seg.push(video_cfg(), now);
+        out.extend(seg.push(audio_cfg(), now));
+        let mut audio_ms = 0.0f64;
+        for i in 0..(6 * 30) {
+            let ms = i * 1000 / 30;
+            while audio_ms <= ms as f64 + 500.0 {
+                out.extend(seg.push(aframe(audio_ms.round() as i64), now));
+                audio_ms += 1024.0 / 48.0;
+            }
+            out.extend(seg.push(vframe(ms, i % 60 == 0), now));
+        }
+        out.extend(seg.push(MediaEvent::End(EndReason::Stopped), now));
+        let segs = segments(&out);
+        assert_eq!(segs.len(), 3);
+        // Each 2 s segment holds ~2 s of audio (94 frames of 1024 at 48 kHz), not 2.5 s.
+        for s in &segs[..2] {
+            let audio_frames = s.data.windows(2).filter(|w| w == &[0x21, 0x10]).count();
+            assert!((93..=95).contains(&audio_frames), "{audio_frames}");
+        }
+    }
+
+    #[test]
+    fn audio_before_the_first_keyframe_is_kept_from_its_time() {
+        let mut seg = Segmenter::new(cfg());
+        let now = Utc::now();
+        seg.push(video_cfg(), now);
+        seg.push(audio_cfg(), now);
+        for i in 0..20 {
+            seg.push(aframe(i * 1024 / 48), now); // 0 .. ~406 ms
+        }
+        seg.push(vframe(200, true), now);
+        let out = seg.push(MediaEvent::End(EndReason::Stopped), now);
+        let s = segments(&out);
+        let audio_frames = s[0].data.windows(2).filter(|w| w == &[0x21, 0x10]).count();
+        // Frames from ~200 ms on: about 10 of the 20.
+        assert!((9..=11).contains(&audio_frames), "{audio_frames}");
     }
 
     proptest::proptest! {

@@ -6,7 +6,7 @@ use crate::common::*;
 
 #[test]
 fn keys_cli_prints_the_key_once_and_stores_only_a_hash() {
-    let server = Server::start();
+    let server = Server::start_passthrough(&[]);
     let out = server.cli(&["keys", "add", "alice"]);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -44,7 +44,7 @@ fn keys_cli_prints_the_key_once_and_stores_only_a_hash() {
 
 #[test]
 fn check_config_reports_errors_by_name() {
-    let server = Server::start();
+    let server = Server::start_passthrough(&[]);
     let ok = server.cli(&["check-config"]);
     assert!(ok.status.success());
     let text = String::from_utf8_lossy(&ok.stdout);
@@ -70,7 +70,7 @@ fn check_config_reports_errors_by_name() {
 #[test]
 fn admin_api_manages_keys_behind_a_bearer_token() {
     let token = "test-admin-token-0123456789";
-    let server = Server::start_with(&[("LIVEGATE_HTTP_ADMIN_TOKEN", token)]);
+    let server = Server::start_passthrough(&[("LIVEGATE_HTTP_ADMIN_TOKEN", token)]);
 
     assert_eq!(server.request("GET", "/api/v1/keys", None, None).0, 401);
     assert_eq!(
@@ -152,7 +152,7 @@ fn admin_api_manages_keys_behind_a_bearer_token() {
 
 #[test]
 fn admin_api_is_off_without_a_token() {
-    let server = Server::start();
+    let server = Server::start_passthrough(&[]);
     let (status, body) = server.request("GET", "/api/v1/keys", Some(""), None);
     assert_eq!(status, 404);
     assert!(body.contains("admin_token"), "{body}");

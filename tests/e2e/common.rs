@@ -31,6 +31,13 @@ impl Server {
         Server::start_with(&[])
     }
 
+    /// Serves streams as published (no transcoding), with extra `LIVEGATE_*` overrides.
+    pub fn start_passthrough(env: &[(&str, &str)]) -> Server {
+        let mut all = vec![("LIVEGATE_TRANSCODE_ENABLED", "false")];
+        all.extend_from_slice(env);
+        Server::start_with(&all)
+    }
+
     /// Starts livegate with `LIVEGATE_*` environment overrides on top of the generated config.
     pub fn start_with(env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -12,7 +12,7 @@ fn segment_uris(p: &m3u8_rs::MediaPlaylist) -> Vec<String> {
 
 #[test]
 fn publish_produces_standard_hls_that_ends_with_endlist() {
-    let server = Server::start();
+    let server = Server::start_passthrough(&[]);
     let key = server.add_key("alice");
     let src = Source {
         seconds: 7.0,
@@ -143,7 +143,7 @@ fn publish_produces_standard_hls_that_ends_with_endlist() {
 
 #[test]
 fn wrong_and_revoked_keys_are_refused_without_leaking_them() {
-    let server = Server::start();
+    let server = Server::start_passthrough(&[]);
     let short = Source {
         seconds: 3.0,
         ..Source::default()
@@ -199,7 +199,7 @@ fn wrong_and_revoked_keys_are_refused_without_leaking_them() {
 
 #[test]
 fn reconnect_with_the_same_key_takes_over() {
-    let server = Server::start();
+    let server = Server::start_passthrough(&[]);
     let key = server.add_key("carol");
     let long = Source {
         seconds: 30.0,
@@ -242,7 +242,7 @@ fn reconnect_with_the_same_key_takes_over() {
 
 #[test]
 fn bad_input_ends_only_that_session() {
-    let server = Server::start_with(&[("LIVEGATE_RTMP_HANDSHAKE_TIMEOUT_SECS", "1")]);
+    let server = Server::start_passthrough(&[("LIVEGATE_RTMP_HANDSHAKE_TIMEOUT_SECS", "1")]);
     let good_key = server.add_key("dave");
     let bad_key = server.add_key("erin");
     let good = ffmpeg_publish(
@@ -378,7 +378,7 @@ fn rtmp_client_handshake(socket: &mut TcpStream) {
 
 #[test]
 fn hls_js_plays_the_stream_in_chromium() {
-    let server = Server::start();
+    let server = Server::start_passthrough(&[]);
     let key = server.add_key("frank");
     let publisher = ffmpeg_publish(
         &server.rtmp_url(&key),

@@ -1,0 +1,796 @@
+//! The libav side of the ladder, run on one dedicated thread per stream: decode video once, scale
+//! per rung (swscale), encode per rung (libx264) with keyframes forced on one shared grid; decode
+//! audio once, resample, encode AAC once and hand the same packets to every rung.
+//!
+//! libav objects are not `Send`, so everything here is created and dropped on the pipeline
+//! thread. Output goes to a [`LadderSink`] as codec-neutral media events, one stream per rung.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ff::codec::{self, Flags as CodecFlags};
+use ff::format::{self, Pixel};
+use ff::software::scaling;
+use ff::util::picture;
+use ff::{filter, frame, ChannelLayout, Dictionary, Packet as AvPacket, Rational};
+use ffmpeg_next as ff;
+
+use super::annexb;
+use super::keyframes::KeyframeGrid;
+use super::plan::{plan_ladder, PlannedRung};
+use crate::config::{RungConfig, TranscodeConfig};
+use crate::media::{
+    AudioConfig, EndReason, MediaEvent, Packet, TrackKind, VideoConfig, VIDEO_TIMESCALE,
+};
+
+/// Output timestamps are shifted by one second so that B-frame reordering never makes a decode
+/// time negative (fMP4 decode times are unsigned).
+pub const OUTPUT_OFFSET_SECS: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranscodeError {
+    #[error("{what}: {source}")]
+    Av {
+        what: &'static str,
+        source: ff::Error,
+    },
+    #[error("{0} is not available in this FFmpeg build")]
+    MissingCodec(&'static str),
+    #[error("encoder produced unusable parameters: {0}")]
+    Parameters(String),
+}
+
+fn av(what: &'static str) -> impl FnOnce(ff::Error) -> TranscodeError {
+    move |source| TranscodeError::Av { what, source }
+}
+
+/// Where the ladder's output goes: one stream of media events per rung.
+pub trait LadderSink {
+    fn rung_event(&mut self, rung: &str, event: MediaEvent);
+}
+
+/// Settings the pipeline needs, taken from the config.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub rungs: Vec<RungConfig>,
+    pub audio_bitrate: u64,
+    pub audio_sample_rate: u32,
+    pub segment_duration: f64,
+    pub x264_threads: u32,
+}
+
+impl PipelineSettings {
+    pub fn from_config(t: &TranscodeConfig, segment_duration: f64) -> Self {
+        PipelineSettings {
+            rungs: t.rungs.clone(),
+            audio_bitrate: t.audio_bitrate,
+            audio_sample_rate: t.audio_sample_rate,
+            segment_duration,
+            x264_threads: t.x264_threads,
+        }
+    }
+}
+
+/// Copies codec configuration into a codec context. ffmpeg-next has no extradata setter; the
+/// buffer is allocated with libav's allocator (and padding) so the context frees it itself.
+fn set_extradata(ctx: &mut codec::context::Context, data: &[u8]) -> Result<(), TranscodeError> {
+    // SAFETY: `ctx` is a valid, not yet opened AVCodecContext that owns its extradata; the new
+    // buffer comes from av_mallocz with the required zeroed padding and replaces a null pointer
+    // (fresh context), so nothing leaks or is freed twice.
+    unsafe {
+        let raw = ctx.as_mut_ptr();
+        let padding = ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
+        let buf = ff::ffi::av_mallocz(data.len() + padding) as *mut u8;
+        if buf.is_null() {
+            return Err(TranscodeError::Av {
+                what: "allocating extradata",
+                source: ff::Error::Other {
+                    errno: ff::util::error::ENOMEM,
+                },
+            });
+        }
+        std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
+        (*raw).extradata = buf;
+        (*raw).extradata_size = data.len() as i32;
+    }
+    Ok(())
+}
+
+fn extradata(ctx: &codec::context::Context) -> Vec<u8> {
+    // SAFETY: reads the opened context's extradata (pointer + size owned by the context).
+    unsafe {
+        let raw = ctx.as_ptr();
+        if (*raw).extradata.is_null() || (*raw).extradata_size <= 0 {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts((*raw).extradata, (*raw).extradata_size as usize).to_vec()
+    }
+}
+
+/// One rung's scaler and encoder.
+struct RungEncoder {
+    name: String,
+    width: u32,
+    height: u32,
+    encoder: codec::encoder::Video,
+    scaler: Option<(scaling::Context, (Pixel, u32, u32))>,
+    scaled: frame::Video,
+    /// Next presentation time a frame may have under the rung's fps cap.
+    next_allowed_pts: Option<i64>,
+    min_frame_interval: i64,
+}
+
+struct VideoChain {
+    source: Arc<VideoConfig>,
+    decoder: codec::decoder::Video,
+    rungs: Vec<RungEncoder>,
+    last_pts: Option<i64>,
+}
+
+struct AudioChain {
+    source: Arc<AudioConfig>,
+    decoder: codec::decoder::Audio,
+    graph: Option<filter::Graph>,
+}
+
+struct AudioEncoder {
+    encoder: codec::encoder::Audio,
+    rate: i32,
+}
+
+/// The per-stream transcoder.
+pub struct Pipeline<S: LadderSink> {
+    settings: PipelineSettings,
+    sink: S,
+    video: Option<VideoChain>,
+    audio: Option<AudioChain>,
+    audio_encoder: Option<AudioEncoder>,
+    audio_config_out: Option<Arc<AudioConfig>>,
+    /// Rung names, fixed by the first video configuration (a later, smaller source keeps them,
+    /// capped at the source size: never upscaled).
+    rung_names: Vec<String>,
+    grid: KeyframeGrid,
+    /// Encoded audio held until the rungs exist (audio can arrive before the video config).
+    early_audio: Vec<Packet>,
+    audio_only: bool,
+    /// Media time processed (seconds of video, or audio when there is none).
+    pub media_seconds: f64,
+    first_pts: Option<i64>,
+}
+
+impl<S: LadderSink> Pipeline<S> {
+    pub fn new(settings: PipelineSettings, sink: S) -> Self {
+        let interval = (settings.segment_duration * f64::from(VIDEO_TIMESCALE)).round() as i64;
+        Pipeline {
+            settings,
+            sink,
+            video: None,
+            audio: None,
+            audio_encoder: None,
+            audio_config_out: None,
+            rung_names: Vec::new(),
+            grid: KeyframeGrid::new(interval),
+            early_audio: Vec::new(),
+            audio_only: false,
+            media_seconds: 0.0,
+            first_pts: None,
+        }
+    }
+
+    pub fn sink(&mut self) -> &mut S {
+        &mut self.sink
+    }
+
+    /// The rungs and their sizes, for status reports.
+    pub fn rungs(&self) -> Vec<(String, u32, u32)> {
+        self.video
+            .as_ref()
+            .map(|v| {
+                v.rungs
+                    .iter()
+                    .map(|r| (r.name.clone(), r.width, r.height))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn handle(&mut self, event: MediaEvent) -> Result<(), TranscodeError> {
+        match event {
+            MediaEvent::VideoConfig(config) => self.on_video_config(config),
+            MediaEvent::AudioConfig(config) => self.on_audio_config(config),
+            MediaEvent::Packet(p) => match p.track {
+                TrackKind::Video => self.on_video_packet(p),
+                TrackKind::Audio => self.on_audio_packet(p),
+            },
+            MediaEvent::End(reason) => self.finish(reason),
+        }
+    }
+
+    /// Flushes everything and ends every rung's stream.
+    pub fn finish(&mut self, reason: EndReason) -> Result<(), TranscodeError> {
+        let flushed = self.flush_video().and(self.flush_audio());
+        for name in self.all_rung_names() {
+            self.sink.rung_event(&name, MediaEvent::End(reason));
+        }
+        self.video = None;
+        self.audio = None;
+        self.audio_encoder = None;
+        flushed
+    }
+
+    fn all_rung_names(&self) -> Vec<String> {
+        if self.audio_only {
+            vec![crate::hls::AUDIO_RUNG.to_string()]
+        } else {
+            self.rung_names.clone()
+        }
+    }
+
+    // ---- video ----
+
+    fn on_video_config(&mut self, config: Arc<VideoConfig>) -> Result<(), TranscodeError> {
+        if self.audio_only {
+            tracing::warn!("video appeared after the stream started audio-only; it is ignored");
+            return Ok(());
+        }
+        if self.video.as_ref().is_some_and(|v| v.source == config) {
+            return Ok(());
+        }
+        self.flush_video()?;
+        let planned = self.plan(&config);
+        let mut ctx = codec::context::Context::new_with_codec(
+            ff::decoder::find(codec::Id::H264)
+                .ok_or(TranscodeError::MissingCodec("H.264 decoder"))?,
+        );
+        set_extradata(&mut ctx, &config.avcc)?;
+        let mut decoder = ctx.decoder();
+        decoder.set_packet_time_base(Rational::new(1, VIDEO_TIMESCALE as i32));
+        let decoder = decoder.video().map_err(av("opening the H.264 decoder"))?;
+        let fps = config.fps.unwrap_or(30.0);
+        let mut rungs = Vec::with_capacity(planned.len());
+        for plan in &planned {
+            rungs.push(self.open_rung(plan, fps)?);
+        }
+        tracing::info!(
+            source = %format!("{}x{}", config.width, config.height),
+            rungs = %planned.iter().map(|p| format!("{}={}x{}", p.config.name, p.width, p.height)).collect::<Vec<_>>().join(" "),
+            "ladder ready"
+        );
+        self.grid.reset();
+        self.video = Some(VideoChain {
+            source: config,
+            decoder,
+            rungs,
+            last_pts: None,
+        });
+        // Audio that arrived before the video configuration now has rungs to go to.
+        if let Some(audio) = self.audio_config_out.clone() {
+            for name in self.rung_names.clone() {
+                self.sink
+                    .rung_event(&name, MediaEvent::AudioConfig(audio.clone()));
+            }
+        }
+        for p in std::mem::take(&mut self.early_audio) {
+            self.emit_audio(p);
+        }
+        Ok(())
+    }
+
+    fn plan(&mut self, config: &VideoConfig) -> Vec<PlannedRung> {
+        let fresh = plan_ladder(&self.settings.rungs, config.width, config.height);
+        if self.rung_names.is_empty() {
+            self.rung_names = fresh.iter().map(|p| p.config.name.clone()).collect();
+            return fresh;
+        }
+        // Same rungs as before; one that no longer fits the source is encoded at the source size.
+        let source_sized = |name: &str, cfg: &RungConfig| PlannedRung {
+            config: RungConfig {
+                name: name.to_string(),
+                ..cfg.clone()
+            },
+            width: (config.width & !1).max(2),
+            height: (config.height & !1).max(2),
+        };
+        let fallback = fresh
+            .first()
+            .map(|p| p.config.clone())
+            .or_else(|| self.settings.rungs.first().cloned());
+        self.rung_names
+            .iter()
+            .filter_map(|name| {
+                fresh
+                    .iter()
+                    .find(|p| &p.config.name == name)
+                    .cloned()
+                    .or_else(|| {
+                        let cfg = self
+                            .settings
+                            .rungs
+                            .iter()
+                            .find(|r| &r.name == name)
+                            .cloned()
+                            .or_else(|| fallback.clone())?;
+                        Some(source_sized(name, &cfg))
+                    })
+            })
+            .collect()
+    }
+
+    fn open_rung(
+        &mut self,
+        plan: &PlannedRung,
+        source_fps: f64,
+    ) -> Result<RungEncoder, TranscodeError> {
+        let codec =
+            ff::encoder::find_by_name("libx264").ok_or(TranscodeError::MissingCodec("libx264"))?;
+        let mut ctx = codec::context::Context::new_with_codec(codec);
+        ctx.set_flags(CodecFlags::GLOBAL_HEADER);
+        let mut enc = ctx
+            .encoder()
+            .video()
+            .map_err(av("creating the x264 encoder"))?;
+        let fps = if plan.config.max_fps > 0.0 {
+            source_fps.min(plan.config.max_fps)
+        } else {
+            source_fps
+        };
+        enc.set_width(plan.width);
+        enc.set_height(plan.height);
+        enc.set_format(Pixel::YUV420P);
+        enc.set_time_base(Rational::new(1, VIDEO_TIMESCALE as i32));
+        enc.set_frame_rate(Some(Rational::new((fps * 1000.0).round() as i32, 1000)));
+        enc.set_bit_rate(plan.config.video_bitrate as usize);
+        enc.set_max_bit_rate(plan.config.maxrate as usize);
+        let mut options = Dictionary::new();
+        options.set("preset", &plan.config.preset);
+        options.set("profile", &plan.config.profile);
+        options.set("bufsize", &plan.config.bufsize.to_string());
+        // Keyframes only where the shared grid forces them (as IDR), so all rungs cut at the
+        // same frames: no scene-cut keyframes, and a keyint longer than any segment.
+        options.set("forced-idr", "1");
+        let keyint = ((self.settings.segment_duration * fps).ceil() as u32 * 4).max(16);
+        options.set(
+            "x264-params",
+            &format!("scenecut=0:open-gop=0:keyint={keyint}:min-keyint={keyint}"),
+        );
+        if self.settings.x264_threads > 0 {
+            options.set("threads", &self.settings.x264_threads.to_string());
+        }
+        let encoder = enc
+            .open_with(options)
+            .map_err(av("opening the x264 encoder"))?;
+        let record = annexb::avcc_record(&extradata(&encoder))
+            .ok_or_else(|| TranscodeError::Parameters("x264 gave no SPS/PPS".into()))?;
+        let config =
+            VideoConfig::parse(&record).map_err(|e| TranscodeError::Parameters(e.to_string()))?;
+        self.sink
+            .rung_event(&plan.config.name, MediaEvent::VideoConfig(Arc::new(config)));
+        Ok(RungEncoder {
+            name: plan.config.name.clone(),
+            width: plan.width,
+            height: plan.height,
+            encoder,
+            scaler: None,
+            scaled: frame::Video::empty(),
+            next_allowed_pts: None,
+            min_frame_interval: if plan.config.max_fps > 0.0 {
+                (f64::from(VIDEO_TIMESCALE) / plan.config.max_fps * 0.9) as i64
+            } else {
+                0
+            },
+        })
+    }
+
+    fn on_video_packet(&mut self, p: Packet) -> Result<(), TranscodeError> {
+        let Some(chain) = self.video.as_mut() else {
+            return Ok(());
+        };
+        let mut packet = AvPacket::copy(&p.data);
+        packet.set_pts(Some(p.pts));
+        packet.set_dts(Some(p.dts));
+        if p.keyframe {
+            packet.set_flags(codec::packet::Flags::KEY);
+        }
+        if let Err(e) = chain.decoder.send_packet(&packet) {
+            // A corrupt frame costs that frame, not the stream.
+            tracing::debug!(error = %e, "decoder rejected a packet");
+        }
+        self.drain_decoder()
+    }
+
+    fn drain_decoder(&mut self) -> Result<(), TranscodeError> {
+        let mut decoded = frame::Video::empty();
+        loop {
+            let Some(chain) = self.video.as_mut() else {
+                return Ok(());
+            };
+            if chain.decoder.receive_frame(&mut decoded).is_err() {
+                return Ok(());
+            }
+            self.encode_frame(&mut decoded)?;
+        }
+    }
+
+    fn encode_frame(&mut self, decoded: &mut frame::Video) -> Result<(), TranscodeError> {
+        let Some(chain) = self.video.as_mut() else {
+            return Ok(());
+        };
+        let frame_ticks = chain
+            .source
+            .fps
+            .map_or(3000, |f| (f64::from(VIDEO_TIMESCALE) / f) as i64);
+        let pts = match decoded.timestamp().or(decoded.pts()) {
+            Some(t) => t,
+            None => chain.last_pts.map_or(0, |l| l + frame_ticks),
+        };
+        let pts = match chain.last_pts {
+            Some(last) if pts <= last => last + 1,
+            _ => pts,
+        };
+        chain.last_pts = Some(pts);
+        let first = *self.first_pts.get_or_insert(pts);
+        self.media_seconds = (pts - first) as f64 / f64::from(VIDEO_TIMESCALE);
+        let key = self.grid.is_keyframe(pts);
+        let out_pts = pts + OUTPUT_OFFSET_SECS * i64::from(VIDEO_TIMESCALE);
+        let src = (decoded.format(), decoded.width(), decoded.height());
+        let Some(chain) = self.video.as_mut() else {
+            return Ok(());
+        };
+        let mut produced: Vec<(String, Packet)> = Vec::new();
+        for rung in &mut chain.rungs {
+            if rung.min_frame_interval > 0 && !key {
+                if let Some(next) = rung.next_allowed_pts {
+                    if pts < next {
+                        continue;
+                    }
+                }
+            }
+            rung.next_allowed_pts = Some(pts + rung.min_frame_interval);
+            let same_size = src == (Pixel::YUV420P, rung.width, rung.height);
+            let frame: &mut frame::Video = if same_size {
+                &mut *decoded
+            } else {
+                if rung.scaler.as_ref().map(|s| s.1) != Some(src) {
+                    let ctx = scaling::Context::get(
+                        src.0,
+                        src.1,
+                        src.2,
+                        Pixel::YUV420P,
+                        rung.width,
+                        rung.height,
+                        scaling::Flags::BICUBIC,
+                    )
+                    .map_err(av("creating a scaler"))?;
+                    rung.scaler = Some((ctx, src));
+                }
+                if let Some((scaler, _)) = rung.scaler.as_mut() {
+                    scaler
+                        .run(decoded, &mut rung.scaled)
+                        .map_err(av("scaling"))?;
+                }
+                &mut rung.scaled
+            };
+            frame.set_pts(Some(out_pts));
+            // Only the grid decides keyframes; a decoded frame's own type must not leak through.
+            frame.set_kind(if key {
+                picture::Type::I
+            } else {
+                picture::Type::None
+            });
+            rung.encoder
+                .send_frame(frame)
+                .map_err(av("encoding video"))?;
+            drain_encoder(&mut rung.encoder, &rung.name, &mut produced);
+        }
+        for (name, p) in produced {
+            self.sink.rung_event(&name, MediaEvent::Packet(p));
+        }
+        Ok(())
+    }
+
+    fn flush_video(&mut self) -> Result<(), TranscodeError> {
+        if let Some(chain) = self.video.as_mut() {
+            let _ = chain.decoder.send_eof();
+        }
+        self.drain_decoder()?;
+        let Some(mut chain) = self.video.take() else {
+            return Ok(());
+        };
+        let mut produced = Vec::new();
+        for rung in &mut chain.rungs {
+            let _ = rung.encoder.send_eof();
+            drain_encoder(&mut rung.encoder, &rung.name, &mut produced);
+        }
+        for (name, p) in produced {
+            self.sink.rung_event(&name, MediaEvent::Packet(p));
+        }
+        Ok(())
+    }
+
+    // ---- audio ----
+
+    fn on_audio_config(&mut self, config: Arc<AudioConfig>) -> Result<(), TranscodeError> {
+        if self.audio.as_ref().is_some_and(|a| a.source == config) {
+            return Ok(());
+        }
+        // The decoder and resampler follow the source; the encoder (and so the output audio
+        // configuration) stays, keeping the rungs' audio continuous across a source change.
+        self.drain_audio_decoder(true)?;
+        let mut ctx = codec::context::Context::new_with_codec(
+            ff::decoder::find(codec::Id::AAC).ok_or(TranscodeError::MissingCodec("AAC decoder"))?,
+        );
+        set_extradata(&mut ctx, &config.asc)?;
+        let mut decoder = ctx.decoder();
+        decoder.set_packet_time_base(Rational::new(1, config.sample_rate as i32));
+        let decoder = decoder.audio().map_err(av("opening the AAC decoder"))?;
+        if self.audio_encoder.is_none() {
+            self.open_audio_encoder(config.channels)?;
+        }
+        self.audio = Some(AudioChain {
+            source: config,
+            decoder,
+            graph: None,
+        });
+        Ok(())
+    }
+
+    fn open_audio_encoder(&mut self, source_channels: u8) -> Result<(), TranscodeError> {
+        let codec =
+            ff::encoder::find(codec::Id::AAC).ok_or(TranscodeError::MissingCodec("AAC encoder"))?;
+        let mut ctx = codec::context::Context::new_with_codec(codec);
+        ctx.set_flags(CodecFlags::GLOBAL_HEADER);
+        let mut enc = ctx
+            .encoder()
+            .audio()
+            .map_err(av("creating the AAC encoder"))?;
+        let layout = if source_channels >= 2 {
+            ChannelLayout::STEREO
+        } else {
+            ChannelLayout::MONO
+        };
+        let rate = self.settings.audio_sample_rate as i32;
+        enc.set_rate(rate);
+        enc.set_channel_layout(layout);
+        enc.set_channels(layout.channels());
+        enc.set_format(format::Sample::F32(format::sample::Type::Planar));
+        enc.set_bit_rate(self.settings.audio_bitrate as usize);
+        enc.set_time_base(Rational::new(1, rate));
+        let encoder = enc.open().map_err(av("opening the AAC encoder"))?;
+        let asc = extradata(&encoder);
+        let config =
+            AudioConfig::parse(&asc).map_err(|e| TranscodeError::Parameters(e.to_string()))?;
+        let config = Arc::new(config);
+        self.audio_config_out = Some(config.clone());
+        for name in self.all_rung_names() {
+            self.sink
+                .rung_event(&name, MediaEvent::AudioConfig(config.clone()));
+        }
+        self.audio_encoder = Some(AudioEncoder { encoder, rate });
+        Ok(())
+    }
+
+    fn on_audio_packet(&mut self, p: Packet) -> Result<(), TranscodeError> {
+        let Some(chain) = self.audio.as_mut() else {
+            return Ok(());
+        };
+        let mut packet = AvPacket::copy(&p.data);
+        packet.set_pts(Some(p.pts));
+        packet.set_dts(Some(p.dts));
+        if let Err(e) = chain.decoder.send_packet(&packet) {
+            tracing::debug!(error = %e, "AAC decoder rejected a packet");
+        }
+        if self.video.is_none() && self.first_pts.is_none() {
+            // No video (yet): count audio time so an audio-only stream is recognized.
+            let rate = f64::from(chain.source.sample_rate);
+            self.media_seconds += f64::from(chain.source.frame_samples) / rate;
+        }
+        self.drain_audio_decoder(false)
+    }
+
+    fn build_graph(&self, decoded: &frame::Audio) -> Result<filter::Graph, TranscodeError> {
+        let Some(enc) = &self.audio_encoder else {
+            return Err(TranscodeError::Parameters("no audio encoder".into()));
+        };
+        let mut graph = filter::Graph::new();
+        let layout = if decoded.channel_layout().bits() == 0 {
+            ChannelLayout::default(i32::from(decoded.channels()))
+        } else {
+            decoded.channel_layout()
+        };
+        let in_rate = decoded.rate();
+        let args = format!(
+            "time_base=1/{in_rate}:sample_rate={in_rate}:sample_fmt={}:channel_layout=0x{:x}",
+            decoded.format().name(),
+            layout.bits()
+        );
+        let abuffer =
+            filter::find("abuffer").ok_or(TranscodeError::MissingCodec("abuffer filter"))?;
+        let abuffersink = filter::find("abuffersink")
+            .ok_or(TranscodeError::MissingCodec("abuffersink filter"))?;
+        graph
+            .add(&abuffer, "in", &args)
+            .map_err(av("audio filter input"))?;
+        graph
+            .add(&abuffersink, "out", "")
+            .map_err(av("audio filter output"))?;
+        if let Some(mut out) = graph.get("out") {
+            out.set_sample_format(enc.encoder.format());
+            out.set_channel_layout(enc.encoder.channel_layout());
+            out.set_sample_rate(enc.rate as u32);
+        }
+        graph
+            .output("in", 0)
+            .and_then(|p| p.input("out", 0))
+            .and_then(|p| p.parse(&format!("aresample={}", enc.rate)))
+            .map_err(av("audio filter graph"))?;
+        graph.validate().map_err(av("audio filter graph"))?;
+        if let Some(mut out) = graph.get("out") {
+            out.sink().set_frame_size(enc.encoder.frame_size());
+        }
+        Ok(graph)
+    }
+
+    fn drain_audio_decoder(&mut self, eof: bool) -> Result<(), TranscodeError> {
+        if eof {
+            if let Some(chain) = self.audio.as_mut() {
+                let _ = chain.decoder.send_eof();
+            }
+        }
+        let mut decoded = frame::Audio::empty();
+        loop {
+            let Some(chain) = self.audio.as_mut() else {
+                return Ok(());
+            };
+            if chain.decoder.receive_frame(&mut decoded).is_err() {
+                break;
+            }
+            let ts = decoded.timestamp().or(decoded.pts());
+            decoded.set_pts(ts);
+            if self.audio.as_ref().is_some_and(|c| c.graph.is_none()) {
+                let graph = self.build_graph(&decoded)?;
+                if let Some(chain) = self.audio.as_mut() {
+                    chain.graph = Some(graph);
+                }
+            }
+            if let Some(graph) = self.audio.as_mut().and_then(|c| c.graph.as_mut()) {
+                if let Some(mut input) = graph.get("in") {
+                    input
+                        .source()
+                        .add(&decoded)
+                        .map_err(av("audio filter input"))?;
+                }
+            }
+            self.drain_graph()?;
+        }
+        if eof {
+            if let Some(graph) = self.audio.as_mut().and_then(|c| c.graph.as_mut()) {
+                if let Some(mut input) = graph.get("in") {
+                    let _ = input.source().flush();
+                }
+            }
+            self.drain_graph()?;
+        }
+        Ok(())
+    }
+
+    fn drain_graph(&mut self) -> Result<(), TranscodeError> {
+        let mut filtered = frame::Audio::empty();
+        let mut produced = Vec::new();
+        while let Some(mut out) = self
+            .audio
+            .as_mut()
+            .and_then(|c| c.graph.as_mut())
+            .and_then(|g| g.get("out"))
+        {
+            if out.sink().frame(&mut filtered).is_err() {
+                break;
+            }
+            let sink_tb = out.sink().time_base();
+            if let Some(enc) = self.audio_encoder.as_mut() {
+                // The encoder counts in samples (1/rate); rescale if the graph chose otherwise.
+                let encoder_tb = Rational::new(1, enc.rate);
+                if sink_tb != encoder_tb && sink_tb.denominator() != 0 {
+                    let pts = filtered
+                        .pts()
+                        .map(|t| ff::Rescale::rescale(&t, sink_tb, encoder_tb));
+                    filtered.set_pts(pts);
+                }
+                enc.encoder
+                    .send_frame(&filtered)
+                    .map_err(av("encoding audio"))?;
+                drain_audio_encoder(enc, &mut produced);
+            }
+        }
+        for p in produced {
+            self.emit_audio(p);
+        }
+        Ok(())
+    }
+
+    fn flush_audio(&mut self) -> Result<(), TranscodeError> {
+        self.drain_audio_decoder(true)?;
+        let mut produced = Vec::new();
+        if let Some(enc) = self.audio_encoder.as_mut() {
+            let _ = enc.encoder.send_eof();
+            drain_audio_encoder(enc, &mut produced);
+        }
+        for p in produced {
+            self.emit_audio(p);
+        }
+        Ok(())
+    }
+
+    /// Sends one encoded audio packet to every rung (encoded once, shared).
+    fn emit_audio(&mut self, p: Packet) {
+        if self.video.is_none() && !self.audio_only {
+            // Wait for the video configuration; after ~3 s of audio alone, serve audio-only.
+            self.early_audio.push(p);
+            let rate = self.audio_encoder.as_ref().map_or(48_000, |e| e.rate) as usize;
+            if self.early_audio.len() * 1024 < 3 * rate {
+                return;
+            }
+            tracing::info!("no video in the stream; serving it audio-only");
+            self.audio_only = true;
+            if let Some(config) = self.audio_config_out.clone() {
+                self.sink
+                    .rung_event(crate::hls::AUDIO_RUNG, MediaEvent::AudioConfig(config));
+            }
+            for p in std::mem::take(&mut self.early_audio) {
+                self.sink
+                    .rung_event(crate::hls::AUDIO_RUNG, MediaEvent::Packet(p));
+            }
+            return;
+        }
+        for name in self.all_rung_names() {
+            self.sink.rung_event(&name, MediaEvent::Packet(p.clone()));
+        }
+    }
+}
+
+fn drain_encoder(encoder: &mut codec::encoder::Video, name: &str, out: &mut Vec<(String, Packet)>) {
+    let mut packet = AvPacket::empty();
+    while encoder.receive_packet(&mut packet).is_ok() {
+        let (Some(pts), Some(data)) = (packet.pts(), packet.data()) else {
+            continue;
+        };
+        let dts = packet.dts().unwrap_or(pts);
+        out.push((
+            name.to_string(),
+            Packet {
+                track: TrackKind::Video,
+                dts,
+                pts,
+                keyframe: packet.is_key(),
+                data: annexb::to_avcc(data),
+            },
+        ));
+    }
+}
+
+fn drain_audio_encoder(enc: &mut AudioEncoder, out: &mut Vec<Packet>) {
+    let mut packet = AvPacket::empty();
+    while enc.encoder.receive_packet(&mut packet).is_ok() {
+        let (Some(pts), Some(data)) = (packet.pts(), packet.data()) else {
+            continue;
+        };
+        let ts = pts + OUTPUT_OFFSET_SECS * i64::from(enc.rate);
+        out.push(Packet {
+            track: TrackKind::Audio,
+            dts: ts,
+            pts: ts,
+            keyframe: true,
+            data: Bytes::copy_from_slice(data),
+        });
+    }
+}
+
+/// Initializes libav once per process (codec registration, log level).
+pub fn init_libav() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = ff::init() {
+            tracing::error!(error = %e, "libav initialization failed");
+        }
+        ff::util::log::set_level(ff::util::log::Level::Error);
+    });
+}
