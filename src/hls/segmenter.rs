@@ -137,8 +137,12 @@ impl Segmenter {
             return out;
         }
         match event {
+            // A new configuration instance is a change even with identical bytes: the ladder
+            // re-opens every rung's encoder on a source change, and all rungs must mark the same
+            // discontinuity for players to switch between them. Repeats of the same instance (a
+            // hub re-announcement) are not; ingest already drops repeated identical headers.
             MediaEvent::VideoConfig(v) => {
-                if self.video.as_ref() != Some(&v) {
+                if !self.video.as_ref().is_some_and(|old| Arc::ptr_eq(old, &v)) {
                     self.config_change(&mut out);
                     self.video = Some(v);
                     if self.audio_only {
@@ -149,7 +153,7 @@ impl Segmenter {
                 }
             }
             MediaEvent::AudioConfig(a) => {
-                if self.audio.as_ref() != Some(&a) {
+                if !self.audio.as_ref().is_some_and(|old| Arc::ptr_eq(old, &a)) {
                     self.config_change(&mut out);
                     self.audio = Some(a);
                 }

@@ -363,6 +363,11 @@ pub fn parse_master(text: &str) -> m3u8_rs::MasterPlaylist {
 
 /// Runs the hls.js player; returns (exit ok, JSON report).
 pub fn play_in_chromium(url: &str, seconds: u32) -> (bool, serde_json::Value) {
+    play_level(url, seconds, -1)
+}
+
+/// Like [`play_in_chromium`], pinned to one ladder level (-1: automatic).
+pub fn play_level(url: &str, seconds: u32, level: i32) -> (bool, serde_json::Value) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play.mjs");
     let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules");
     assert!(
@@ -373,6 +378,7 @@ pub fn play_in_chromium(url: &str, seconds: u32) -> (bool, serde_json::Value) {
         .arg(script)
         .arg(url)
         .args(["--seconds", &seconds.to_string(), "--timeout", "40"])
+        .args(["--level", &level.to_string()])
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -384,4 +390,141 @@ pub fn play_in_chromium(url: &str, seconds: u32) -> (bool, serde_json::Value) {
             || serde_json::json!({"raw": stdout, "stderr": String::from_utf8_lossy(&out.stderr)}),
         );
     (out.status.success(), report)
+}
+
+/// Ladder tests transcode for real; on a 2-core machine they take turns so none of them falls
+/// behind real time because of the others.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A test source encoded once per run (testsrc2 + sine, x264 with B-frames and a 1 s GOP, AAC)
+/// as an FLV file, so publishing it is a cheap `-c copy`.
+pub fn source_clip(width: u32, height: u32, fps: u32, seconds: u32) -> PathBuf {
+    static CLIPS: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let name = format!("src_{width}x{height}_{fps}_{seconds}.flv");
+    let mut clips = CLIPS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = clips.iter().find(|(n, _)| *n == name) {
+        return p.clone();
+    }
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("clip dir"));
+    let path = dir.path().join(&name);
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={width}x{height}:rate={fps}"))
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "superfast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg("-x264-params")
+        .arg(format!(
+            "bframes=3:b-pyramid=normal:keyint={fps}:min-keyint={fps}:scenecut=0"
+        ))
+        .args(["-b:v", "3000k", "-c:a", "aac", "-b:a", "128k", "-f", "flv"])
+        .arg(&path)
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "encoding {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    clips.push((name, path.clone()));
+    path
+}
+
+/// Publishes a file in real time with the ffmpeg CLI (`-re -c copy`).
+pub fn publish_file(url: &str, path: &Path) -> Child {
+    Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-i",
+        ])
+        .arg(path)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg")
+}
+
+impl Server {
+    /// Waits until `rung`'s playlist has ENDLIST, and returns it.
+    pub fn wait_endlist(
+        &self,
+        user: &str,
+        rung: &str,
+        timeout: Duration,
+    ) -> m3u8_rs::MediaPlaylist {
+        let mut text = String::new();
+        self.wait_until(timeout, &format!("ENDLIST on {user}/{rung}"), || {
+            text = self.get(&format!("/live/{user}/{rung}/index.m3u8")).1;
+            text.contains("#EXT-X-ENDLIST")
+        });
+        parse_media(&text)
+    }
+
+    /// Downloads a rung's segments (each with the init segment in force before it) into files
+    /// that ffprobe can read one by one.
+    pub fn download_segments(
+        &self,
+        user: &str,
+        rung: &str,
+        playlist: &m3u8_rs::MediaPlaylist,
+    ) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let mut init = Vec::new();
+        for (i, seg) in playlist.segments.iter().enumerate() {
+            if let Some(map) = &seg.map {
+                let (status, data) = self.get_bytes(&format!("/live/{user}/{rung}/{}", map.uri));
+                assert_eq!(status, 200, "init {}", map.uri);
+                init = data;
+            }
+            let (status, data) = self.get_bytes(&format!("/live/{user}/{rung}/{}", seg.uri));
+            assert_eq!(status, 200, "segment {}", seg.uri);
+            let path = self.dir.path().join(format!("{user}-{rung}-{i}.mp4"));
+            let mut bytes = init.clone();
+            bytes.extend_from_slice(&data);
+            std::fs::write(&path, bytes).unwrap();
+            files.push(path);
+        }
+        files
+    }
+}
+
+/// The smallest video presentation time in a file (seconds), and the frame size.
+pub fn first_video_pts(path: &Path) -> (f64, i64, i64) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["packet=pts_time:stream=width,height", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+    let pts = v["packets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["pts_time"].as_str()?.parse::<f64>().ok())
+        .fold(f64::MAX, f64::min);
+    let s = &v["streams"][0];
+    (
+        pts,
+        s["width"].as_i64().unwrap_or(0),
+        s["height"].as_i64().unwrap_or(0),
+    )
 }

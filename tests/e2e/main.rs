@@ -4,4 +4,6 @@
 mod cli_api;
 #[allow(dead_code)]
 mod common;
+mod flv_publish;
+mod ladder;
 mod rtmp_hls;
