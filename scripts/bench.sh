@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Benchmarks (measurements, not tests). Usage: scripts/bench.sh ingest [SECONDS]
+# Benchmarks (measurements, not tests). Usage: scripts/bench.sh ingest|ladder [SECONDS]
+#
+# ladder: livegate's in-process ladder against the reference ffmpeg-CLI ladder
+#   (ffmpeg/reference-ladder.sh) on generated 720p30 and 1080p30 inputs: CPU-s per media-s and
+#   the ratio, peak RSS, per-rung PSNR against the source, the x264 floor, the segment
+#   availability delay through the ladder, and how many live 720p30 ladders keep real time at
+#   once. See scripts/bench_ladder.py.
 #
 # ingest: one 720p30 H.264/AAC stream (x264 B-frames, 2 s GOP) published for SECONDS (default 60)
 #   in real time from a pre-encoded FLV by examples/pace_publish.rs (which records when each tag
-#   is written to the socket), through a release build of livegate in passthrough. Reports: time from publish start to the first master playlist; segment
-#   availability delay (the segment's last frame sent → the segment listed in the playlist),
+#   is written to the socket), through a release build of livegate in passthrough.
+#   Reports: time from publish start to the first master playlist; segment availability delay (the segment's last frame sent → the segment listed in the playlist),
 #   median and p95 (pass 1, playlist polled every 2 ms); the server's CPU-seconds and peak RSS
 #   (CPU in pass 2, polled every second like one player, so the polling does not dominate;
 #   peak RSS after pass 1).
@@ -12,10 +18,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-ingest}
 secs=${2:-60}
-[ "$mode" = ingest ] || { echo "usage: scripts/bench.sh ingest [SECONDS]" >&2; exit 2; }
-
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --locked -q --bin livegate --example pace_publish
+case "$mode" in
+  ingest) ;;
+  ladder) exec python3 scripts/bench_ladder.py "$secs" ;;
+  *) echo "usage: scripts/bench.sh ingest|ladder [SECONDS]" >&2; exit 2 ;;
+esac
 bin=$PWD/target/release/livegate
 work=$(mktemp -d /tmp/livegate-bench.XXXXXX)
 trap 'kill $server_pid 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -30,7 +39,8 @@ ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=1280x720:rate=
 rtmp_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 http_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 export LIVEGATE_DATA_DIR=$work/data LIVEGATE_RTMP_LISTEN=127.0.0.1:$rtmp_port \
-       LIVEGATE_HTTP_LISTEN=127.0.0.1:$http_port LIVEGATE_LOG=warn
+       LIVEGATE_HTTP_LISTEN=127.0.0.1:$http_port LIVEGATE_LOG=warn \
+       LIVEGATE_TRANSCODE_ENABLED=false
 key=$("$bin" keys add bench | tail -1)
 "$bin" serve 2>"$work/server.log" &
 server_pid=$!

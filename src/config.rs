@@ -50,7 +50,7 @@ pub struct TranscodeConfig {
     pub audio_sample_rate: u32,
     /// Frames queued for a stream's transcoder before it drops whole GOPs to catch up.
     pub queue_frames: usize,
-    /// x264 threads per rung; 0 lets x264 decide.
+    /// x264 threads per rung (each rung encodes on its own thread already); 0 lets x264 decide.
     pub x264_threads: u32,
     /// The renditions, from the lowest. Rungs taller than the source are skipped (never
     /// upscaled); for a portrait source `height` applies to the shorter side.
@@ -110,7 +110,7 @@ impl Default for TranscodeConfig {
             audio_bitrate: 128_000,
             audio_sample_rate: 48_000,
             queue_frames: 300,
-            x264_threads: 0,
+            x264_threads: 1,
             rungs: vec![
                 RungConfig::new("360p", 360, 800_000, 856_000, 1_200_000),
                 RungConfig::new("480p", 480, 1_400_000, 1_498_000, 2_100_000),

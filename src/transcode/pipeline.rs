@@ -1,9 +1,11 @@
-//! The libav side of the ladder, run on one dedicated thread per stream: decode video once, scale
-//! per rung (swscale), encode per rung (libx264) with keyframes forced on one shared grid; decode
-//! audio once, resample, encode AAC once and hand the same packets to every rung.
+//! The libav side of the ladder. The stream's pipeline thread decodes video once and decides the
+//! keyframe grid; each rung has a worker thread that scales (swscale) and encodes (libx264, one
+//! x264 thread by default: measured cheapest) the shared, reference-counted decoded frames, fed by
+//! a small bounded channel so a slow rung slows the decoder rather than growing memory. Audio is
+//! decoded, resampled and encoded to AAC once, on the pipeline thread, and the same packets go to
+//! every rung. Output goes to a [`LadderSink`] as codec-neutral media events, one stream per rung.
 //!
-//! libav objects are not `Send`, so everything here is created and dropped on the pipeline
-//! thread. Output goes to a [`LadderSink`] as codec-neutral media events, one stream per rung.
+//! Scalers are not `Send`: each is created on the thread that uses it.
 
 use std::sync::Arc;
 
@@ -107,23 +109,125 @@ fn extradata(ctx: &codec::context::Context) -> Vec<u8> {
     }
 }
 
-/// One rung's scaler and encoder.
-struct RungEncoder {
+/// A scaler and the (format, width, height) of the pictures it takes.
+type Scaler = (scaling::Context, (Pixel, u32, u32));
+
+/// Work for a rung's thread.
+enum RungJob {
+    Frame {
+        frame: frame::Video,
+        pts: i64,
+        key: bool,
+    },
+    Flush,
+}
+
+/// What rung threads report back to the pipeline thread.
+enum RungOutput {
+    Packet(String, Packet),
+    Flushed,
+    Failed(TranscodeError),
+}
+
+/// Frames in flight per rung: enough to overlap the rungs, small enough to bound memory.
+const RUNG_QUEUE_FRAMES: usize = 4;
+
+/// One rung: its encoder lives on its own thread.
+struct RungWorker {
     name: String,
     width: u32,
     height: u32,
-    encoder: codec::encoder::Video,
-    scaler: Option<(scaling::Context, (Pixel, u32, u32))>,
-    scaled: frame::Video,
+    jobs: Option<std::sync::mpsc::SyncSender<RungJob>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     /// Next presentation time a frame may have under the rung's fps cap.
     next_allowed_pts: Option<i64>,
     min_frame_interval: i64,
 }
 
+impl Drop for RungWorker {
+    fn drop(&mut self) {
+        self.jobs = None; // closes the channel: the thread finishes its queue and exits
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A new reference to the same decoded picture (no pixel copy; ffmpeg-next's `clone` copies).
+fn frame_ref(frame: &frame::Video) -> Result<frame::Video, TranscodeError> {
+    // SAFETY: av_frame_clone makes a new AVFrame that references the same refcounted buffers;
+    // the returned pointer is owned by the new `Video`, which frees it on drop. The decoder's
+    // frames are refcounted, and every user only reads the pixels.
+    unsafe {
+        let ptr = ff::ffi::av_frame_clone(frame.as_ptr());
+        if ptr.is_null() {
+            return Err(TranscodeError::Av {
+                what: "referencing a frame",
+                source: ff::Error::Other {
+                    errno: ff::util::error::ENOMEM,
+                },
+            });
+        }
+        Ok(frame::Video::wrap(ptr))
+    }
+}
+
+/// A rung's thread: encode the pictures it gets (already at its size), send packets back.
+fn rung_worker(
+    name: String,
+    mut encoder: codec::encoder::Video,
+    jobs: std::sync::mpsc::Receiver<RungJob>,
+    out: std::sync::mpsc::Sender<RungOutput>,
+) {
+    let mut produced = Vec::new();
+    while let Ok(job) = jobs.recv() {
+        let result = match job {
+            RungJob::Frame {
+                mut frame,
+                pts,
+                key,
+            } => {
+                frame.set_pts(Some(pts));
+                // Only the grid decides keyframes; a decoded frame's own type must not leak.
+                frame.set_kind(if key {
+                    picture::Type::I
+                } else {
+                    picture::Type::None
+                });
+                let sent = encoder.send_frame(&frame).map_err(av("encoding video"));
+                drain_encoder(&mut encoder, &name, &mut produced);
+                sent.map(|_| false)
+            }
+            RungJob::Flush => {
+                let _ = encoder.send_eof();
+                drain_encoder(&mut encoder, &name, &mut produced);
+                Ok(true)
+            }
+        };
+        for (rung, p) in produced.drain(..) {
+            let _ = out.send(RungOutput::Packet(rung, p));
+        }
+        match result {
+            Ok(true) => {
+                let _ = out.send(RungOutput::Flushed);
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let _ = out.send(RungOutput::Failed(e));
+                return;
+            }
+        }
+    }
+}
+
 struct VideoChain {
     source: Arc<VideoConfig>,
     decoder: codec::decoder::Video,
-    rungs: Vec<RungEncoder>,
+    /// Ascending by size.
+    rungs: Vec<RungWorker>,
+    /// Per rung: its scaler, made for the picture it scales from.
+    scalers: Vec<Option<Scaler>>,
     last_pts: Option<i64>,
 }
 
@@ -153,6 +257,8 @@ pub struct Pipeline<S: LadderSink> {
     /// Encoded audio held until the rungs exist (audio can arrive before the video config).
     early_audio: Vec<Packet>,
     audio_only: bool,
+    rung_output_tx: std::sync::mpsc::Sender<RungOutput>,
+    rung_output: std::sync::mpsc::Receiver<RungOutput>,
     /// Media time processed (seconds of video, or audio when there is none).
     pub media_seconds: f64,
     first_pts: Option<i64>,
@@ -161,7 +267,10 @@ pub struct Pipeline<S: LadderSink> {
 impl<S: LadderSink> Pipeline<S> {
     pub fn new(settings: PipelineSettings, sink: S) -> Self {
         let interval = (settings.segment_duration * f64::from(VIDEO_TIMESCALE)).round() as i64;
+        let (rung_output_tx, rung_output) = std::sync::mpsc::channel();
         Pipeline {
+            rung_output_tx,
+            rung_output,
             settings,
             sink,
             video: None,
@@ -260,6 +369,7 @@ impl<S: LadderSink> Pipeline<S> {
         self.video = Some(VideoChain {
             source: config,
             decoder,
+            scalers: rungs.iter().map(|_| None).collect(),
             rungs,
             last_pts: None,
         });
@@ -320,7 +430,7 @@ impl<S: LadderSink> Pipeline<S> {
         &mut self,
         plan: &PlannedRung,
         source_fps: f64,
-    ) -> Result<RungEncoder, TranscodeError> {
+    ) -> Result<RungWorker, TranscodeError> {
         let codec =
             ff::encoder::find_by_name("libx264").ok_or(TranscodeError::MissingCodec("libx264"))?;
         let mut ctx = codec::context::Context::new_with_codec(codec);
@@ -348,7 +458,7 @@ impl<S: LadderSink> Pipeline<S> {
         // Keyframes only where the shared grid forces them (as IDR), so all rungs cut at the
         // same frames: no scene-cut keyframes, and a keyint longer than any segment.
         options.set("forced-idr", "1");
-        let keyint = ((self.settings.segment_duration * fps).ceil() as u32 * 4).max(16);
+        let keyint = ((self.settings.segment_duration * fps).ceil() as u32).max(16);
         options.set(
             "x264-params",
             &format!("scenecut=0:open-gop=0:keyint={keyint}:min-keyint={keyint}"),
@@ -365,13 +475,24 @@ impl<S: LadderSink> Pipeline<S> {
             VideoConfig::parse(&record).map_err(|e| TranscodeError::Parameters(e.to_string()))?;
         self.sink
             .rung_event(&plan.config.name, MediaEvent::VideoConfig(Arc::new(config)));
-        Ok(RungEncoder {
+        let (jobs, jobs_rx) = std::sync::mpsc::sync_channel(RUNG_QUEUE_FRAMES);
+        let out = self.rung_output_tx.clone();
+        let name = plan.config.name.clone();
+        let span = tracing::Span::current();
+        let thread = std::thread::Builder::new()
+            // "lg-ladder" prefix: every thread of a ladder is findable by name.
+            .name("lg-ladder-rung".into())
+            .spawn(move || {
+                let _entered = span.enter();
+                rung_worker(name, encoder, jobs_rx, out)
+            })
+            .map_err(|e| TranscodeError::Parameters(format!("starting a rung thread: {e}")))?;
+        Ok(RungWorker {
             name: plan.config.name.clone(),
             width: plan.width,
             height: plan.height,
-            encoder,
-            scaler: None,
-            scaled: frame::Video::empty(),
+            jobs: Some(jobs),
+            thread: Some(thread),
             next_allowed_pts: None,
             min_frame_interval: if plan.config.max_fps > 0.0 {
                 (f64::from(VIDEO_TIMESCALE) / plan.config.max_fps * 0.9) as i64
@@ -432,60 +553,103 @@ impl<S: LadderSink> Pipeline<S> {
         self.media_seconds = (pts - first) as f64 / f64::from(VIDEO_TIMESCALE);
         let key = self.grid.is_keyframe(pts);
         let out_pts = pts + OUTPUT_OFFSET_SECS * i64::from(VIDEO_TIMESCALE);
-        let src = (decoded.format(), decoded.width(), decoded.height());
         let Some(chain) = self.video.as_mut() else {
             return Ok(());
         };
-        let mut produced: Vec<(String, Packet)> = Vec::new();
-        for rung in &mut chain.rungs {
-            if rung.min_frame_interval > 0 && !key {
-                if let Some(next) = rung.next_allowed_pts {
-                    if pts < next {
-                        continue;
-                    }
-                }
-            }
-            rung.next_allowed_pts = Some(pts + rung.min_frame_interval);
-            let same_size = src == (Pixel::YUV420P, rung.width, rung.height);
-            let frame: &mut frame::Video = if same_size {
-                &mut *decoded
+        let mut worker_stopped = false;
+        // Largest rung first, each scaled from the nearest larger picture already made (the
+        // decoded frame or a bigger rung's): shorter filters on smaller inputs than scaling every
+        // rung from the source.
+        let mut pictures: Vec<frame::Video> = Vec::with_capacity(chain.rungs.len());
+        for i in (0..chain.rungs.len()).rev() {
+            let rung = &mut chain.rungs[i];
+            let skip = rung.min_frame_interval > 0
+                && !key
+                && rung.next_allowed_pts.is_some_and(|next| pts < next);
+            let (w, h) = (rung.width, rung.height);
+            let from: &frame::Video = pictures
+                .iter()
+                .filter(|p| p.width() >= w && p.height() >= h)
+                .min_by_key(|p| p.width() * p.height())
+                .unwrap_or(decoded);
+            let src = (from.format(), from.width(), from.height());
+            let picture = if src == (Pixel::YUV420P, w, h) {
+                frame_ref(from)?
             } else {
-                if rung.scaler.as_ref().map(|s| s.1) != Some(src) {
+                let scaler = &mut chain.scalers[i];
+                if scaler.as_ref().map(|s| s.1) != Some(src) {
                     let ctx = scaling::Context::get(
                         src.0,
                         src.1,
                         src.2,
                         Pixel::YUV420P,
-                        rung.width,
-                        rung.height,
+                        w,
+                        h,
                         scaling::Flags::BICUBIC,
                     )
                     .map_err(av("creating a scaler"))?;
-                    rung.scaler = Some((ctx, src));
+                    *scaler = Some((ctx, src));
                 }
-                if let Some((scaler, _)) = rung.scaler.as_mut() {
-                    scaler
-                        .run(decoded, &mut rung.scaled)
-                        .map_err(av("scaling"))?;
+                let mut out = frame::Video::new(Pixel::YUV420P, w, h);
+                if let Some((ctx, _)) = scaler.as_mut() {
+                    ctx.run(from, &mut out).map_err(av("scaling"))?;
                 }
-                &mut rung.scaled
+                out
             };
-            frame.set_pts(Some(out_pts));
-            // Only the grid decides keyframes; a decoded frame's own type must not leak through.
-            frame.set_kind(if key {
-                picture::Type::I
-            } else {
-                picture::Type::None
-            });
-            rung.encoder
-                .send_frame(frame)
-                .map_err(av("encoding video"))?;
-            drain_encoder(&mut rung.encoder, &rung.name, &mut produced);
+            if !skip {
+                rung.next_allowed_pts = Some(pts + rung.min_frame_interval);
+                let job = RungJob::Frame {
+                    frame: frame_ref(&picture)?,
+                    pts: out_pts,
+                    key,
+                };
+                // Blocks while the rung is RUNG_QUEUE_FRAMES behind: back-pressure to decoding.
+                if rung.jobs.as_ref().is_none_or(|j| j.send(job).is_err()) {
+                    worker_stopped = true;
+                    break;
+                }
+            }
+            pictures.push(picture);
         }
-        for (name, p) in produced {
-            self.sink.rung_event(&name, MediaEvent::Packet(p));
+        if worker_stopped {
+            // The thread said why before it stopped.
+            return self.collect_rung_output(None).map(|_| ());
         }
-        Ok(())
+        self.collect_rung_output(Some(0)).map(|_| ())
+    }
+
+    /// Forwards what the rung threads produced to the sink. With `Some(0)`, only what is ready;
+    /// with `Some(n)`, waits until `n` rungs report that they flushed; with `None`, waits for a
+    /// failure report (a rung thread stopped). Returns how many rungs flushed.
+    fn collect_rung_output(
+        &mut self,
+        wait_flushed: Option<usize>,
+    ) -> Result<usize, TranscodeError> {
+        let mut flushed = 0;
+        loop {
+            let next = match wait_flushed {
+                Some(n) if flushed >= n => match self.rung_output.try_recv() {
+                    Ok(o) => o,
+                    Err(_) => return Ok(flushed),
+                },
+                _ => match self
+                    .rung_output
+                    .recv_timeout(std::time::Duration::from_secs(30))
+                {
+                    Ok(o) => o,
+                    Err(_) => {
+                        return Err(TranscodeError::Parameters(
+                            "a rung encoder stopped answering".into(),
+                        ))
+                    }
+                },
+            };
+            match next {
+                RungOutput::Packet(name, p) => self.sink.rung_event(&name, MediaEvent::Packet(p)),
+                RungOutput::Flushed => flushed += 1,
+                RungOutput::Failed(e) => return Err(e),
+            }
+        }
     }
 
     fn flush_video(&mut self) -> Result<(), TranscodeError> {
@@ -493,18 +657,22 @@ impl<S: LadderSink> Pipeline<S> {
             let _ = chain.decoder.send_eof();
         }
         self.drain_decoder()?;
-        let Some(mut chain) = self.video.take() else {
+        let Some(chain) = self.video.take() else {
             return Ok(());
         };
-        let mut produced = Vec::new();
-        for rung in &mut chain.rungs {
-            let _ = rung.encoder.send_eof();
-            drain_encoder(&mut rung.encoder, &rung.name, &mut produced);
+        let mut flushing = 0;
+        for rung in &chain.rungs {
+            if rung
+                .jobs
+                .as_ref()
+                .is_some_and(|j| j.send(RungJob::Flush).is_ok())
+            {
+                flushing += 1;
+            }
         }
-        for (name, p) in produced {
-            self.sink.rung_event(&name, MediaEvent::Packet(p));
-        }
-        Ok(())
+        let result = self.collect_rung_output(Some(flushing));
+        drop(chain); // joins the rung threads
+        result.map(|_| ())
     }
 
     // ---- audio ----
