@@ -557,21 +557,20 @@ impl<S: LadderSink> Pipeline<S> {
             return Ok(());
         };
         let mut worker_stopped = false;
-        // Largest rung first, each scaled from the nearest larger picture already made (the
-        // decoded frame or a bigger rung's): shorter filters on smaller inputs than scaling every
-        // rung from the source.
-        let mut pictures: Vec<frame::Video> = Vec::with_capacity(chain.rungs.len());
+        // Every rung is scaled from the decoded picture itself. Scaling from the nearest larger
+        // rung's picture instead is cheaper, but filtering twice measured 0.2-0.25 dB lower PSNR
+        // on the 360p rung (even with a Lanczos second stage), and quality at least equal to the
+        // ffmpeg CLI ladder's is the goal.
         for i in (0..chain.rungs.len()).rev() {
             let rung = &mut chain.rungs[i];
             let skip = rung.min_frame_interval > 0
                 && !key
                 && rung.next_allowed_pts.is_some_and(|next| pts < next);
+            if skip {
+                continue;
+            }
             let (w, h) = (rung.width, rung.height);
-            let from: &frame::Video = pictures
-                .iter()
-                .filter(|p| p.width() >= w && p.height() >= h)
-                .min_by_key(|p| p.width() * p.height())
-                .unwrap_or(decoded);
+            let from: &frame::Video = decoded;
             let src = (from.format(), from.width(), from.height());
             let picture = if src == (Pixel::YUV420P, w, h) {
                 frame_ref(from)?
@@ -596,20 +595,17 @@ impl<S: LadderSink> Pipeline<S> {
                 }
                 out
             };
-            if !skip {
-                rung.next_allowed_pts = Some(pts + rung.min_frame_interval);
-                let job = RungJob::Frame {
-                    frame: frame_ref(&picture)?,
-                    pts: out_pts,
-                    key,
-                };
-                // Blocks while the rung is RUNG_QUEUE_FRAMES behind: back-pressure to decoding.
-                if rung.jobs.as_ref().is_none_or(|j| j.send(job).is_err()) {
-                    worker_stopped = true;
-                    break;
-                }
+            rung.next_allowed_pts = Some(pts + rung.min_frame_interval);
+            let job = RungJob::Frame {
+                frame: picture,
+                pts: out_pts,
+                key,
+            };
+            // Blocks while the rung is RUNG_QUEUE_FRAMES behind: back-pressure to decoding.
+            if rung.jobs.as_ref().is_none_or(|j| j.send(job).is_err()) {
+                worker_stopped = true;
+                break;
             }
-            pictures.push(picture);
         }
         if worker_stopped {
             // The thread said why before it stopped.
