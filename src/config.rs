@@ -136,8 +136,8 @@ pub struct RtmpConfig {
     pub handshake_timeout_secs: u64,
     /// Seconds without any byte from the client before the session is closed.
     pub idle_timeout_secs: u64,
-    /// Largest chunk size a client may announce (bytes); larger ends the session.
-    pub max_chunk_size: u32,
+    /// Seconds a connection has, from connecting, to start publishing.
+    pub publish_timeout_secs: u64,
     /// Bytes a client may send before its publish is accepted (connect, createStream, publish).
     pub max_unauthenticated_bytes: usize,
     /// Simultaneous RTMP connections; further ones are closed at once.
@@ -151,6 +151,10 @@ pub struct HttpConfig {
     pub listen: String,
     /// Bearer token for the admin API (`/api/v1/keys`). Empty: the admin API is off.
     pub admin_token: String,
+    /// Simultaneous HTTP connections; further ones are closed at once.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (also ends idle keep-alive connections).
+    pub header_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,7 +192,7 @@ impl Default for RtmpConfig {
             listen: "0.0.0.0:1935".into(),
             handshake_timeout_secs: 10,
             idle_timeout_secs: 30,
-            max_chunk_size: 1 << 20,
+            publish_timeout_secs: 15,
             max_unauthenticated_bytes: 64 * 1024,
             max_connections: 1000,
         }
@@ -200,6 +204,8 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "0.0.0.0:8080".into(),
             admin_token: String::new(),
+            max_connections: 10_000,
+            header_read_timeout_secs: 30,
         }
     }
 }
@@ -319,8 +325,8 @@ impl Config {
         if t.queue_frames < 16 {
             return Err(invalid("transcode.queue_frames", "at least 16"));
         }
-        if self.rtmp.max_chunk_size < 128 {
-            return Err(invalid("rtmp.max_chunk_size", "must be at least 128"));
+        if self.rtmp.publish_timeout_secs == 0 || self.rtmp.handshake_timeout_secs == 0 {
+            return Err(invalid("rtmp.*_timeout_secs", "must be at least 1"));
         }
         for (key, addr) in [
             ("rtmp.listen", &self.rtmp.listen),

@@ -153,7 +153,11 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::CheckConfig => {
-            let config = load_config(cli.config.as_ref())?;
+            let mut config = load_config(cli.config.as_ref())?;
+            if !config.http.admin_token.is_empty() {
+                // Printed configurations end up in CI and container logs.
+                config.http.admin_token = livegate::util::redact(&config.http.admin_token);
+            }
             let text = toml::to_string_pretty(&config).context("printing the configuration")?;
             println!("# configuration is valid; effective values:\n{text}");
         }

@@ -28,8 +28,6 @@ pub enum ServerError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("HTTP server failed: {0}")]
-    Http(std::io::Error),
 }
 
 /// Runs the server until `shutdown` is cancelled.
@@ -121,11 +119,63 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         tracing::info!("admin API off (set http.admin_token to manage keys over HTTP)");
     }
 
-    let http_shutdown = shutdown.clone();
-    let served = axum::serve(http_listener, app)
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-        .await;
+    serve_http(http_listener, app, &config.http, shutdown.clone()).await;
     shutdown.cancel();
     let _ = rtmp_task.await;
-    served.map_err(ServerError::Http)
+    Ok(())
+}
+
+/// The HTTP accept loop: hyper with a header-read timeout (which also ends idle keep-alive
+/// connections) and a connection cap, so idle or slow clients cannot use up the process's file
+/// descriptors (which RTMP ingest shares). axum's own `serve` offers neither.
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    config: &crate::config::HttpConfig,
+    shutdown: CancellationToken,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(config.header_read_timeout_secs))
+        .keep_alive(true);
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "HTTP connection limit reached; closing new connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+                }
+            }
+            drop(permit);
+        });
+    }
 }

@@ -33,6 +33,8 @@ struct StoredSegment {
 #[derive(Debug)]
 struct StoredInit {
     version: u64,
+    /// The publish session that made it.
+    generation: u64,
     data: Bytes,
     info: InitInfo,
 }
@@ -190,12 +192,21 @@ impl LiveHls {
                 let version = r.inits.back().map_or(0, |i| i.version + 1);
                 r.inits.push_back(StoredInit {
                     version,
+                    generation,
                     data,
                     info,
                 });
             }
             SegmenterOutput::Segment(segment) => {
-                let Some(init_version) = r.current_init().map(|i| i.version) else {
+                // The init of the session that made the segment: a replaced session's last
+                // segment may arrive after its successor announced a different one.
+                let Some(init_version) = r
+                    .inits
+                    .iter()
+                    .rev()
+                    .find(|i| i.generation == generation)
+                    .map(|i| i.version)
+                else {
                     return;
                 };
                 let new_generation = r
@@ -294,7 +305,9 @@ impl LiveHls {
                 uri: format!("{}-{}.m4s", self.instance, s.sequence),
                 duration: s.segment.duration as f32,
                 title: Some(String::new()),
-                discontinuity: s.segment.discontinuity && s.sequence != first.sequence,
+                // Kept on the first listed segment too: hiding it there without bumping
+                // EXT-X-DISCONTINUITY-SEQUENCE would renumber it between reloads (RFC 8216 §6.2.2).
+                discontinuity: s.segment.discontinuity,
                 map,
                 program_date_time: Some(s.segment.program_date_time.fixed_offset()),
                 ..Default::default()
@@ -563,6 +576,32 @@ mod tests {
         let p = parse_media(&h.media_playlist(SOURCE_RUNG).unwrap());
         assert_eq!(p.discontinuity_sequence, 1);
         assert!(p.segments.iter().all(|s| !s.discontinuity));
+    }
+
+    #[test]
+    fn a_discontinuity_at_the_head_keeps_its_tag_and_number() {
+        let config = HlsConfig {
+            window: 3,
+            ..HlsConfig::default()
+        };
+        let reg = HlsRegistry::new(config);
+        let (hls, g) = reg.attach("fay");
+        let mut h = hls.write().unwrap();
+        h.apply(g, SOURCE_RUNG, init());
+        h.apply(g, SOURCE_RUNG, seg(2.0, false));
+        h.apply(g, SOURCE_RUNG, seg(2.0, true)); // S1
+        h.apply(g, SOURCE_RUNG, seg(2.0, false));
+        let before = parse_media(&h.media_playlist(SOURCE_RUNG).unwrap());
+        assert_eq!(before.discontinuity_sequence, 0);
+        assert!(before.segments[1].discontinuity);
+        h.apply(g, SOURCE_RUNG, seg(2.0, false)); // S1 becomes the first listed segment
+        let after = parse_media(&h.media_playlist(SOURCE_RUNG).unwrap());
+        assert_eq!(after.media_sequence, 1);
+        assert!(after.segments[0].discontinuity, "the tag stays with S1");
+        assert_eq!(after.discontinuity_sequence, 0, "and S1 keeps its number");
+        h.apply(g, SOURCE_RUNG, seg(2.0, false)); // S1 leaves: its tag is counted
+        let gone = parse_media(&h.media_playlist(SOURCE_RUNG).unwrap());
+        assert_eq!(gone.discontinuity_sequence, 1);
     }
 
     #[test]

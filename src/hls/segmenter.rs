@@ -278,6 +278,10 @@ impl Segmenter {
             if self.early_audio.len() == MAX_EARLY_AUDIO {
                 self.early_audio.pop_front();
             }
+            let early_bytes: usize = self.early_audio.iter().map(|(_, s)| s.data.len()).sum();
+            if early_bytes + sample.data.len() > self.config.max_segment_bytes {
+                self.early_audio.clear();
+            }
             self.early_audio.push_back((dts, sample));
             return;
         }
@@ -295,6 +299,13 @@ impl Segmenter {
             if self.pending.audio.is_empty() {
                 self.emit_init_if_stale(out);
             }
+        }
+        if self.pending.bytes + sample.data.len() > self.config.max_segment_bytes {
+            // A source that sends audio but no video keyframe for this long: cut anyway.
+            tracing::warn!("no video keyframe within the segment size limit; cutting on audio");
+            // Everything pending goes into this segment (carrying audio over would not shrink it).
+            self.flush(None, out);
+            self.pending.independent = self.audio_only;
         }
         self.append_audio(dts, sample);
     }

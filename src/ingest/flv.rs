@@ -188,6 +188,9 @@ pub fn parse_audio_tag(body: &Bytes) -> Result<AudioTag, FlvError> {
     }
 }
 
+/// An AAC frame is at most 6144 bits per channel (8 channels): anything larger is not AAC.
+const MAX_AAC_FRAME: usize = 8 * 6144 / 8;
+
 /// Checks that a frame is a sequence of length-prefixed NAL units that exactly fills it.
 fn validate_nal_lengths(data: &[u8], length_size: u8) -> Result<(), FlvError> {
     let size = usize::from(length_size);
@@ -306,6 +309,12 @@ impl FlvDemuxer {
                 };
                 if data.is_empty() {
                     return Ok(None);
+                }
+                if data.len() > MAX_AAC_FRAME {
+                    return Err(FlvError::MalformedFrame(format!(
+                        "{}-byte AAC frame (at most {MAX_AAC_FRAME})",
+                        data.len()
+                    )));
                 }
                 self.stats.audio_frames += 1;
                 let ts = ms * i64::from(config.sample_rate) / 1000;

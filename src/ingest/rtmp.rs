@@ -2,7 +2,8 @@
 //!
 //! The stream key is checked before `NetStream.Publish.Start` is sent; a refused publish gets an
 //! error status and the connection closes. Every read is bounded (buffer size, pre-auth byte
-//! budget, chunk-size cap) and timed (handshake, idle); any error ends this session only.
+//! budget; a message is at most 16 MiB by RTMP's 24-bit length) and timed (handshake, publish
+//! deadline, idle); any error ends this session only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,8 +47,8 @@ pub enum SessionError {
     Protocol(String),
     #[error("sent {0} bytes without publishing")]
     TooMuchBeforePublish(usize),
-    #[error("chunk size {0} exceeds the limit {1}")]
-    ChunkTooLarge(u32, u32),
+    #[error("did not publish within {0} s of connecting")]
+    NoPublish(u64),
     #[error("write timed out")]
     WriteTimeout,
 }
@@ -235,6 +236,10 @@ impl Connection {
         }
 
         let idle = self.ctx.config.idle_timeout_secs;
+        // A connection must publish within this time: a trickle of bytes that resets the idle
+        // timer must not hold a connection slot forever.
+        let publish_by =
+            tokio::time::Instant::now() + Duration::from_secs(self.ctx.config.publish_timeout_secs);
         let mut buf = vec![0u8; READ_BUFFER];
         loop {
             let watch: Option<Arc<LiveStream>> =
@@ -252,6 +257,9 @@ impl Connection {
                 }
                 read = tokio::time::timeout(Duration::from_secs(idle), socket.read(&mut buf)) => {
                     read.map_err(|_| SessionError::Idle(idle))??
+                }
+                _ = tokio::time::sleep_until(publish_by), if watch.is_none() => {
+                    return Err(SessionError::NoPublish(self.ctx.config.publish_timeout_secs));
                 }
             };
             if n == 0 {
@@ -328,7 +336,10 @@ impl Connection {
                 app_name,
             } => {
                 if app_name.trim_end_matches('/') != APP_NAME {
-                    tracing::warn!(app = %app_name, "connect refused: unknown application (use rtmp://HOST/live)");
+                    // Only the first path segment: a server URL typed as rtmp://HOST/live/KEY
+                    // puts the stream key into the app name.
+                    let shown = app_name.split('/').next().unwrap_or_default();
+                    tracing::warn!(app = %shown, "connect refused: unknown application (use rtmp://HOST/live)");
                     self.ctx.metrics.refused("unknown_app");
                     let r = session
                         .reject_request(
@@ -375,13 +386,6 @@ impl Connection {
                     )
                     .map_err(Self::protocol)?;
                 Ok((Flow::Close, r))
-            }
-            ServerSessionEvent::ClientChunkSizeChanged { new_chunk_size } => {
-                let max = self.ctx.config.max_chunk_size;
-                if new_chunk_size > max {
-                    return Err(SessionError::ChunkTooLarge(new_chunk_size, max));
-                }
-                Ok((Flow::Continue, Vec::new()))
             }
             _ => Ok((Flow::Continue, Vec::new())),
         }

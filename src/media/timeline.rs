@@ -5,8 +5,11 @@
 //! tracks, so a small step backwards is normal; a large jump either way is a clock restart and is
 //! stitched onto the timeline so that time keeps advancing smoothly.
 
-/// Steps larger than this (either direction) are treated as an encoder clock restart.
+/// Forward steps larger than this are treated as an encoder clock restart (smaller ones are a
+/// real pause in the source and kept).
 pub const MAX_PLAUSIBLE_STEP_MS: i64 = 10_000;
+/// Backward steps larger than this are a restart too; audio/video interleaving stays well below.
+pub const MAX_BACKWARD_STEP_MS: i64 = 1_000;
 
 /// Gap inserted after a clock restart: about one frame, so the next packet follows the last.
 const RESTART_GAP_MS: i64 = 20;
@@ -32,7 +35,7 @@ impl TimestampNormalizer {
             Some(last) => {
                 // Signed distance modulo 2^32: crossing the wrap point is a small positive step.
                 let step = i64::from(raw.wrapping_sub(last) as i32);
-                if step.abs() > MAX_PLAUSIBLE_STEP_MS {
+                if !(-MAX_BACKWARD_STEP_MS..=MAX_PLAUSIBLE_STEP_MS).contains(&step) {
                     self.restarts += 1;
                     self.max_out + RESTART_GAP_MS
                 } else {
@@ -94,6 +97,17 @@ mod tests {
         // And a large forward jump.
         assert_eq!(n.normalize(3_000_000), 106);
         assert_eq!(n.restarts(), 2);
+    }
+
+    #[test]
+    fn a_clock_moved_back_seconds_is_a_restart() {
+        let mut n = TimestampNormalizer::new();
+        n.normalize(10_000);
+        assert_eq!(n.normalize(10_500), 500);
+        // 3 s back: not interleaving, an encoder that moved its clock.
+        assert_eq!(n.normalize(7_500), 520);
+        assert_eq!(n.normalize(7_533), 553);
+        assert_eq!(n.restarts(), 1);
     }
 
     proptest::proptest! {

@@ -71,6 +71,17 @@ struct HlsSink {
     metrics: Arc<Metrics>,
 }
 
+impl HlsSink {
+    /// Fixes the media-time ↔ wall-clock mapping for every rung, including segmenters created
+    /// before the first packet (each rung's VideoConfig comes first).
+    fn set_anchor(&mut self, media_us: i64, wall: DateTime<Utc>) {
+        self.anchor = Some((media_us, wall));
+        for s in self.segmenters.values_mut() {
+            s.set_clock_anchor(media_us, wall);
+        }
+    }
+}
+
 impl LadderSink for HlsSink {
     fn rung_event(&mut self, rung: &str, event: MediaEvent) {
         let now = Utc::now();
@@ -143,12 +154,15 @@ pub fn spawn_ladder(
     tokio::spawn(
         async move {
             let mut dropping = false;
+            let mut has_video = false;
             let mut last_report = Instant::now();
             while let Some(event) = subscription.recv().await {
                 let now = Utc::now();
+                has_video |= matches!(event, MediaEvent::VideoConfig(_));
                 let sent = match event {
                     MediaEvent::Packet(p) => {
-                        let key = p.track == TrackKind::Video && p.keyframe;
+                        // Without video every audio frame is a place to resume.
+                        let key = (p.track == TrackKind::Video && p.keyframe) || !has_video;
                         if dropping {
                             // Resume only at a keyframe, and only with room to spare.
                             if key && tx.capacity() > queue / 2 {
@@ -259,7 +273,7 @@ fn run_pipeline(
                     TrackKind::Video => p.dts * 1_000_000 / i64::from(VIDEO_TIMESCALE),
                     TrackKind::Audio => 0,
                 };
-                sink.anchor = Some((media_us + OUTPUT_OFFSET_SECS * 1_000_000, arrived));
+                sink.set_anchor(media_us + OUTPUT_OFFSET_SECS * 1_000_000, arrived);
             }
         }
         ended |= matches!(event, MediaEvent::End(_));

@@ -58,6 +58,17 @@ fn check_config_reports_errors_by_name() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("hls.window"));
 
+    // The admin token is not printed.
+    let masked = std::process::Command::new(BIN)
+        .args(["check-config"])
+        .env("LIVEGATE_HTTP_ADMIN_TOKEN", "supersecret-admin-token")
+        .output()
+        .unwrap();
+    assert!(masked.status.success());
+    let text = String::from_utf8_lossy(&masked.stdout);
+    assert!(text.contains("admin_token = \"supers…\""), "{text}");
+    assert!(!text.contains("supersecret-admin-token"), "{text}");
+
     let typo = std::process::Command::new(BIN)
         .args(["check-config"])
         .env("LIVEGATE_HLS_WINDOWS", "5")

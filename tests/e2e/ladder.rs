@@ -90,6 +90,15 @@ fn check_aligned(
             );
         }
     }
+    // One clock for the ladder: segment k has the same PROGRAM-DATE-TIME in every rung.
+    for p in &playlists[1..] {
+        for (a, b) in playlists[0].segments.iter().zip(&p.segments) {
+            assert_eq!(
+                a.program_date_time, b.program_date_time,
+                "PDT differs between rungs"
+            );
+        }
+    }
     // Segments of one rung start on the 2 s grid.
     for pair in starts[0].windows(2) {
         assert!(

@@ -242,7 +242,10 @@ fn reconnect_with_the_same_key_takes_over() {
 
 #[test]
 fn bad_input_ends_only_that_session() {
-    let server = Server::start_passthrough(&[("LIVEGATE_RTMP_HANDSHAKE_TIMEOUT_SECS", "1")]);
+    let server = Server::start_passthrough(&[
+        ("LIVEGATE_RTMP_HANDSHAKE_TIMEOUT_SECS", "1"),
+        ("LIVEGATE_RTMP_PUBLISH_TIMEOUT_SECS", "2"),
+    ]);
     let good_key = server.add_key("dave");
     let bad_key = server.add_key("erin");
     let good = ffmpeg_publish(
@@ -324,6 +327,29 @@ fn bad_input_ends_only_that_session() {
         }
     }
     assert!(closed, "malformed command closes the session");
+
+    // 5. A client that completes the handshake and trickles bytes (resetting the idle timer)
+    //    but never publishes loses its connection slot at the publish deadline.
+    let mut trickle = TcpStream::connect(("127.0.0.1", server.rtmp_port)).unwrap();
+    trickle
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    rtmp_client_handshake(&mut trickle);
+    let t = Instant::now();
+    let mut dropped = false;
+    while t.elapsed() < Duration::from_secs(6) {
+        // One byte of a chunk header at a time: never a whole message.
+        if trickle.write_all(&[0x03]).is_err() {
+            dropped = true;
+            break;
+        }
+        if let Ok(0) = trickle.read(&mut sink) {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "a connection that never publishes is closed");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 
     // The good stream never noticed.
     let (ok, err) = wait_child(good, Duration::from_secs(30));
