@@ -14,7 +14,7 @@ FROM debian:bookworm-slim
 # The FFmpeg runtime libraries the transcoder links against, and CA roots for RTMPS/S3.
 RUN apt-get update && apt-get install -y --no-install-recommends \
       ca-certificates libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 \
-      libavfilter8 libavdevice59 \
+      libavfilter8 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /data livegate && mkdir -p /data && chown livegate /data
 COPY --from=build /src/target/release/livegate /usr/local/bin/livegate
