@@ -256,14 +256,29 @@ impl Default for Source {
 /// The real ffmpeg CLI publishing testsrc2 + a sine tone, x264 with B-frames (pyramid), AAC.
 pub fn ffmpeg_publish(url: &str, src: &Source) -> Command {
     let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!(
-            "testsrc2=size={}x{}:rate={}",
-            src.width, src.height, src.fps
-        ))
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"]);
+    test_source_args(
+        &mut cmd,
+        src.width,
+        src.height,
+        src.fps,
+        src.seconds,
+        src.gop,
+    );
+    cmd.args(["-b:a", "96k", "-f", "flv"])
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// testsrc2 + a sine tone, encoded as x264 with B-frames (pyramid, as OBS's defaults use) and a
+/// fixed GOP of `gop` frames, and AAC.
+fn test_source_args(cmd: &mut Command, width: u32, height: u32, fps: u32, seconds: f64, gop: u32) {
+    cmd.args(["-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={width}x{height}:rate={fps}"))
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &src.seconds.to_string()])
+        .args(["-t", &seconds.to_string()])
         .args([
             "-c:v",
             "libx264",
@@ -274,14 +289,9 @@ pub fn ffmpeg_publish(url: &str, src: &Source) -> Command {
         ])
         .arg("-x264-params")
         .arg(format!(
-            "bframes=3:b-pyramid=normal:keyint={g}:min-keyint={g}:scenecut=0",
-            g = src.gop
+            "bframes=3:b-pyramid=normal:keyint={gop}:min-keyint={gop}:scenecut=0"
         ))
-        .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv"])
-        .arg(url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    cmd
+        .args(["-c:a", "aac"]);
 }
 
 /// Waits for a child with a deadline; kills it on timeout. Returns (success, stderr).
@@ -411,25 +421,11 @@ pub fn source_clip(width: u32, height: u32, fps: u32, seconds: u32) -> PathBuf {
     }
     let dir = DIR.get_or_init(|| tempfile::tempdir().expect("clip dir"));
     let path = dir.path().join(&name);
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={width}x{height}:rate={fps}"))
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "superfast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .arg("-x264-params")
-        .arg(format!(
-            "bframes=3:b-pyramid=normal:keyint={fps}:min-keyint={fps}:scenecut=0"
-        ))
-        .args(["-b:v", "3000k", "-c:a", "aac", "-b:a", "128k", "-f", "flv"])
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"]);
+    test_source_args(&mut cmd, width, height, fps, f64::from(seconds), fps);
+    let out = cmd
+        .args(["-b:v", "3000k", "-b:a", "128k", "-f", "flv"])
         .arg(&path)
         .output()
         .expect("run ffmpeg");
