@@ -34,8 +34,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Rust: livegate needs 1.89 or newer (std file locks). Debian 12's own rustc is too old.
-need_minor=89
+# Rust: livegate needs 1.94 or newer (aws-sdk-s3's MSRV). Debian 12's own rustc is too old.
+need_minor=94
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi

@@ -35,6 +35,86 @@ pub struct Config {
     pub http: HttpConfig,
     pub hls: HlsConfig,
     pub transcode: TranscodeConfig,
+    pub record: RecordConfig,
+}
+
+/// Where recordings are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordBackend {
+    Local,
+    S3,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordConfig {
+    /// Record every publish session (DVR/VOD).
+    pub enabled: bool,
+    /// Users whose streams are never recorded, even when recording is on.
+    pub exclude_users: Vec<String>,
+    /// `local` (a directory) or `s3`.
+    pub backend: RecordBackend,
+    /// Rung recorded. Empty: the top rung (passthrough streams record the source).
+    pub rung: String,
+    /// Directory of the local backend. Empty: `<data_dir>/recordings`.
+    pub local_path: String,
+    /// Disk the spool (segments waiting for upload) may use, MiB. When full, new segments are
+    /// not recorded (an error is logged and counted) until uploads free room.
+    pub spool_max_mib: u64,
+    /// Delete finished recordings older than this many days. 0: keep forever.
+    pub retention_days: u64,
+    /// URL that receives a POST with the manifest (JSON) when a recording is finished. Empty: off.
+    pub webhook_url: String,
+    pub s3: S3Config,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL. Empty: AWS itself (from the region).
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    /// Key prefix: objects are `<prefix>/<user>/<session>/…`.
+    pub prefix: String,
+    /// Path-style URLs (`endpoint/bucket/key`), as most S3-compatible servers need.
+    pub force_path_style: bool,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        RecordConfig {
+            enabled: true,
+            exclude_users: Vec::new(),
+            backend: RecordBackend::Local,
+            rung: String::new(),
+            local_path: String::new(),
+            spool_max_mib: 4096,
+            retention_days: 0,
+            webhook_url: String::new(),
+            s3: S3Config::default(),
+        }
+    }
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: String::new(),
+            prefix: "recordings".into(),
+            force_path_style: false,
+        }
+    }
+}
+
+impl RecordConfig {
+    /// Whether `user`'s streams are recorded.
+    pub fn records(&self, user: &str) -> bool {
+        self.enabled && !self.exclude_users.iter().any(|u| u == user)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,6 +262,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             hls: HlsConfig::default(),
             transcode: TranscodeConfig::default(),
+            record: RecordConfig::default(),
         }
     }
 }
@@ -328,6 +409,34 @@ impl Config {
         if self.rtmp.publish_timeout_secs == 0 || self.rtmp.handshake_timeout_secs == 0 {
             return Err(invalid("rtmp.*_timeout_secs", "must be at least 1"));
         }
+        let r = &self.record;
+        if r.spool_max_mib == 0 {
+            return Err(invalid("record.spool_max_mib", "must be at least 1"));
+        }
+        if r.backend == RecordBackend::S3 && r.enabled && r.s3.bucket.is_empty() {
+            return Err(invalid(
+                "record.s3.bucket",
+                "required with record.backend = \"s3\"",
+            ));
+        }
+        if !r.s3.endpoint.is_empty() && !r.s3.endpoint.starts_with("http") {
+            return Err(invalid(
+                "record.s3.endpoint",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        let webhook_ok = r.webhook_url.is_empty()
+            || r.webhook_url.starts_with("http://")
+            || r.webhook_url.starts_with("https://");
+        if !webhook_ok {
+            return Err(invalid(
+                "record.webhook_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if !r.rung.is_empty() && !crate::util::valid_user_name(&r.rung) {
+            return Err(invalid("record.rung", "a rung name (a-z, 0-9, '_', '-')"));
+        }
         for (key, addr) in [
             ("rtmp.listen", &self.rtmp.listen),
             ("http.listen", &self.http.listen),
@@ -341,6 +450,20 @@ impl Config {
 
     pub fn keys_path(&self) -> PathBuf {
         self.data_dir.join("keys.json")
+    }
+
+    /// Segments waiting for upload.
+    pub fn spool_path(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+
+    /// Root of the local recording backend.
+    pub fn local_recordings_path(&self) -> PathBuf {
+        if self.record.local_path.is_empty() {
+            self.data_dir.join("recordings")
+        } else {
+            PathBuf::from(&self.record.local_path)
+        }
     }
 
     /// Host part for printed URLs: the configured public host, else the bind address unless it
@@ -385,6 +508,26 @@ impl Config {
     }
 }
 
+/// Every leaf key of the defaults as (variable name, path, default), sections nested to any depth
+/// (`[record.s3] bucket` is `LIVEGATE_RECORD_S3_BUCKET`).
+fn collect_known_keys(
+    table: &toml::Table,
+    path: &mut Vec<String>,
+    known: &mut Vec<(String, Vec<String>, toml::Value)>,
+) {
+    for (key, value) in table {
+        path.push(key.clone());
+        match value {
+            toml::Value::Table(section) => collect_known_keys(section, path, known),
+            v => {
+                let name = format!("{ENV_PREFIX}{}", path.join("_")).to_uppercase();
+                known.push((name, path.clone(), v.clone()));
+            }
+        }
+        path.pop();
+    }
+}
+
 /// Maps `LIVEGATE_SECTION_KEY=value` onto the config tree. Names are matched against the known
 /// keys (from the defaults), so a key with underscores (`segment_duration`) is found unambiguously
 /// and a misspelled variable is an error rather than silently ignored.
@@ -397,20 +540,7 @@ fn apply_env(
         _ => toml::Table::new(),
     };
     let mut known: Vec<(String, Vec<String>, toml::Value)> = Vec::new();
-    for (key, value) in &defaults {
-        match value {
-            toml::Value::Table(section) => {
-                for (inner, v) in section {
-                    let name = format!("{ENV_PREFIX}{}_{}", key, inner).to_uppercase();
-                    known.push((name, vec![key.clone(), inner.clone()], v.clone()));
-                }
-            }
-            v => {
-                let name = format!("{ENV_PREFIX}{key}").to_uppercase();
-                known.push((name, vec![key.clone()], v.clone()));
-            }
-        }
-    }
+    collect_known_keys(&defaults, &mut Vec::new(), &mut known);
     for (var, raw) in env {
         if !var.starts_with(ENV_PREFIX) || var == "LIVEGATE_CONFIG" || var == "LIVEGATE_LOG" {
             continue;
@@ -567,22 +697,48 @@ mod tests {
         // Every key is documented (the file lists every default key).
         let text = std::fs::read_to_string(&path).unwrap();
         let defaults = toml::Value::try_from(Config::default()).unwrap();
-        for (key, value) in defaults.as_table().unwrap() {
-            match value {
-                toml::Value::Table(section) => {
-                    assert!(text.contains(&format!("[{key}]")), "[{key}] undocumented");
-                    for (inner, v) in section {
-                        let table_list = matches!(v, toml::Value::Array(a) if !a.is_empty() && a.iter().all(|i| i.is_table()));
-                        let documented = if table_list {
-                            text.contains(&format!("[[{key}.{inner}]]"))
-                        } else {
-                            text.contains(&format!("\n{inner} = "))
-                        };
-                        assert!(documented, "{key}.{inner} undocumented");
+        fn check(text: &str, section: &str, table: &toml::Table) {
+            for (key, value) in table {
+                let full = if section.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{section}.{key}")
+                };
+                match value {
+                    toml::Value::Table(inner) => {
+                        assert!(text.contains(&format!("[{full}]")), "[{full}] undocumented");
+                        check(text, &full, inner);
                     }
+                    toml::Value::Array(a) if !a.is_empty() && a.iter().all(|i| i.is_table()) => {
+                        assert!(text.contains(&format!("[[{full}]]")), "{full} undocumented");
+                    }
+                    _ => assert!(text.contains(&format!("\n{key} = ")), "{full} undocumented"),
                 }
-                _ => assert!(text.contains(&format!("\n{key} = ")), "{key} undocumented"),
             }
         }
+        check(&text, "", defaults.as_table().unwrap());
+    }
+
+    #[test]
+    fn record_settings() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("LIVEGATE_RECORD_BACKEND", "s3"),
+                ("LIVEGATE_RECORD_S3_BUCKET", "vod"),
+                ("LIVEGATE_RECORD_S3_FORCE_PATH_STYLE", "true"),
+                ("LIVEGATE_RECORD_EXCLUDE_USERS", "bob"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.record.backend, RecordBackend::S3);
+        assert_eq!(c.record.s3.bucket, "vod");
+        assert!(c.record.s3.force_path_style);
+        assert!(c.record.records("alice"));
+        assert!(!c.record.records("bob"));
+        let err = Config::load(None, env(&[("LIVEGATE_RECORD_BACKEND", "s3")])).unwrap_err();
+        assert!(err.to_string().contains("record.s3.bucket"), "{err}");
+        let err = Config::load(None, env(&[("LIVEGATE_RECORD_BACKEND", "ftp")])).unwrap_err();
+        assert!(err.to_string().contains("ftp"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! livegate: a live-video server.
 //!
-//! Data flows one way: [`ingest`] → [`stream`] (the hub) → [`hls`] → [`http`].
+//! Data flows one way: [`ingest`] → [`stream`] (the hub) → [`transcode`] → [`hls`] →
+//! [`record`] and [`http`].
 //! [`auth`] decides who may publish; [`config`] holds every setting with a working default.
 
 pub mod auth;
@@ -10,6 +11,7 @@ pub mod http;
 pub mod ingest;
 pub mod media;
 pub mod metrics;
+pub mod record;
 pub mod server;
 pub mod stream;
 pub mod transcode;

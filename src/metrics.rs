@@ -4,6 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,6 +24,14 @@ pub struct Metrics {
     pub live_streams: Gauge,
     pub transcoders: Gauge,
     pub transcode_dropped_frames: Counter,
+    pub record_segments: Counter,
+    pub record_uploads: Counter,
+    pub record_upload_errors: Counter,
+    pub record_upload_lag: Histogram,
+    pub record_spool_bytes: Gauge,
+    pub record_spool_full: Counter,
+    pub record_active: Gauge,
+    pub record_finished: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -39,6 +48,15 @@ impl Metrics {
             live_streams: Gauge::default(),
             transcoders: Gauge::default(),
             transcode_dropped_frames: Counter::default(),
+            record_segments: Counter::default(),
+            record_uploads: Counter::default(),
+            record_upload_errors: Counter::default(),
+            // Segment closed → object stored: 10 ms … ~80 s.
+            record_upload_lag: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            record_spool_bytes: Gauge::default(),
+            record_spool_full: Counter::default(),
+            record_active: Gauge::default(),
+            record_finished: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -90,6 +108,46 @@ impl Metrics {
             "transcode_dropped_frames",
             "Frames dropped (whole GOPs) because a transcoder fell behind real time",
             m.transcode_dropped_frames.clone(),
+        );
+        registry.register(
+            "record_segments",
+            "Segments written to the recording spool",
+            m.record_segments.clone(),
+        );
+        registry.register(
+            "record_uploads",
+            "Objects stored by the recorder (segments, inits, playlists, manifests)",
+            m.record_uploads.clone(),
+        );
+        registry.register(
+            "record_upload_errors",
+            "Failed recording uploads (each is retried)",
+            m.record_upload_errors.clone(),
+        );
+        registry.register(
+            "record_upload_lag_seconds",
+            "Seconds from a segment closing to its object being stored",
+            m.record_upload_lag.clone(),
+        );
+        registry.register(
+            "record_spool_bytes",
+            "Bytes in the recording spool waiting for upload",
+            m.record_spool_bytes.clone(),
+        );
+        registry.register(
+            "record_spool_full",
+            "Segments not recorded because the spool was full",
+            m.record_spool_full.clone(),
+        );
+        registry.register(
+            "record_active",
+            "Recordings being written now",
+            m.record_active.clone(),
+        );
+        registry.register(
+            "record_finished",
+            "Recordings finalized, by state (finished, interrupted)",
+            m.record_finished.clone(),
         );
         Metrics { registry, ..m }
     }

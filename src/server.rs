@@ -12,6 +12,7 @@ use crate::hls::{self, HlsRegistry};
 use crate::http::{self, AppState};
 use crate::ingest::rtmp::{self, IngestContext};
 use crate::metrics::Metrics;
+use crate::record::{RecordError, Recorder};
 use crate::stream::Hub;
 use crate::transcode;
 
@@ -23,6 +24,8 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Record(#[from] RecordError),
     #[error("cannot create data_dir {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
@@ -40,10 +43,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new();
     let registry = HlsRegistry::new(config.hls.clone());
+    let recorder = Recorder::start(&config, metrics.clone(), shutdown.clone()).await?;
     {
-        // Every new stream goes through the ladder, or is served as published.
+        // Every new stream goes through the ladder, or is served as published; either records.
         let (registry, config, metrics) = (registry.clone(), config.clone(), metrics.clone());
+        let recorder = recorder.clone();
         hub.on_new_stream(move |stream| {
+            let record = recorder.tap(stream);
             if config.transcode.transcodes(&stream.name) {
                 transcode::spawn_ladder(
                     stream,
@@ -51,6 +57,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                     &config.transcode,
                     &config.hls,
                     metrics.clone(),
+                    record,
                 );
             } else {
                 hls::spawn_passthrough(
@@ -58,6 +65,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                     registry.clone(),
                     config.hls.clone(),
                     metrics.clone(),
+                    record,
                 );
             }
         });
@@ -105,6 +113,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         hls: registry,
         keys,
         metrics,
+        recorder,
     });
     let app = http::router(state);
 

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::config::HlsConfig;
 use crate::metrics::Metrics;
+use crate::record::RecordTap;
 use crate::stream::LiveStream;
 pub use live::{HlsFile, HlsRegistry, LiveHls, AUDIO_RUNG, SOURCE_RUNG};
 use segmenter::{Segmenter, SegmenterConfig, SegmenterOutput};
@@ -22,6 +23,7 @@ pub fn spawn_passthrough(
     registry: Arc<HlsRegistry>,
     config: HlsConfig,
     metrics: Arc<Metrics>,
+    mut record: Option<RecordTap>,
 ) {
     // Subscribe now, synchronously, so no event published after this call is missed.
     let mut subscription = stream.subscribe();
@@ -48,6 +50,9 @@ pub fn spawn_passthrough(
                         }
                         SegmenterOutput::Init { .. } => {}
                     }
+                    if let Some(tap) = record.as_mut() {
+                        tap.output(SOURCE_RUNG, &output);
+                    }
                     hls.write().unwrap_or_else(|e| e.into_inner()).apply(
                         generation,
                         SOURCE_RUNG,
@@ -60,6 +65,9 @@ pub fn spawn_passthrough(
                     crate::media::MediaEvent::End(crate::media::EndReason::Stopped),
                     Utc::now(),
                 ) {
+                    if let Some(tap) = record.as_mut() {
+                        tap.output(SOURCE_RUNG, &output);
+                    }
                     hls.write().unwrap_or_else(|e| e.into_inner()).apply(
                         generation,
                         SOURCE_RUNG,

@@ -1,4 +1,6 @@
-//! HTTP: live HLS, the JSON API, health and metrics (axum on hyper).
+//! HTTP: live HLS, the JSON API, recordings (VOD), health and metrics (axum on hyper).
+
+mod recordings;
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use crate::auth::{AuthError, KeyStore};
 use crate::config::Config;
 use crate::hls::{HlsFile, HlsRegistry};
 use crate::metrics::Metrics;
+use crate::record::Recorder;
 use crate::stream::{Hub, StreamSummary};
 
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -25,6 +28,7 @@ pub struct AppState {
     pub hls: Arc<HlsRegistry>,
     pub keys: KeyStore,
     pub metrics: Arc<Metrics>,
+    pub recorder: Arc<Recorder>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -46,6 +50,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/keys", get(list_keys).post(add_key))
         .route("/api/v1/keys/{user}", axum::routing::delete(revoke_key))
         .route("/api/v1/keys/{user}/rotate", post(rotate_key))
+        .route("/api/v1/recordings", get(recordings::list))
+        .route(
+            "/api/v1/recordings/{id}",
+            get(recordings::get_one).delete(recordings::delete),
+        )
+        .route(
+            "/api/v1/recordings/{id}/download.mp4",
+            get(recordings::download),
+        )
+        .route("/vod/{id}/{file}", get(recordings::vod_file))
         .merge(hls)
         .with_state(state)
 }

@@ -26,6 +26,7 @@ use crate::hls::segmenter::{Segmenter, SegmenterConfig, SegmenterOutput};
 use crate::hls::{HlsRegistry, LiveHls};
 use crate::media::{EndReason, MediaEvent, TrackKind, VIDEO_TIMESCALE};
 use crate::metrics::Metrics;
+use crate::record::RecordTap;
 use crate::stream::LiveStream;
 use pipeline::{LadderSink, Pipeline, PipelineSettings, OUTPUT_OFFSET_SECS};
 
@@ -69,6 +70,7 @@ struct HlsSink {
     segmenter_config: SegmenterConfig,
     anchor: Option<(i64, DateTime<Utc>)>,
     metrics: Arc<Metrics>,
+    record: Option<RecordTap>,
 }
 
 impl HlsSink {
@@ -101,7 +103,16 @@ impl LadderSink for HlsSink {
             if matches!(output, SegmenterOutput::Segment(_)) {
                 self.metrics.hls_segments.inc();
             }
+            if let Some(tap) = self.record.as_mut() {
+                tap.output(rung, &output);
+            }
             hls.apply(self.generation, rung, output);
+        }
+    }
+
+    fn ladder_planned(&mut self, rungs: &[(String, u32, u32)]) {
+        if let Some(tap) = self.record.as_mut() {
+            tap.ladder_planned(rungs);
         }
     }
 }
@@ -113,6 +124,7 @@ pub fn spawn_ladder(
     transcode: &TranscodeConfig,
     hls_config: &HlsConfig,
     metrics: Arc<Metrics>,
+    record: Option<RecordTap>,
 ) {
     let mut subscription = stream.subscribe();
     let (hls, generation) = registry.attach(&stream.name);
@@ -140,6 +152,7 @@ pub fn spawn_ladder(
                 segmenter_config,
                 anchor: None,
                 metrics: thread_metrics.clone(),
+                record,
             };
             thread_metrics.transcoders.inc();
             run_pipeline(rx, settings, sink, &thread_shared);

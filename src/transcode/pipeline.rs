@@ -49,6 +49,8 @@ fn av(what: &'static str) -> impl FnOnce(ff::Error) -> TranscodeError {
 /// Where the ladder's output goes: one stream of media events per rung.
 pub trait LadderSink {
     fn rung_event(&mut self, rung: &str, event: MediaEvent);
+    /// The ladder's rungs (name, width, height), when first planned.
+    fn ladder_planned(&mut self, _rungs: &[(String, u32, u32)]) {}
 }
 
 /// Settings the pipeline needs, taken from the config.
@@ -390,6 +392,11 @@ impl<S: LadderSink> Pipeline<S> {
         let fresh = plan_ladder(&self.settings.rungs, config.width, config.height);
         if self.rung_names.is_empty() {
             self.rung_names = fresh.iter().map(|p| p.config.name.clone()).collect();
+            let sizes: Vec<(String, u32, u32)> = fresh
+                .iter()
+                .map(|p| (p.config.name.clone(), p.width, p.height))
+                .collect();
+            self.sink.ladder_planned(&sizes);
             return fresh;
         }
         // Same rungs as before; one that no longer fits the source is encoded at the source size.
