@@ -54,4 +54,16 @@ if [ "${minor:-0}" -lt "$need_minor" ]; then
     exit 1
   fi
 fi
+
+# The tests' S3-compatible store: Garage, a single binary built from crates.io (the first build
+# takes ~12 CPU-minutes; later runs find it installed). Reduced features: no LMDB, bundled SQLite.
+garage_version=2.5.0
+if [ "$profile" = test ]; then
+  if ! "$HOME/.cargo/bin/garage" --version 2>/dev/null | grep -q "$garage_version"; then
+    echo "setup.sh: building Garage $garage_version for the recording tests"
+    cargo install garage --version "$garage_version" --locked \
+      --no-default-features --features bundled-libs,sqlite
+  fi
+fi
+
 echo "setup.sh: system ready ($profile): $(rustc --version), $(ffmpeg -version | head -1 | cut -d' ' -f1-3)"

@@ -44,7 +44,9 @@ const TAP_QUEUE: usize = 64;
 /// rewrites the whole playlist; segments themselves go up as soon as they close).
 const PLAYLIST_REFRESH: Duration = Duration::from_secs(6);
 const RETRY_MIN: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Short enough that uploads resume within seconds of storage returning; one request per
+/// recording per interval is no load on a store that is down.
+const RETRY_MAX: Duration = Duration::from_secs(8);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -395,9 +397,9 @@ impl Recorder {
                 return;
             }
             if let Some(closed_at) = closed_at {
-                self.metrics
-                    .record_upload_lag
-                    .observe(closed_at.elapsed().as_secs_f64());
+                let lag = closed_at.elapsed();
+                self.metrics.record_upload_lag.observe(lag.as_secs_f64());
+                tracing::debug!(file = %name, lag_ms = lag.as_millis() as u64, "segment stored");
             }
             if let Err(e) = tokio::fs::remove_file(&path).await {
                 tracing::warn!(file = %name, error = %e, "cannot remove an uploaded spool file");
@@ -906,5 +908,92 @@ impl RecordTap {
 
     pub fn recorded_rung(&self) -> Option<&str> {
         self.selected.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tap(preferred: &str) -> (RecordTap, mpsc::Receiver<TapEvent>) {
+        let (tx, rx) = mpsc::channel(4);
+        let tap = RecordTap {
+            tx,
+            preferred: preferred.to_string(),
+            selected: None,
+            awaiting_init: false,
+        };
+        (tap, rx)
+    }
+
+    fn rungs() -> Vec<(String, u32, u32)> {
+        vec![
+            ("360p".into(), 640, 360),
+            ("720p".into(), 1280, 720),
+            ("480p".into(), 854, 480),
+        ]
+    }
+
+    fn init() -> SegmenterOutput {
+        SegmenterOutput::Init {
+            data: Bytes::from_static(b"init"),
+            info: InitInfo {
+                video: None,
+                audio: None,
+            },
+        }
+    }
+
+    #[test]
+    fn records_the_configured_rung_else_the_tallest() {
+        let (mut t, _rx) = tap("");
+        t.ladder_planned(&rungs());
+        assert_eq!(t.recorded_rung(), Some("720p"));
+        let (mut t, _rx) = tap("480p");
+        t.ladder_planned(&rungs());
+        assert_eq!(t.recorded_rung(), Some("480p"));
+        // A configured rung this source does not get (never upscaled): the tallest it has.
+        let (mut t, _rx) = tap("1080p");
+        t.ladder_planned(&rungs());
+        assert_eq!(t.recorded_rung(), Some("720p"));
+    }
+
+    #[test]
+    fn without_a_plan_the_first_rendition_is_recorded_and_others_ignored() {
+        let (mut t, mut rx) = tap("");
+        t.output("source", &init());
+        t.output("other", &init());
+        assert_eq!(t.recorded_rung(), Some("source"));
+        assert!(matches!(rx.try_recv(), Ok(TapEvent::Init(_, _, r)) if r == "source"));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_full_queue_never_blocks_and_skips_to_the_next_init() {
+        let (mut t, mut rx) = tap("");
+        let segment = || {
+            SegmenterOutput::Segment(Segment {
+                duration: 2.0,
+                data: Bytes::from_static(b"seg"),
+                discontinuity: false,
+                program_date_time: Utc::now(),
+                independent: true,
+                video_frames: 60,
+                start_time: 0.0,
+            })
+        };
+        for _ in 0..4 {
+            t.output("source", &init());
+        }
+        // The queue (4) is full: this init is lost, so its segments cannot be recorded either.
+        t.output("source", &init());
+        assert!(t.awaiting_init);
+        while rx.try_recv().is_ok() {}
+        t.output("source", &segment());
+        assert!(matches!(rx.try_recv(), Ok(TapEvent::Missed)));
+        t.output("source", &init());
+        t.output("source", &segment());
+        assert!(matches!(rx.try_recv(), Ok(TapEvent::Init(..))));
+        assert!(matches!(rx.try_recv(), Ok(TapEvent::Segment(..))));
     }
 }

@@ -12,6 +12,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_livegate");
 
 pub struct Server {
     child: Option<Child>,
+    env: Vec<(String, String)>,
     pub rtmp_port: u16,
     pub http_port: u16,
     pub dir: tempfile::TempDir,
@@ -51,34 +52,56 @@ impl Server {
             data = data_dir.display().to_string(),
         );
         std::fs::write(&config_path, toml).expect("write config");
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .envs(env.iter().copied())
-            .env("LIVEGATE_LOG", "info,livegate=debug")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn livegate");
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .into();
-        let server = Server {
-            child: Some(child),
+        let mut server = Server {
+            child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             rtmp_port,
             http_port,
             dir,
             config_path,
             agent,
         };
-        server.wait_until(Duration::from_secs(20), "healthz", || {
-            server.get("/healthz").0 == 200
-        });
+        server.spawn();
         server
+    }
+
+    /// Starts the process (again, after [`Server::kill9`]) on the same ports, config and data.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config_path)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("LIVEGATE_LOG", "info,livegate=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn livegate");
+        self.child = Some(child);
+        self.wait_until(Duration::from_secs(20), "healthz", || {
+            self.get("/healthz").0 == 200
+        });
+    }
+
+    /// SIGKILL, as a crash would end it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     pub fn logs(&self) -> String {
@@ -135,6 +158,40 @@ impl Server {
                 (r.status().as_u16(), buf)
             }
             Err(_) => (0, Vec::new()),
+        }
+    }
+
+    /// GET with a bearer token and an optional Range header: (status, headers, body bytes).
+    pub fn get_authorized(
+        &self,
+        path: &str,
+        token: &str,
+        range: Option<&str>,
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut request = self
+            .agent
+            .get(&self.url(path))
+            .header("Authorization", &format!("Bearer {token}"));
+        if let Some(range) = range {
+            request = request.header("Range", range);
+        }
+        match request.call() {
+            Ok(mut r) => {
+                let headers = r
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                let mut body = Vec::new();
+                let _ = r
+                    .body_mut()
+                    .with_config()
+                    .limit(1 << 30)
+                    .reader()
+                    .read_to_end(&mut body);
+                (r.status().as_u16(), headers, body)
+            }
+            Err(_) => (0, Vec::new(), Vec::new()),
         }
     }
 
@@ -318,7 +375,13 @@ pub fn wait_child(mut child: Child, timeout: Duration) -> (bool, String) {
 
 /// ffprobe's JSON for a URL or file.
 pub fn ffprobe(target: &str) -> serde_json::Value {
+    ffprobe_with(&[], target)
+}
+
+/// ffprobe's JSON, with extra input options (e.g. `-headers`).
+pub fn ffprobe_with(options: &[&str], target: &str) -> serde_json::Value {
     let out = Command::new("ffprobe")
+        .args(options)
         .args([
             "-v",
             "error",

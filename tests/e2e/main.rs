@@ -5,5 +5,7 @@ mod cli_api;
 #[allow(dead_code)]
 mod common;
 mod flv_publish;
+mod garage;
 mod ladder;
+mod record;
 mod rtmp_hls;
