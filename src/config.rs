@@ -36,6 +36,63 @@ pub struct Config {
     pub hls: HlsConfig,
     pub transcode: TranscodeConfig,
     pub record: RecordConfig,
+    pub relay: RelayConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Push users' relay targets (`livegate relays add`) while they are live.
+    pub enabled: bool,
+    /// Also take targets from the publish URL's query
+    /// (`rtmp://HOST/live/KEY?youtube=…&twitch=…&facebook=…`). Anyone holding a stream key can
+    /// then push that stream anywhere, so it is off unless you want it.
+    pub allow_query_targets: bool,
+    /// Seconds to connect, finish TLS and the RTMP handshake, and be accepted to publish.
+    pub connect_timeout_secs: u64,
+    /// Longest wait between reconnection attempts (backoff doubles from 1 s, with jitter).
+    pub max_backoff_secs: u64,
+    /// Frames queued per relay before whole GOPs are dropped (a slow target never slows ingest).
+    pub queue_frames: usize,
+    /// Extra CA certificates (PEM) trusted for RTMPS targets, besides the public web roots.
+    pub ca_file: String,
+    pub presets: RelayPresets,
+}
+
+/// Base URLs of the platform presets (the stream key is appended). Point them at a regional or
+/// backup ingest server if you need to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayPresets {
+    pub youtube: String,
+    pub youtube_rtmps: String,
+    pub twitch: String,
+    pub facebook: String,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            enabled: true,
+            allow_query_targets: false,
+            connect_timeout_secs: 10,
+            max_backoff_secs: 30,
+            queue_frames: 600,
+            ca_file: String::new(),
+            presets: RelayPresets::default(),
+        }
+    }
+}
+
+impl Default for RelayPresets {
+    fn default() -> Self {
+        RelayPresets {
+            youtube: "rtmp://a.rtmp.youtube.com/live2".into(),
+            youtube_rtmps: "rtmps://a.rtmps.youtube.com:443/live2".into(),
+            twitch: "rtmp://live.twitch.tv/app".into(),
+            facebook: "rtmps://live-api-s.facebook.com:443/rtmp".into(),
+        }
+    }
 }
 
 /// Where recordings are stored.
@@ -222,6 +279,12 @@ pub struct RtmpConfig {
     pub max_unauthenticated_bytes: usize,
     /// Simultaneous RTMP connections; further ones are closed at once.
     pub max_connections: usize,
+    /// Address of the RTMPS (RTMP over TLS) listener. Empty: off.
+    pub tls_listen: String,
+    /// PEM certificate chain for RTMPS.
+    pub tls_cert: String,
+    /// PEM private key for RTMPS.
+    pub tls_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -263,6 +326,7 @@ impl Default for Config {
             hls: HlsConfig::default(),
             transcode: TranscodeConfig::default(),
             record: RecordConfig::default(),
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -276,6 +340,9 @@ impl Default for RtmpConfig {
             publish_timeout_secs: 15,
             max_unauthenticated_bytes: 64 * 1024,
             max_connections: 1000,
+            tls_listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -409,6 +476,42 @@ impl Config {
         if self.rtmp.publish_timeout_secs == 0 || self.rtmp.handshake_timeout_secs == 0 {
             return Err(invalid("rtmp.*_timeout_secs", "must be at least 1"));
         }
+        if !self.rtmp.tls_listen.is_empty() {
+            if self
+                .rtmp
+                .tls_listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+            {
+                return Err(invalid(
+                    "rtmp.tls_listen",
+                    "must be an address like 0.0.0.0:1936",
+                ));
+            }
+            if self.rtmp.tls_cert.is_empty() || self.rtmp.tls_key.is_empty() {
+                return Err(invalid(
+                    "rtmp.tls_cert",
+                    "rtmp.tls_listen needs tls_cert and tls_key (PEM files)",
+                ));
+            }
+        }
+        let relay = &self.relay;
+        if relay.connect_timeout_secs == 0 || relay.max_backoff_secs == 0 {
+            return Err(invalid("relay.*_secs", "must be at least 1"));
+        }
+        if relay.queue_frames < 16 {
+            return Err(invalid("relay.queue_frames", "at least 16"));
+        }
+        for (key, url) in [
+            ("relay.presets.youtube", &relay.presets.youtube),
+            ("relay.presets.youtube_rtmps", &relay.presets.youtube_rtmps),
+            ("relay.presets.twitch", &relay.presets.twitch),
+            ("relay.presets.facebook", &relay.presets.facebook),
+        ] {
+            if !(url.starts_with("rtmp://") || url.starts_with("rtmps://")) {
+                return Err(invalid(key, "must be an rtmp:// or rtmps:// URL"));
+            }
+        }
         let r = &self.record;
         if r.spool_max_mib == 0 {
             return Err(invalid("record.spool_max_mib", "must be at least 1"));
@@ -423,6 +526,13 @@ impl Config {
             return Err(invalid(
                 "record.s3.endpoint",
                 "must be an http:// or https:// URL",
+            ));
+        }
+        if r.s3.endpoint.contains('@') {
+            // The endpoint is logged; credentials belong in the AWS chain.
+            return Err(invalid(
+                "record.s3.endpoint",
+                "no credentials in the URL: use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile",
             ));
         }
         let webhook_ok = r.webhook_url.is_empty()

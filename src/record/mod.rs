@@ -46,7 +46,7 @@ const PLAYLIST_REFRESH: Duration = Duration::from_secs(6);
 const RETRY_MIN: Duration = Duration::from_millis(500);
 /// Short enough that uploads resume within seconds of storage returning; one request per
 /// recording per interval is no load on a store that is down.
-const RETRY_MAX: Duration = Duration::from_secs(8);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -180,14 +180,6 @@ impl Recorder {
         let manifest = Manifest::new(&stream.name, &session::new_session_name(started), started);
         let span = tracing::info_span!(parent: None, "record", stream = %stream.name, recording = %manifest.id);
         let dir = self.spool_root.join(&manifest.user).join(&manifest.session);
-        let header = SpoolHeader {
-            manifest: manifest.clone(),
-            ended: false,
-        };
-        if let Err(e) = write_header(&dir, &header) {
-            tracing::error!(parent: &span, error = %e, "cannot create the recording spool; not recording this session");
-            return None;
-        }
         let shared = Arc::new(SessionShared {
             recording: Mutex::new(SessionData {
                 recording: Recording::new(manifest.clone()),
@@ -218,17 +210,54 @@ impl Recorder {
             preferred: self.config.rung.clone(),
             selected: None,
             awaiting_init: false,
+            missed: 0,
         })
+    }
+
+    /// Rewrites the spool header (the manifest so far), off the async threads.
+    async fn save_header(shared: &SessionShared, ended: bool) -> Result<(), StorageError> {
+        let header = SpoolHeader {
+            manifest: lock(&shared.recording).recording.manifest.clone(),
+            ended,
+        };
+        let dir = shared.dir.clone();
+        tokio::task::spawn_blocking(move || write_header(&dir, &header))
+            .await
+            .unwrap_or_else(|e| {
+                Err(StorageError::Local {
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
     }
 
     /// Lands each tapped init and segment in the spool and queues it for upload.
     async fn writer(self: Arc<Self>, mut rx: mpsc::Receiver<TapEvent>, shared: Arc<SessionShared>) {
+        if let Err(e) = Self::save_header(&shared, false).await {
+            tracing::error!(error = %e, "cannot create the recording spool; not recording this session");
+            // Drain so the tap never sees a closed channel as back-pressure; nothing is kept.
+            while rx.recv().await.is_some() {}
+            let mut data = lock(&shared.recording);
+            data.ended = true;
+            data.interrupted = true;
+            drop(data);
+            shared.wake.notify_one();
+            return;
+        }
         let mut next_init = 0u64;
         let mut next_segment = 0u64;
         let mut pending_discontinuity = false;
         while let Some(event) = rx.recv().await {
+            let missed = event.missed_before();
+            if missed > 0 {
+                // The tap could not queue these (writer behind): a gap in the recording.
+                self.note_missing(&shared, missed);
+                pending_discontinuity = true;
+            }
             let (entry, data, closed_at) = match event {
-                TapEvent::Init(data, info, rung) => {
+                TapEvent::Init {
+                    data, info, rung, ..
+                } => {
                     lock(&shared.recording).recording.manifest.rung = rung;
                     let (width, height) =
                         info.video.as_ref().map_or((0, 0), |v| (v.width, v.height));
@@ -243,7 +272,9 @@ impl Recorder {
                     next_init += 1;
                     (entry, data, None)
                 }
-                TapEvent::Segment(segment, closed_at) => {
+                TapEvent::Segment {
+                    segment, closed_at, ..
+                } => {
                     let size = segment.data.len() as u64;
                     if next_init == 0 {
                         continue;
@@ -251,6 +282,7 @@ impl Recorder {
                     if self.spool_bytes.load(Ordering::Relaxed) + size > self.spool_limit {
                         self.spool_full(&shared);
                         pending_discontinuity = true;
+                        let _ = Self::save_header(&shared, false).await;
                         continue;
                     }
                     let entry = JournalEntry::Segment(SegmentEntry {
@@ -265,9 +297,8 @@ impl Recorder {
                     next_segment += 1;
                     (entry, segment.data, Some(closed_at))
                 }
-                TapEvent::Missed => {
-                    self.note_missing(&shared, 1);
-                    pending_discontinuity = true;
+                TapEvent::Missed { .. } => {
+                    let _ = Self::save_header(&shared, false).await;
                     continue;
                 }
             };
@@ -292,11 +323,12 @@ impl Recorder {
                     continue;
                 }
             }
+            let is_init = matches!(entry, JournalEntry::Init(_));
             self.spool_bytes.fetch_add(entry.bytes(), Ordering::Relaxed);
             self.metrics
                 .record_spool_bytes
                 .set(self.spool_bytes.load(Ordering::Relaxed) as i64);
-            if matches!(entry, JournalEntry::Segment(_)) {
+            if !is_init {
                 self.metrics.record_segments.inc();
             }
             {
@@ -304,21 +336,23 @@ impl Recorder {
                 data.recording.add(entry.clone());
                 data.pending.push_back((entry, closed_at));
             }
+            if is_init {
+                // The rung and codecs, for a recovery after a crash.
+                let _ = Self::save_header(&shared, false).await;
+            }
             shared.wake.notify_one();
         }
-        // The stream ended (or its producer went away): mark the spool, let the uploader finish.
-        let header = {
-            let mut data = lock(&shared.recording);
-            data.ended = true;
-            SpoolHeader {
-                manifest: data.recording.manifest.clone(),
-                ended: true,
-            }
-        };
-        let dir = shared.dir.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || write_header(&dir, &header)).await {
+        // The stream ended (or its producer went away). The header is marked first: only then
+        // may the uploader finalize (and remove the spool folder).
+        lock(&shared.recording)
+            .recording
+            .manifest
+            .ended_at
+            .get_or_insert_with(Utc::now);
+        if let Err(e) = Self::save_header(&shared, true).await {
             tracing::warn!(error = %e, "cannot mark the spool as ended");
         }
+        lock(&shared.recording).ended = true;
         shared.wake.notify_one();
     }
 
@@ -351,20 +385,40 @@ impl Recorder {
                 (data.pending.front().cloned(), data.ended)
             };
             let Some((entry, closed_at)) = next else {
-                if playlist_stale && !ended {
-                    // Caught up: publish the playlist so the recording plays up to now.
+                if ended {
+                    self.finalize(&shared).await;
+                    return;
+                }
+                // Caught up. The live playlist is refreshed at most every PLAYLIST_REFRESH: when
+                // it is due now, or when the wait for the next segment outlasts the interval.
+                let refresh_in = match (playlist_stale, last_playlist) {
+                    (false, _) => None,
+                    (true, None) => Some(Duration::ZERO),
+                    (true, Some(t)) => Some(PLAYLIST_REFRESH.saturating_sub(t.elapsed())),
+                };
+                if refresh_in == Some(Duration::ZERO) {
                     if self.store_playlist(&shared).await.is_err() {
                         return;
                     }
                     last_playlist = Some(Instant::now());
                     playlist_stale = false;
+                    continue;
                 }
-                if ended {
-                    self.finalize(&shared).await;
-                    return;
-                }
+                let refresh = async {
+                    match refresh_in {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = shared.wake.notified() => {}
+                    _ = refresh => {
+                        if self.store_playlist(&shared).await.is_err() {
+                            return;
+                        }
+                        last_playlist = Some(Instant::now());
+                        playlist_stale = false;
+                    }
                     _ = self.shutdown.cancelled() => return,
                 }
                 continue;
@@ -383,9 +437,17 @@ impl Recorder {
             let data = match tokio::fs::read(&path).await {
                 Ok(d) => Bytes::from(d),
                 Err(e) => {
-                    // Nothing to upload can be recovered; the playlist will point at a gap.
-                    tracing::error!(file = %name, error = %e, "spooled file vanished; skipping it");
-                    lock(&shared.recording).pending.pop_front();
+                    // Nothing to upload: the recording leaves it out (a gap, counted).
+                    tracing::error!(file = %name, error = %e, "spooled file vanished; recording it as missing");
+                    let remaining = self
+                        .spool_bytes
+                        .fetch_sub(entry.bytes(), Ordering::Relaxed)
+                        .saturating_sub(entry.bytes());
+                    self.metrics.record_spool_bytes.set(remaining as i64);
+                    let mut data = lock(&shared.recording);
+                    data.pending.pop_front();
+                    let lost = data.recording.forget(&entry);
+                    data.recording.manifest.missing_segments += lost;
                     continue;
                 }
             };
@@ -515,12 +577,18 @@ impl Recorder {
             return;
         }
         let manifest = lock(&shared.recording).recording.manifest.clone();
-        if let Err(e) = std::fs::remove_dir_all(&shared.dir) {
+        let dir = shared.dir.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let result = std::fs::remove_dir_all(&dir);
+            if let Some(parent) = dir.parent() {
+                // Only removes the user's folder when it is empty.
+                let _ = std::fs::remove_dir(parent);
+            }
+            result
+        })
+        .await;
+        if let Ok(Err(e)) = removed {
             tracing::warn!(error = %e, "cannot remove the recording's spool folder");
-        }
-        if let Some(parent) = shared.dir.parent() {
-            // Only removes the user's folder when it is empty.
-            let _ = std::fs::remove_dir(parent);
         }
         self.report(shared);
         self.lock_active().remove(&manifest.id);
@@ -661,17 +729,20 @@ impl Recorder {
         tokio::spawn(self.clone().uploader(shared).instrument(span));
     }
 
-    /// Lists stored recordings' manifests (newest first), optionally of one user.
+    /// Lists stored recordings' manifests (newest first), optionally of one user. Walks the
+    /// folders (`<user>/<session>/`) rather than every object; an unreadable manifest is skipped
+    /// with a warning rather than failing the whole list.
     pub async fn list(&self, user: Option<&str>) -> Result<Vec<Manifest>, StorageError> {
-        let prefix = user.map(|u| format!("{u}/")).unwrap_or_default();
-        let keys: Vec<String> = self
-            .storage
-            .list(&prefix)
-            .await?
-            .into_iter()
-            .filter(|o| o.key.ends_with(&format!("/{MANIFEST_NAME}")))
-            .map(|o| o.key)
-            .collect();
+        let users = match user {
+            Some(u) => vec![format!("{u}/")],
+            None => self.storage.list_folders("").await?,
+        };
+        let mut keys = Vec::new();
+        for user in users {
+            for session in self.storage.list_folders(&user).await? {
+                keys.push(format!("{session}{MANIFEST_NAME}"));
+            }
+        }
         let mut manifests = Vec::with_capacity(keys.len());
         // A few requests in flight at once: listing hundreds of recordings on S3 stays quick.
         for chunk in keys.chunks(16) {
@@ -679,18 +750,27 @@ impl Recorder {
             for key in chunk {
                 let storage = self.storage.clone();
                 let key = key.clone();
-                set.spawn(async move { storage.get(&key).await });
+                set.spawn(async move { (storage.get(&key).await, key) });
             }
             while let Some(result) = set.join_next().await {
                 match result {
-                    Ok(Ok(data)) => match serde_json::from_slice::<Manifest>(&data) {
-                        Ok(m) => manifests.push(m),
+                    Ok((Ok(data), key)) => match serde_json::from_slice::<Manifest>(&data) {
+                        Ok(m)
+                            if session::parse_recording_id(&m.id)
+                                == Some((&m.user, &m.session)) =>
+                        {
+                            manifests.push(m)
+                        }
+                        Ok(_) => tracing::warn!(%key, "manifest with a foreign id skipped"),
                         Err(e) => {
-                            tracing::warn!(error = %e, "unreadable recording manifest skipped")
+                            tracing::warn!(%key, error = %e, "unreadable recording manifest skipped")
                         }
                     },
-                    Ok(Err(StorageError::NotFound(_))) => {}
-                    Ok(Err(e)) => return Err(e),
+                    // A folder without a manifest yet (a recording's first seconds).
+                    Ok((Err(StorageError::NotFound(_)), _)) => {}
+                    Ok((Err(e), key)) => {
+                        tracing::warn!(%key, error = %e, "recording manifest unreadable; skipped")
+                    }
                     Err(e) => tracing::warn!(error = %e, "manifest read task failed"),
                 }
             }
@@ -841,10 +921,30 @@ fn load_spooled_session(dir: &Path) -> Result<(SpoolHeader, Vec<JournalEntry>), 
 }
 
 enum TapEvent {
-    Init(Bytes, InitInfo, String),
-    Segment(Segment, Instant),
-    /// A segment the tap could not queue.
-    Missed,
+    Init {
+        data: Bytes,
+        info: InitInfo,
+        rung: String,
+        missed_before: u64,
+    },
+    Segment {
+        segment: Segment,
+        closed_at: Instant,
+        missed_before: u64,
+    },
+    /// Segments the tap could not queue before the session ended.
+    Missed { missed_before: u64 },
+}
+
+impl TapEvent {
+    /// Segments lost before this event because the writer's queue was full.
+    fn missed_before(&self) -> u64 {
+        match self {
+            TapEvent::Init { missed_before, .. }
+            | TapEvent::Segment { missed_before, .. }
+            | TapEvent::Missed { missed_before } => *missed_before,
+        }
+    }
 }
 
 /// The recording end of one publish session, held by its HLS producer. Picks the recorded
@@ -855,6 +955,8 @@ pub struct RecordTap {
     selected: Option<String>,
     /// An init was lost to a full queue: its segments cannot be played, so skip to the next.
     awaiting_init: bool,
+    /// Segments lost since the last event that got through; reported with the next one.
+    missed: u64,
 }
 
 impl RecordTap {
@@ -879,35 +981,56 @@ impl RecordTap {
         if self.selected.as_deref() != Some(rung) {
             return;
         }
+        let missed_before = self.missed;
         let event = match output {
-            SegmenterOutput::Init { data, info } => {
-                TapEvent::Init(data.clone(), info.clone(), rung.to_string())
-            }
+            SegmenterOutput::Init { data, info } => TapEvent::Init {
+                data: data.clone(),
+                info: info.clone(),
+                rung: rung.to_string(),
+                missed_before,
+            },
             SegmenterOutput::Segment(s) => {
                 if self.awaiting_init {
-                    let _ = self.tx.try_send(TapEvent::Missed);
+                    self.missed += 1;
                     return;
                 }
-                TapEvent::Segment(s.clone(), Instant::now())
+                TapEvent::Segment {
+                    segment: s.clone(),
+                    closed_at: Instant::now(),
+                    missed_before,
+                }
             }
             // Dropping the tap (the producer finishing) ends the recording.
             SegmenterOutput::End(_) => return,
         };
-        let is_init = matches!(event, TapEvent::Init(..));
+        let is_init = matches!(event, TapEvent::Init { .. });
         match self.tx.try_send(event) {
-            Ok(()) => self.awaiting_init &= !is_init,
+            Ok(()) => {
+                self.missed = 0;
+                self.awaiting_init &= !is_init;
+            }
             Err(_) => {
                 tracing::error!(
                     "recording writer is behind (spool disk too slow?); segment not recorded"
                 );
                 self.awaiting_init |= is_init;
-                let _ = self.tx.try_send(TapEvent::Missed);
+                self.missed += u64::from(!is_init);
             }
         }
     }
 
     pub fn recorded_rung(&self) -> Option<&str> {
         self.selected.as_deref()
+    }
+}
+
+impl Drop for RecordTap {
+    fn drop(&mut self) {
+        if self.missed > 0 {
+            let _ = self.tx.try_send(TapEvent::Missed {
+                missed_before: self.missed,
+            });
+        }
     }
 }
 
@@ -922,6 +1045,7 @@ mod tests {
             preferred: preferred.to_string(),
             selected: None,
             awaiting_init: false,
+            missed: 0,
         };
         (tap, rx)
     }
@@ -964,7 +1088,7 @@ mod tests {
         t.output("source", &init());
         t.output("other", &init());
         assert_eq!(t.recorded_rung(), Some("source"));
-        assert!(matches!(rx.try_recv(), Ok(TapEvent::Init(_, _, r)) if r == "source"));
+        assert!(matches!(rx.try_recv(), Ok(TapEvent::Init { rung, .. }) if rung == "source"));
         assert!(rx.try_recv().is_err());
     }
 
@@ -990,10 +1114,24 @@ mod tests {
         assert!(t.awaiting_init);
         while rx.try_recv().is_ok() {}
         t.output("source", &segment());
-        assert!(matches!(rx.try_recv(), Ok(TapEvent::Missed)));
+        t.output("source", &segment());
+        assert!(rx.try_recv().is_err());
+        // The next init gets through and carries the count of the segments lost before it.
         t.output("source", &init());
         t.output("source", &segment());
-        assert!(matches!(rx.try_recv(), Ok(TapEvent::Init(..))));
-        assert!(matches!(rx.try_recv(), Ok(TapEvent::Segment(..))));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(TapEvent::Init {
+                missed_before: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(TapEvent::Segment {
+                missed_before: 0,
+                ..
+            })
+        ));
     }
 }

@@ -232,6 +232,35 @@ impl Recording {
         }
     }
 
+    /// Leaves out a file that could not be stored: a segment, or an init with every segment
+    /// that uses it. The segment after the gap is marked discontinuous. Returns segments lost.
+    pub fn forget(&mut self, entry: &JournalEntry) -> u64 {
+        let before = self.segments.len();
+        let gap_at = match entry {
+            JournalEntry::Segment(gone) => {
+                let at = self.segments.iter().position(|s| s.index == gone.index);
+                self.segments.retain(|s| s.index != gone.index);
+                at
+            }
+            JournalEntry::Init(gone) => {
+                self.inits.retain(|i| i.version != gone.version);
+                let at = self.segments.iter().position(|s| s.init == gone.version);
+                self.segments.retain(|s| s.init != gone.version);
+                at
+            }
+        };
+        if let Some(next) = gap_at.and_then(|i| self.segments.get_mut(i)) {
+            next.discontinuity = true;
+        }
+        let lost = (before - self.segments.len()) as u64;
+        let m = &mut self.manifest;
+        m.segments = self.segments.len() as u64;
+        m.duration_secs = self.segments.iter().map(|s| s.duration).sum();
+        m.bytes = self.segments.iter().map(|s| s.bytes).sum::<u64>()
+            + self.inits.iter().map(|i| i.bytes).sum::<u64>();
+        lost
+    }
+
     /// The recording's playlist: EVENT while recording, VOD with ENDLIST once finalized.
     pub fn playlist(&self) -> String {
         let ended = self.manifest.state != RecordingState::Recording;
@@ -337,6 +366,27 @@ mod tests {
         assert_eq!(r.manifest.duration_secs, 6.0);
         assert_eq!(r.manifest.bytes, 2 * 700 + 3 * 1000);
         assert_eq!(r.manifest.height, 720);
+    }
+
+    #[test]
+    fn a_lost_segment_becomes_a_discontinuity() {
+        let start = Utc::now();
+        let mut r = Recording::new(Manifest::new("a", "s", start));
+        for e in [
+            init(0),
+            segment(0, 0, false),
+            segment(1, 0, false),
+            segment(2, 0, false),
+        ] {
+            r.add(e);
+        }
+        assert_eq!(r.forget(&segment(1, 0, false)), 1);
+        assert_eq!(r.manifest.segments, 2);
+        assert_eq!(r.manifest.duration_secs, 4.0);
+        assert!(r.segments[1].discontinuity);
+        assert!(!r.playlist().contains("seg-000001"));
+        assert_eq!(r.forget(&init(0)), 2);
+        assert_eq!(r.manifest.bytes, 0);
     }
 
     #[test]

@@ -118,6 +118,20 @@ impl Storage {
         Ok(objects)
     }
 
+    /// The "folders" directly under `prefix` (which is empty or ends with '/'): the distinct next
+    /// path segments of the keys below it, each with its trailing '/', sorted.
+    pub async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        if !(prefix.is_empty() || prefix.ends_with('/')) {
+            return Err(StorageError::InvalidKey(prefix.to_string()));
+        }
+        let mut folders = match self {
+            Storage::Local(l) => l.list_folders(prefix).await?,
+            Storage::S3(s) => s.list_folders(prefix).await?,
+        };
+        folders.sort();
+        Ok(folders)
+    }
+
     /// Deletes every object under `prefix` (which must end with '/'). Returns how many.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StorageError> {
         if !prefix.ends_with('/') || prefix.len() < 2 {
@@ -254,6 +268,24 @@ impl LocalStore {
         .await
     }
 
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        let prefix = prefix.to_string();
+        blocking(move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(source) => return Err(StorageError::Local { path: dir, source }),
+            };
+            Ok(entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().to_str().map(|n| format!("{prefix}{n}/")))
+                .collect())
+        })
+        .await
+    }
+
     async fn delete(&self, prefix: &str, objects: &[ObjectInfo]) -> Result<(), StorageError> {
         let paths: Vec<PathBuf> = objects.iter().map(|o| self.path(&o.key)).collect();
         let dir = self.path(prefix.trim_end_matches('/'));
@@ -304,7 +336,14 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), StorageError> {
     let mut file = std::fs::File::create(&tmp).map_err(local)?;
     file.write_all(data).map_err(local)?;
     file.sync_data().map_err(local)?;
-    std::fs::rename(&tmp, path).map_err(local)
+    std::fs::rename(&tmp, path).map_err(local)?;
+    // The rename itself must survive a power loss too, or a journal line could outlive its file.
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(local)?;
+    }
+    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -458,6 +497,37 @@ impl S3Store {
         Ok(out)
     }
 
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let full = if self.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.prefix)
+        };
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(full)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| Self::error("ListObjectsV2", prefix, e))?;
+            for common in page.common_prefixes() {
+                if let Some(p) = common.prefix().and_then(|p| p.get(strip..)) {
+                    out.push(p.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn delete(&self, objects: &[ObjectInfo]) -> Result<(), StorageError> {
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};
         // DeleteObjects takes at most 1000 keys per request.
@@ -575,6 +645,15 @@ mod tests {
             ]
         );
         assert_eq!(store.list("").await.unwrap().len(), 3);
+        assert_eq!(
+            store.list_folders("").await.unwrap(),
+            vec!["alice/".to_string(), "bob/".to_string()]
+        );
+        assert_eq!(
+            store.list_folders("alice/").await.unwrap(),
+            vec!["alice/s1/".to_string()]
+        );
+        assert!(store.list_folders("alice").await.is_err());
         assert_eq!(store.delete_prefix("alice/s1/").await.unwrap(), 2);
         assert!(store.list("alice/").await.unwrap().is_empty());
         assert!(!dir.path().join("rec/alice").exists());
