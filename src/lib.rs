@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod media;
 pub mod metrics;
 pub mod record;
+pub mod relay;
 pub mod server;
 pub mod stream;
 pub mod transcode;

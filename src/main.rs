@@ -1,4 +1,4 @@
-//! The `livegate` command line: `serve`, `keys …`, `check-config`.
+//! The `livegate` command line: `serve`, `keys …`, `relays …`, `check-config`.
 
 use std::path::PathBuf;
 
@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use livegate::auth::KeyStore;
 use livegate::config::Config;
+use livegate::relay::{Platform, RelayTarget};
 
 #[derive(Parser)]
 #[command(
@@ -32,8 +33,35 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Manage per-user relay targets (YouTube, Twitch, Facebook, any RTMP/RTMPS URL).
+    Relays {
+        #[command(subcommand)]
+        action: RelaysAction,
+    },
     /// Validate the configuration and print it with every default filled in.
     CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum RelaysAction {
+    /// Add a target: `youtube|twitch|facebook <stream-key>` or `custom <rtmp(s)://host/app/key>`.
+    Add {
+        user: String,
+        /// youtube, twitch, facebook or custom.
+        platform: String,
+        /// The platform's stream key, or the full URL for `custom`.
+        key_or_url: String,
+        /// YouTube over RTMPS (Facebook is always RTMPS).
+        #[arg(long)]
+        rtmps: bool,
+        /// Push this ladder rung instead of the stream as published (e.g. 720p).
+        #[arg(long)]
+        rung: Option<String>,
+    },
+    /// List a user's targets (stream keys redacted).
+    List { user: String },
+    /// Remove a target by its id (from `relays list`).
+    Remove { user: String, id: String },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +177,65 @@ fn main() -> anyhow::Result<()> {
                     for k in keys {
                         println!("{}\t{}\t{}", k.user, k.hint, k.created_at.to_rfc3339());
                     }
+                }
+            }
+        }
+        Command::Relays { action } => {
+            let config = load_config(cli.config.as_ref())?;
+            let store = KeyStore::new(config.keys_path());
+            match action {
+                RelaysAction::Add {
+                    user,
+                    platform,
+                    key_or_url,
+                    rtmps,
+                    rung,
+                } => {
+                    let platform = Platform::parse(&platform)?;
+                    let target = RelayTarget::new(
+                        &user,
+                        platform,
+                        &key_or_url,
+                        rtmps,
+                        rung.as_deref(),
+                        &config.relay.presets,
+                    )?;
+                    let target = store.add_relay(target)?;
+                    println!(
+                        "Added relay {} for '{user}': {} {}{}",
+                        target.id,
+                        target.platform.as_str(),
+                        target.redacted_url(),
+                        target
+                            .rung
+                            .as_ref()
+                            .map(|r| format!(" (rung {r})"))
+                            .unwrap_or_default()
+                    );
+                    println!("It starts with the user's next publish.");
+                }
+                RelaysAction::List { user } => {
+                    let relays = store.relays_for(&user)?;
+                    if relays.is_empty() {
+                        println!("No relay targets for '{user}': livegate relays add {user} youtube <stream-key>");
+                    }
+                    for r in relays {
+                        println!(
+                            "{}\t{}\t{}\t{}",
+                            r.id,
+                            r.platform.as_str(),
+                            r.redacted_url(),
+                            r.rung.as_deref().unwrap_or("source")
+                        );
+                    }
+                }
+                RelaysAction::Remove { user, id } => {
+                    let removed = store.remove_relay(&user, &id)?;
+                    println!(
+                        "Removed relay {} ({}) of '{user}'; a running push stops with the stream.",
+                        removed.id,
+                        removed.redacted_url()
+                    );
                 }
             }
         }

@@ -32,6 +32,10 @@ pub struct Metrics {
     pub record_spool_full: Counter,
     pub record_active: Gauge,
     pub record_finished: Family<ReasonLabel, Counter>,
+    pub relay_bytes: Counter,
+    pub relay_reconnects: Counter,
+    pub relay_dropped_frames: Counter,
+    pub relays_live: Gauge,
 }
 
 impl Metrics {
@@ -57,6 +61,10 @@ impl Metrics {
             record_spool_full: Counter::default(),
             record_active: Gauge::default(),
             record_finished: Family::default(),
+            relay_bytes: Counter::default(),
+            relay_reconnects: Counter::default(),
+            relay_dropped_frames: Counter::default(),
+            relays_live: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -148,6 +156,26 @@ impl Metrics {
             "record_finished",
             "Recordings finalized, by state (finished, interrupted)",
             m.record_finished.clone(),
+        );
+        registry.register(
+            "relay_bytes",
+            "Bytes sent to relay targets",
+            m.relay_bytes.clone(),
+        );
+        registry.register(
+            "relay_reconnects",
+            "Relay connection failures followed by a reconnection attempt",
+            m.relay_reconnects.clone(),
+        );
+        registry.register(
+            "relay_dropped_frames",
+            "Frames dropped (whole GOPs) because a relay target was too slow",
+            m.relay_dropped_frames.clone(),
+        );
+        registry.register(
+            "relays_live",
+            "Relays connected and publishing now",
+            m.relays_live.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -13,6 +13,7 @@ use crate::http::{self, AppState};
 use crate::ingest::rtmp::{self, IngestContext};
 use crate::metrics::Metrics;
 use crate::record::{RecordError, Recorder};
+use crate::relay::{RelayError, RelayManager, RungFeeds};
 use crate::stream::Hub;
 use crate::transcode;
 
@@ -26,6 +27,10 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error(transparent)]
+    Relay(#[from] RelayError),
+    #[error("RTMPS: {0}")]
+    Tls(String),
     #[error("cannot create data_dir {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
@@ -44,13 +49,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let hub = Hub::new();
     let registry = HlsRegistry::new(config.hls.clone());
     let recorder = Recorder::start(&config, metrics.clone(), shutdown.clone()).await?;
+    let keys = KeyStore::new(config.keys_path());
+    let relays = RelayManager::new(&config, keys.clone(), metrics.clone())?;
     {
         // Every new stream goes through the ladder, or is served as published; either records.
         let (registry, config, metrics) = (registry.clone(), config.clone(), metrics.clone());
         let recorder = recorder.clone();
+        let relays = relays.clone();
         hub.on_new_stream(move |stream| {
             let record = recorder.tap(stream);
             if config.transcode.transcodes(&stream.name) {
+                let rung_feeds = Arc::new(RungFeeds::default());
+                relays.start(stream, Some(rung_feeds.clone()));
                 transcode::spawn_ladder(
                     stream,
                     registry.clone(),
@@ -58,8 +68,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                     &config.hls,
                     metrics.clone(),
                     record,
+                    rung_feeds,
                 );
             } else {
+                relays.start(stream, None);
                 hls::spawn_passthrough(
                     stream,
                     registry.clone(),
@@ -70,7 +82,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             }
         });
     }
-    let keys = KeyStore::new(config.keys_path());
 
     let rtmp_listener = TcpListener::bind(&config.rtmp.listen)
         .await
@@ -93,7 +104,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         hub: hub.clone(),
         metrics: metrics.clone(),
     });
-    let rtmp_task = tokio::spawn(rtmp::serve(rtmp_listener, ingest, shutdown.clone()));
+    let rtmps_task = match config.rtmp.tls_listen.as_str() {
+        "" => None,
+        addr => {
+            let acceptor = rtmp::tls_acceptor(&config.rtmp.tls_cert, &config.rtmp.tls_key)
+                .map_err(ServerError::Tls)?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    what: "RTMPS",
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            tracing::info!(rtmps = %addr, "RTMPS ingest listening");
+            Some(tokio::spawn(rtmp::serve(
+                listener,
+                ingest.clone(),
+                shutdown.clone(),
+                Some(acceptor),
+            )))
+        }
+    };
+    let rtmp_task = tokio::spawn(rtmp::serve(rtmp_listener, ingest, shutdown.clone(), None));
 
     let sweep_registry = registry.clone();
     let sweep_shutdown = shutdown.clone();
@@ -114,6 +146,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         keys,
         metrics,
         recorder,
+        relays,
     });
     let app = http::router(state);
 
@@ -131,6 +164,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     serve_http(http_listener, app, &config.http, shutdown.clone()).await;
     shutdown.cancel();
     let _ = rtmp_task.await;
+    if let Some(task) = rtmps_task {
+        let _ = task.await;
+    }
     Ok(())
 }
 

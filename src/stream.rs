@@ -88,6 +88,9 @@ struct IngestStats {
 
 pub struct LiveStream {
     pub name: String,
+    /// The query of the publish URL (`KEY?…`), which may name relay targets. Holds secrets:
+    /// never logged.
+    pub publish_query: String,
     pub session_id: u64,
     pub started_at: DateTime<Utc>,
     started: Instant,
@@ -114,9 +117,15 @@ impl Hub {
     /// (its consumers see `End(Replaced)`) and its connection told to close: the newest publisher
     /// wins, so an encoder reconnecting after a network drop is never locked out.
     pub fn publish(self: &Arc<Self>, name: &str) -> Publisher {
+        self.publish_with_query(name, "")
+    }
+
+    /// Like [`Hub::publish`], keeping the publish URL's query for the relays.
+    pub fn publish_with_query(self: &Arc<Self>, name: &str, query: &str) -> Publisher {
         let (sender, _) = broadcast::channel(RING_CAPACITY);
         let stream = Arc::new(LiveStream {
             name: name.to_string(),
+            publish_query: query.to_string(),
             session_id: self.next_session.fetch_add(1, Ordering::Relaxed) + 1,
             started_at: Utc::now(),
             started: Instant::now(),

@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::relay::RelayTarget;
 use crate::util::valid_user_name;
 
 pub const KEY_PREFIX: &str = "lg_";
 /// Revoked and rotated-away key hashes remembered to name the user in refusals.
 const MAX_REVOKED: usize = 1000;
+pub const MAX_RELAYS_PER_USER: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -35,6 +37,12 @@ pub enum AuthError {
     },
     #[error("key store {path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error("user {user:?} has no relay {id:?}")]
+    RelayNotFound { user: String, id: String },
+    #[error("user {0:?} already has {MAX_RELAYS_PER_USER} relay targets")]
+    TooManyRelays(String),
+    #[error("user {0:?} already relays to that URL")]
+    DuplicateRelay(String),
 }
 
 /// The outcome of checking a presented key.
@@ -68,6 +76,9 @@ struct StoreFile {
     keys: Vec<KeyEntry>,
     #[serde(default)]
     revoked: Vec<RevokedEntry>,
+    /// Users' relay targets (their URLs hold the platforms' stream keys; the file is 0600).
+    #[serde(default)]
+    relays: Vec<RelayTarget>,
 }
 
 /// The embedded key store.
@@ -225,6 +236,65 @@ impl KeyStore {
         let mut keys = self.read()?.keys;
         keys.sort_by(|a, b| a.user.cmp(&b.user));
         Ok(keys)
+    }
+
+    /// Adds a relay target for a user who has a stream key.
+    pub fn add_relay(&self, target: RelayTarget) -> Result<RelayTarget, AuthError> {
+        Self::check_user(&target.user)?;
+        self.update(|store| {
+            if !store.keys.iter().any(|k| k.user == target.user) {
+                return Err(AuthError::NotFound(target.user.clone()));
+            }
+            let mine = store.relays.iter().filter(|r| r.user == target.user);
+            if mine.clone().count() >= MAX_RELAYS_PER_USER {
+                return Err(AuthError::TooManyRelays(target.user.clone()));
+            }
+            if mine.clone().any(|r| r.url == target.url) {
+                return Err(AuthError::DuplicateRelay(target.user.clone()));
+            }
+            let mut target = target;
+            // Ids are short: make sure this one is unique for the user.
+            while store
+                .relays
+                .iter()
+                .any(|r| r.user == target.user && r.id == target.id)
+            {
+                target.id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+            }
+            store.relays.push(target.clone());
+            Ok(target)
+        })
+    }
+
+    pub fn remove_relay(&self, user: &str, id: &str) -> Result<RelayTarget, AuthError> {
+        Self::check_user(user)?;
+        self.update(|store| {
+            let idx = store
+                .relays
+                .iter()
+                .position(|r| r.user == user && r.id == id)
+                .ok_or_else(|| AuthError::RelayNotFound {
+                    user: user.to_string(),
+                    id: id.chars().take(32).collect(),
+                })?;
+            Ok(store.relays.remove(idx))
+        })
+    }
+
+    /// A user's relay targets (all users' when `user` is None).
+    pub fn relays(&self, user: Option<&str>) -> Result<Vec<RelayTarget>, AuthError> {
+        let mut relays: Vec<RelayTarget> = self
+            .read()?
+            .relays
+            .into_iter()
+            .filter(|r| user.is_none_or(|u| r.user == u))
+            .collect();
+        relays.sort_by(|a, b| (&a.user, a.created_at).cmp(&(&b.user, b.created_at)));
+        Ok(relays)
+    }
+
+    pub fn relays_for(&self, user: &str) -> Result<Vec<RelayTarget>, AuthError> {
+        self.relays(Some(user))
     }
 
     /// Checks a presented key against every stored hash in constant time per entry.

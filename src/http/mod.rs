@@ -1,6 +1,7 @@
 //! HTTP: live HLS, the JSON API, recordings (VOD), health and metrics (axum on hyper).
 
 mod recordings;
+mod relays;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::config::Config;
 use crate::hls::{HlsFile, HlsRegistry};
 use crate::metrics::Metrics;
 use crate::record::Recorder;
+use crate::relay::RelayManager;
 use crate::stream::{Hub, StreamSummary};
 
 pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -29,6 +31,7 @@ pub struct AppState {
     pub keys: KeyStore,
     pub metrics: Arc<Metrics>,
     pub recorder: Arc<Recorder>,
+    pub relays: Arc<RelayManager>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -60,6 +63,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(recordings::download),
         )
         .route("/vod/{id}/{file}", get(recordings::vod_file))
+        .route("/api/v1/relays", get(relays::list).post(relays::add))
+        .route(
+            "/api/v1/relays/{user}/{id}",
+            axum::routing::delete(relays::remove),
+        )
         .merge(hls)
         .with_state(state)
 }
@@ -79,7 +87,8 @@ impl From<AuthError> for ApiError {
         let status = match e {
             AuthError::InvalidUser(_) => StatusCode::BAD_REQUEST,
             AuthError::Exists(_) => StatusCode::CONFLICT,
-            AuthError::NotFound(_) => StatusCode::NOT_FOUND,
+            AuthError::NotFound(_) | AuthError::RelayNotFound { .. } => StatusCode::NOT_FOUND,
+            AuthError::TooManyRelays(_) | AuthError::DuplicateRelay(_) => StatusCode::CONFLICT,
             AuthError::Io { .. } | AuthError::Corrupt { .. } => {
                 tracing::error!(error = %e, "key store failure");
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -5,7 +5,6 @@
 //! budget; a message is at most 16 MiB by RTMP's 24-bit length) and timed (handshake, publish
 //! deadline, idle); any error ends this session only.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +13,8 @@ use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -37,6 +36,8 @@ pub enum SessionError {
     HandshakeTimeout,
     #[error("handshake failed: {0}")]
     Handshake(String),
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     #[error("no data for {0} s")]
     Idle(u64),
     #[error("connection closed by peer")]
@@ -61,8 +62,37 @@ pub struct IngestContext {
     pub metrics: Arc<Metrics>,
 }
 
-/// Accepts connections until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, shutdown: CancellationToken) {
+/// Loads the RTMPS certificate chain and key (PEM).
+pub fn tls_acceptor(cert: &str, key: &str) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{cert}: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{cert}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{cert}: no certificate"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
+    // An explicit provider: the dependency tree enables more than one, so none is implied.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate and key: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts connections until `shutdown` is cancelled; with `tls`, RTMPS (TLS first, its
+/// handshake bounded by the RTMP handshake timeout).
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<IngestContext>,
+    shutdown: CancellationToken,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
     loop {
         let accepted = tokio::select! {
@@ -85,12 +115,25 @@ pub async fn serve(listener: TcpListener, ctx: Arc<IngestContext>, shutdown: Can
         };
         ctx.metrics.rtmp_connections.inc();
         let ctx = ctx.clone();
-        let span = tracing::info_span!("rtmp", %peer, user = tracing::field::Empty);
+        let tls = tls.clone();
+        let span =
+            tracing::info_span!("rtmp", %peer, tls = tls.is_some(), user = tracing::field::Empty);
         tokio::spawn(
             async move {
                 ctx.metrics.rtmp_active.inc();
+                let _ = socket.set_nodelay(true);
                 let mut conn = Connection::new(ctx.clone());
-                let result = conn.run(socket, peer).await;
+                let result = match tls {
+                    None => conn.run(socket).await,
+                    Some(acceptor) => {
+                        let limit = Duration::from_secs(ctx.config.handshake_timeout_secs);
+                        match tokio::time::timeout(limit, acceptor.accept(socket)).await {
+                            Ok(Ok(stream)) => conn.run(stream).await,
+                            Ok(Err(e)) => Err(SessionError::Tls(e.to_string())),
+                            Err(_) => Err(SessionError::HandshakeTimeout),
+                        }
+                    }
+                };
                 let publishing = conn.publisher.is_some();
                 drop(conn); // ends the stream (if any) before the log line below
                 match result {
@@ -133,15 +176,25 @@ pub fn in_guarded_parse() -> bool {
 /// Feeds peer bytes to the session. rml_rtmp 0.8 panics on some malformed messages (an AMF0
 /// command with fewer than three values reaches `drain(..3)`); a peer must not be able to crash
 /// its task that way, so such a panic becomes a protocol error that ends this session only.
+/// Runs rml_rtmp's parsing of peer input, turning its panics on malformed input into `Err`
+/// (used by ingest and by the relays' client sessions).
+pub fn guard_parser<T>(parse: impl FnOnce() -> T) -> Result<T, ParserPanicked> {
+    IN_GUARDED_PARSE.with(|f| f.set(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse));
+    IN_GUARDED_PARSE.with(|f| f.set(false));
+    outcome.map_err(|_| ParserPanicked)
+}
+
+/// rml_rtmp panicked on the input it was given.
+#[derive(Debug, thiserror::Error)]
+#[error("the RTMP parser rejected malformed input")]
+pub struct ParserPanicked;
+
 fn guarded_input(
     session: &mut ServerSession,
     bytes: &[u8],
 ) -> Result<Vec<ServerSessionResult>, SessionError> {
-    IN_GUARDED_PARSE.with(|f| f.set(true));
-    let outcome =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.handle_input(bytes)));
-    IN_GUARDED_PARSE.with(|f| f.set(false));
-    match outcome {
+    match guard_parser(|| session.handle_input(bytes)) {
         Ok(results) => results.map_err(|e| SessionError::Protocol(e.to_string())),
         Err(_) => Err(SessionError::Protocol(
             "malformed RTMP message (the RTMP parser rejected it)".into(),
@@ -174,7 +227,10 @@ impl Connection {
         }
     }
 
-    async fn write_out(&mut self, socket: &mut TcpStream) -> Result<(), SessionError> {
+    async fn write_out<S: AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut S,
+    ) -> Result<(), SessionError> {
         if self.outbound.is_empty() {
             return Ok(());
         }
@@ -185,7 +241,10 @@ impl Connection {
         Ok(())
     }
 
-    async fn handshake(&mut self, socket: &mut TcpStream) -> Result<Vec<u8>, SessionError> {
+    async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut S,
+    ) -> Result<Vec<u8>, SessionError> {
         let mut handshake = Handshake::new(PeerType::Server);
         let mut buf = vec![0u8; 4096];
         let mut total = 0usize;
@@ -216,8 +275,10 @@ impl Connection {
         }
     }
 
-    async fn run(&mut self, mut socket: TcpStream, _peer: SocketAddr) -> Result<(), SessionError> {
-        let _ = socket.set_nodelay(true);
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        mut socket: S,
+    ) -> Result<(), SessionError> {
         let handshake_timeout = Duration::from_secs(self.ctx.config.handshake_timeout_secs);
         let leftover = tokio::time::timeout(handshake_timeout, self.handshake(&mut socket))
             .await
@@ -416,7 +477,8 @@ impl Connection {
         let (code, description, reason) = match checked {
             Ok(KeyCheck::Valid { user }) => {
                 tracing::Span::current().record("user", user.as_str());
-                let publisher = self.ctx.hub.publish(&user);
+                let query = stream_key.split_once('?').map_or("", |(_, q)| q);
+                let publisher = self.ctx.hub.publish_with_query(&user, query);
                 tracing::info!(session = publisher.stream().session_id, "publish accepted");
                 self.ctx.metrics.publish_accepted.inc();
                 self.publisher = Some(publisher);

@@ -27,6 +27,7 @@ use crate::hls::{HlsRegistry, LiveHls};
 use crate::media::{EndReason, MediaEvent, TrackKind, VIDEO_TIMESCALE};
 use crate::metrics::Metrics;
 use crate::record::RecordTap;
+use crate::relay::RungFeeds;
 use crate::stream::LiveStream;
 use pipeline::{LadderSink, Pipeline, PipelineSettings, OUTPUT_OFFSET_SECS};
 
@@ -71,6 +72,7 @@ struct HlsSink {
     anchor: Option<(i64, DateTime<Utc>)>,
     metrics: Arc<Metrics>,
     record: Option<RecordTap>,
+    relays: Arc<RungFeeds>,
 }
 
 impl HlsSink {
@@ -86,6 +88,7 @@ impl HlsSink {
 
 impl LadderSink for HlsSink {
     fn rung_event(&mut self, rung: &str, event: MediaEvent) {
+        self.relays.offer(rung, &event);
         let now = Utc::now();
         let segmenter = self.segmenters.entry(rung.to_string()).or_insert_with(|| {
             let mut s = Segmenter::new(self.segmenter_config.clone());
@@ -125,6 +128,7 @@ pub fn spawn_ladder(
     hls_config: &HlsConfig,
     metrics: Arc<Metrics>,
     record: Option<RecordTap>,
+    relays: Arc<RungFeeds>,
 ) {
     let mut subscription = stream.subscribe();
     let (hls, generation) = registry.attach(&stream.name);
@@ -153,6 +157,7 @@ pub fn spawn_ladder(
                 anchor: None,
                 metrics: thread_metrics.clone(),
                 record,
+                relays,
             };
             thread_metrics.transcoders.inc();
             run_pipeline(rx, settings, sink, &thread_shared);

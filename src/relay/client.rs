@@ -1,0 +1,362 @@
+//! The RTMP(S) push connection of one relay: TCP or TLS (rustls, SNI), the RTMP handshake and
+//! rml_rtmp's client session up to an accepted publish, then tags out. Every step is bounded by
+//! the caller's timeouts; server input goes through the same panic guard as ingest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+    PublishRequestType, StreamMetadata,
+};
+use rml_rtmp::time::RtmpTimestamp;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::flv::OutTag;
+use super::target::RtmpUrl;
+
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of server input accepted before the publish is accepted (acks, control, results).
+const MAX_SETUP_BYTES: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot resolve or connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("TLS with {0}: {1}")]
+    Tls(String, std::io::Error),
+    #[error("RTMP handshake: {0}")]
+    Handshake(String),
+    #[error("RTMP: {0}")]
+    Protocol(String),
+    #[error("the server refused: {0}")]
+    Refused(String),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("write timed out (the target is not reading)")]
+    WriteTimeout,
+}
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// TLS settings for RTMPS targets: the public web roots plus any configured extra CAs.
+pub fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_ca_pem {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("CA file: {e}"))?;
+            roots.add(cert).map_err(|e| format!("CA file: {e}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err("CA file: no certificate found".into());
+        }
+    }
+    // An explicit provider: the dependency tree enables more than one, so none is implied.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// An RTMP session being set up (one reader and writer, strictly in turn).
+struct Setup {
+    io: Box<dyn Io>,
+    session: ClientSession,
+    buf: Vec<u8>,
+    bytes_sent: u64,
+}
+
+/// An RTMP session that has been accepted to publish. Reading runs in its own task, so the
+/// caller can wait for either media to send or server input without cancelling a write halfway
+/// (which would corrupt the chunk stream).
+pub struct RtmpPush {
+    writer: tokio::io::WriteHalf<Box<dyn Io>>,
+    session: ClientSession,
+    input: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    reader: tokio::task::JoinHandle<()>,
+    pub bytes_sent: u64,
+}
+
+impl Drop for RtmpPush {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+fn protocol<E: std::fmt::Display>(e: E) -> ClientError {
+    ClientError::Protocol(e.to_string())
+}
+
+/// rml_rtmp can panic on malformed AMF0 (see ingest); a bad server must only fail this relay.
+fn guarded_input(
+    session: &mut ClientSession,
+    bytes: &[u8],
+) -> Result<Vec<ClientSessionResult>, ClientError> {
+    crate::ingest::rtmp::guard_parser(|| session.handle_input(bytes))
+        .map_err(|_| ClientError::Protocol("malformed message from the server".into()))?
+        .map_err(protocol)
+}
+
+impl RtmpPush {
+    /// Connects, handshakes and publishes. The caller bounds the whole with a timeout.
+    pub async fn connect(
+        url: &RtmpUrl,
+        tls: &Arc<rustls::ClientConfig>,
+        metadata: Option<StreamMetadata>,
+    ) -> Result<RtmpPush, ClientError> {
+        let address = format!("{}:{}", url.host, url.port);
+        let tcp = TcpStream::connect((url.host.as_str(), url.port))
+            .await
+            .map_err(|e| ClientError::Connect(address.clone(), e))?;
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = if url.tls {
+            let name = ServerName::try_from(url.host.clone()).map_err(|e| {
+                ClientError::Tls(address.clone(), std::io::Error::other(e.to_string()))
+            })?;
+            let connector = tokio_rustls::TlsConnector::from(tls.clone());
+            Box::new(
+                connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| ClientError::Tls(address.clone(), e))?,
+            )
+        } else {
+            Box::new(tcp)
+        };
+        let mut config = ClientSessionConfig::new();
+        // Platforms route on tcUrl; some refuse a connect without it.
+        config.tc_url = Some(url.tc_url());
+        let (session, initial) = ClientSession::new(config).map_err(protocol)?;
+        let mut push = Setup {
+            io,
+            session,
+            buf: vec![0u8; 64 * 1024],
+            bytes_sent: 0,
+        };
+        let leftover = push.handshake().await?;
+        push.send_results(initial).await?;
+        let results = guarded_input(&mut push.session, &leftover)?;
+        push.send_results(results).await?;
+
+        let r = push
+            .session
+            .request_connection(url.app.clone())
+            .map_err(protocol)?;
+        push.send_results(vec![r]).await?;
+        push.wait_for(|e| match e {
+            ClientSessionEvent::ConnectionRequestAccepted => Some(Ok(())),
+            ClientSessionEvent::ConnectionRequestRejected { description } => {
+                Some(Err(ClientError::Refused(format!("connect: {description}"))))
+            }
+            _ => None,
+        })
+        .await?;
+        let r = push
+            .session
+            .request_publishing(url.stream_key.clone(), PublishRequestType::Live)
+            .map_err(protocol)?;
+        push.send_results(vec![r]).await?;
+        push.wait_for(|e| match e {
+            ClientSessionEvent::PublishRequestAccepted => Some(Ok(())),
+            ClientSessionEvent::UnhandleableOnStatusCode { code }
+                if ["BadName", "Failed", "Rejected", "Error", "Unauthorized"]
+                    .iter()
+                    .any(|w| code.contains(w)) =>
+            {
+                Some(Err(ClientError::Refused(format!(
+                    "publish: {}",
+                    code.chars().take(80).collect::<String>()
+                ))))
+            }
+            _ => None,
+        })
+        .await?;
+        if let Some(metadata) = metadata {
+            let r = push.session.publish_metadata(&metadata).map_err(protocol)?;
+            push.send_results(vec![r]).await?;
+        }
+        let (mut read_half, writer) = tokio::io::split(push.io);
+        let (tx, input) = tokio::sync::mpsc::channel(8);
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let chunk = match read_half.read(&mut buf).await {
+                    Ok(0) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => Ok(Bytes::copy_from_slice(&buf[..n])),
+                    Err(e) => Err(e),
+                };
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(RtmpPush {
+            writer,
+            session: push.session,
+            input,
+            reader,
+            bytes_sent: push.bytes_sent,
+        })
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_all(bytes))
+            .await
+            .map_err(|_| ClientError::WriteTimeout)??;
+        self.bytes_sent += bytes.len() as u64;
+        Ok(())
+    }
+
+    async fn send_results(&mut self, results: Vec<ClientSessionResult>) -> Result<(), ClientError> {
+        for r in results {
+            if let ClientSessionResult::OutboundResponse(p) = r {
+                self.write(&p.bytes).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one tag.
+    pub async fn send(&mut self, tag: &OutTag) -> Result<(), ClientError> {
+        let result = match tag {
+            OutTag::Video { ts, body, keyframe } => {
+                self.session
+                    .publish_video_data(body.clone(), RtmpTimestamp::new(*ts), !keyframe)
+            }
+            OutTag::Audio { ts, body } => {
+                self.session
+                    .publish_audio_data(body.clone(), RtmpTimestamp::new(*ts), false)
+            }
+        }
+        .map_err(protocol)?;
+        self.send_results(vec![result]).await
+    }
+
+    /// The next bytes from the server (cancel-safe). Err when it closed or failed.
+    pub async fn next_input(&mut self) -> Result<Bytes, ClientError> {
+        match self.input.recv().await {
+            Some(Ok(bytes)) => Ok(bytes),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(ClientError::Closed)
+            }
+            Some(Err(e)) => Err(ClientError::Io(e)),
+            None => Err(ClientError::Closed),
+        }
+    }
+
+    /// Answers what the server sent while publishing (acknowledgements, pings).
+    pub async fn handle_input(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        let results = guarded_input(&mut self.session, bytes)?;
+        self.send_results(results).await
+    }
+
+    /// Ends the publish politely (then the connection closes).
+    pub async fn finish(mut self) {
+        if let Ok(results) = self.session.stop_publishing() {
+            let _ = self.send_results(results).await;
+        }
+        let _ = self.writer.shutdown().await;
+    }
+}
+
+impl Setup {
+    async fn handshake(&mut self) -> Result<Vec<u8>, ClientError> {
+        let mut handshake = Handshake::new(PeerType::Client);
+        let p0p1 = handshake
+            .generate_outbound_p0_and_p1()
+            .map_err(|e| ClientError::Handshake(e.to_string()))?;
+        self.write(&p0p1).await?;
+        let mut total = 0usize;
+        loop {
+            let n = self.io.read(&mut self.buf).await?;
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+            total += n;
+            if total > 16 * 1024 {
+                return Err(ClientError::Handshake("too many handshake bytes".into()));
+            }
+            match handshake
+                .process_bytes(&self.buf[..n])
+                .map_err(|e| ClientError::Handshake(e.to_string()))?
+            {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    self.write(&response_bytes).await?
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    self.write(&response_bytes).await?;
+                    return Ok(remaining_bytes);
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        tokio::time::timeout(WRITE_TIMEOUT, self.io.write_all(bytes))
+            .await
+            .map_err(|_| ClientError::WriteTimeout)??;
+        self.bytes_sent += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Writes outbound packets; returns the events raised.
+    async fn send_results(
+        &mut self,
+        results: Vec<ClientSessionResult>,
+    ) -> Result<Vec<ClientSessionEvent>, ClientError> {
+        let mut events = Vec::new();
+        for r in results {
+            match r {
+                ClientSessionResult::OutboundResponse(p) => self.write(&p.bytes).await?,
+                ClientSessionResult::RaisedEvent(e) => events.push(e),
+                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        Ok(events)
+    }
+
+    async fn wait_for(
+        &mut self,
+        mut want: impl FnMut(&ClientSessionEvent) -> Option<Result<(), ClientError>>,
+    ) -> Result<(), ClientError> {
+        let mut received = 0usize;
+        loop {
+            let n = self.io.read(&mut self.buf).await?;
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+            received += n;
+            if received > MAX_SETUP_BYTES {
+                return Err(ClientError::Protocol(
+                    "too much data before the publish was accepted".into(),
+                ));
+            }
+            let input = self.buf[..n].to_vec();
+            let results = guarded_input(&mut self.session, &input)?;
+            for event in self.send_results(results).await? {
+                if let Some(done) = want(&event) {
+                    return done;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,591 @@
+//! Relays: each live stream pushed to its user's targets (YouTube, Twitch, Facebook, any
+//! RTMP/RTMPS URL), as published or as one ladder rung.
+//!
+//! Per target a supervised task connects, publishes and sends, and on any failure reconnects
+//! with exponential backoff and jitter for as long as the source is live. It is fed through a
+//! bounded queue by a [`Feeder`] that never blocks its producer: when the queue is full, whole
+//! GOPs are dropped (and counted) until a keyframe finds room again. A slow or dead target
+//! therefore never slows ingest, HLS, recording or the other relays.
+
+pub mod client;
+pub mod flv;
+pub mod target;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rml_rtmp::sessions::StreamMetadata;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::auth::KeyStore;
+use crate::config::{Config, RelayConfig};
+use crate::media::{MediaEvent, TrackKind};
+use crate::metrics::Metrics;
+use crate::stream::LiveStream;
+use client::{ClientError, RtmpPush};
+use flv::FlvMuxer;
+pub use target::{Platform, RelayTarget, RtmpUrl, TargetError};
+
+/// A connection that stayed up this long resets the backoff to its minimum.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("relay.ca_file {path}: {message}")]
+    CaFile { path: String, message: String },
+}
+
+/// Status of one relay, shared by its task, its feeder and the status report.
+pub struct RelayState {
+    pub target: RelayTarget,
+    /// The rung actually pushed (None: the source).
+    rung: Option<String>,
+    inner: Mutex<StateInner>,
+    bytes_sent: AtomicU64,
+    dropped_frames: AtomicU64,
+    finished: AtomicBool,
+}
+
+struct StateInner {
+    state: &'static str,
+    last_error: Option<String>,
+    reconnects: u64,
+    connected_since: Option<DateTime<Utc>>,
+}
+
+/// A relay in `/api/v1/streams` (under `relays`).
+#[derive(Debug, Serialize)]
+pub struct RelayStatus {
+    pub id: String,
+    pub platform: &'static str,
+    /// The URL with its stream key redacted.
+    pub target: String,
+    pub rung: String,
+    /// `connecting`, `live`, `reconnecting` (waiting to retry) or `stopped`.
+    pub state: &'static str,
+    pub bytes_sent: u64,
+    pub last_error: Option<String>,
+    pub reconnects: u64,
+    pub dropped_frames: u64,
+    pub connected_since: Option<DateTime<Utc>>,
+}
+
+impl RelayState {
+    fn new(target: RelayTarget, rung: Option<String>) -> Arc<Self> {
+        Arc::new(RelayState {
+            target,
+            rung,
+            inner: Mutex::new(StateInner {
+                state: "connecting",
+                last_error: None,
+                reconnects: 0,
+                connected_since: None,
+            }),
+            bytes_sent: AtomicU64::new(0),
+            dropped_frames: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StateInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn status(&self) -> RelayStatus {
+        let inner = self.lock();
+        RelayStatus {
+            id: self.target.id.clone(),
+            platform: self.target.platform.as_str(),
+            target: self.target.redacted_url(),
+            rung: self.rung.clone().unwrap_or_else(|| "source".into()),
+            state: inner.state,
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            last_error: inner.last_error.clone(),
+            reconnects: inner.reconnects,
+            dropped_frames: self.dropped_frames.load(Ordering::Relaxed),
+            connected_since: inner.connected_since,
+        }
+    }
+}
+
+/// Feeds one relay's queue without ever blocking the producer (a tokio task or the ladder
+/// thread): when the queue is full it drops until the next keyframe that finds room.
+pub struct Feeder {
+    tx: mpsc::Sender<MediaEvent>,
+    capacity: usize,
+    dropping: bool,
+    has_video: bool,
+    /// Configuration that arrived while dropping: sent before resuming.
+    pending_config: Vec<MediaEvent>,
+    state: Arc<RelayState>,
+    metrics: Arc<Metrics>,
+}
+
+impl Feeder {
+    /// Offers one event. False once the relay has gone (its task ended).
+    pub fn offer(&mut self, event: &MediaEvent) -> bool {
+        if self.tx.is_closed() {
+            return false;
+        }
+        match event {
+            MediaEvent::VideoConfig(_) | MediaEvent::AudioConfig(_) => {
+                self.has_video |= matches!(event, MediaEvent::VideoConfig(_));
+                if self.dropping || self.tx.try_send(event.clone()).is_err() {
+                    self.dropping = true;
+                    self.pending_config
+                        .retain(|e| std::mem::discriminant(e) != std::mem::discriminant(event));
+                    self.pending_config.push(event.clone());
+                }
+            }
+            MediaEvent::Packet(p) => {
+                let key = (p.track == TrackKind::Video && p.keyframe) || !self.has_video;
+                if self.dropping {
+                    let room = self.tx.capacity() > self.capacity / 2 + self.pending_config.len();
+                    if !(key && room) {
+                        self.drop_frame();
+                        return true;
+                    }
+                    self.dropping = false;
+                    for config in self.pending_config.drain(..) {
+                        let _ = self.tx.try_send(config);
+                    }
+                    tracing::info!(relay = %self.state.target.id, "relay caught up; resuming at a keyframe");
+                }
+                if self.tx.try_send(event.clone()).is_err() {
+                    self.dropping = true;
+                    self.drop_frame();
+                    tracing::warn!(relay = %self.state.target.id,
+                        "relay target too slow; dropping until the next keyframe");
+                }
+            }
+            // The end of the source reaches the relay as its queue closing.
+            MediaEvent::End(_) => {}
+        }
+        true
+    }
+
+    fn drop_frame(&self) {
+        self.state.dropped_frames.fetch_add(1, Ordering::Relaxed);
+        self.metrics.relay_dropped_frames.inc();
+    }
+}
+
+/// Rung feeds a ladder serves: the transcoder thread offers each rung's events to the relays
+/// that asked for that rung. Filled in when the stream's relays are known.
+#[derive(Default)]
+pub struct RungFeeds {
+    any: AtomicBool,
+    inner: Mutex<RungFeedsInner>,
+}
+
+#[derive(Default)]
+struct RungFeedsInner {
+    feeds: Vec<(String, Feeder)>,
+    /// Each rung's latest configuration events, for relays that join after they went by.
+    configs: std::collections::HashMap<String, Vec<MediaEvent>>,
+}
+
+impl RungFeeds {
+    pub fn offer(&self, rung: &str, event: &MediaEvent) {
+        let is_config = matches!(
+            event,
+            MediaEvent::VideoConfig(_) | MediaEvent::AudioConfig(_)
+        );
+        if !is_config && !self.any.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if is_config {
+            let configs = inner.configs.entry(rung.to_string()).or_default();
+            configs.retain(|e| std::mem::discriminant(e) != std::mem::discriminant(event));
+            configs.push(event.clone());
+        }
+        inner
+            .feeds
+            .retain_mut(|(name, feeder)| name != rung || feeder.offer(event));
+    }
+
+    fn add(&self, rung: String, mut feeder: Feeder) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for config in inner.configs.get(&rung).into_iter().flatten() {
+            feeder.offer(config);
+        }
+        inner.feeds.push((rung, feeder));
+        self.any.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts and supervises every stream's relays.
+pub struct RelayManager {
+    config: RelayConfig,
+    keys: KeyStore,
+    tls: Arc<rustls::ClientConfig>,
+    metrics: Arc<Metrics>,
+    /// Running relays by (user, relay id), to stop one removed while live.
+    running: Mutex<Vec<RunningRelay>>,
+    next_serial: AtomicU64,
+}
+
+struct RunningRelay {
+    serial: u64,
+    user: String,
+    id: String,
+    stop: CancellationToken,
+}
+
+impl RelayManager {
+    pub fn new(
+        config: &Config,
+        keys: KeyStore,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<RelayManager>, RelayError> {
+        let ca_error = |message: String| RelayError::CaFile {
+            path: config.relay.ca_file.clone(),
+            message,
+        };
+        let extra = if config.relay.ca_file.is_empty() {
+            None
+        } else {
+            Some(std::fs::read(&config.relay.ca_file).map_err(|e| ca_error(e.to_string()))?)
+        };
+        let tls = client::tls_config(extra.as_deref()).map_err(ca_error)?;
+        Ok(Arc::new(RelayManager {
+            config: config.relay.clone(),
+            keys,
+            tls,
+            metrics,
+            running: Mutex::new(Vec::new()),
+            next_serial: AtomicU64::new(0),
+        }))
+    }
+
+    /// Stops a running relay (its target was removed). Returns whether one was running.
+    pub fn stop(&self, user: &str, id: &str) -> bool {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut found = false;
+        for r in running.iter().filter(|r| r.user == user && r.id == id) {
+            r.stop.cancel();
+            found = true;
+        }
+        found
+    }
+
+    /// Starts `stream`'s relays. `rung_feeds` is where relays of a ladder rung are fed from
+    /// (None: the stream is not transcoded, so every relay pushes the source).
+    pub fn start(self: &Arc<Self>, stream: &Arc<LiveStream>, rung_feeds: Option<Arc<RungFeeds>>) {
+        if !self.config.enabled {
+            return;
+        }
+        // Subscribe now, synchronously, so the relays start from this stream's first keyframe.
+        let subscription = stream.subscribe();
+        let manager = self.clone();
+        let stream = stream.clone();
+        let span = tracing::info_span!(parent: None, "relays", stream = %stream.name, session = stream.session_id);
+        tokio::spawn(
+            async move {
+                let targets = manager.targets_for(&stream).await;
+                if targets.is_empty() {
+                    return;
+                }
+                manager
+                    .run_relays(stream, subscription, rung_feeds, targets)
+                    .await;
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn targets_for(&self, stream: &LiveStream) -> Vec<RelayTarget> {
+        let keys = self.keys.clone();
+        let user = stream.name.clone();
+        let mut targets = match tokio::task::spawn_blocking(move || keys.relays_for(&user)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the relay targets; not relaying");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        };
+        let query = stream.publish_query.as_str();
+        if !query.is_empty() {
+            let (from_query, ignored) =
+                target::query_targets(&stream.name, query, &self.config.presets);
+            if !self.config.allow_query_targets {
+                if !from_query.is_empty() {
+                    tracing::info!(count = from_query.len(),
+                        "relay targets in the publish URL ignored (relay.allow_query_targets is off)");
+                }
+            } else {
+                if !ignored.is_empty() {
+                    tracing::warn!(
+                        ?ignored,
+                        "publish URL parameters not understood as relay targets"
+                    );
+                }
+                targets.extend(from_query);
+            }
+        }
+        targets
+    }
+
+    async fn run_relays(
+        self: Arc<Self>,
+        stream: Arc<LiveStream>,
+        mut subscription: crate::stream::Subscription,
+        rung_feeds: Option<Arc<RungFeeds>>,
+        targets: Vec<RelayTarget>,
+    ) {
+        let mut states = Vec::new();
+        let mut source_feeds = Vec::new();
+        for target in targets {
+            let url = match RtmpUrl::parse(&target.url) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::error!(relay = %target.id, error = %e, "relay target unusable; skipped");
+                    continue;
+                }
+            };
+            let rung = match (&target.rung, &rung_feeds) {
+                (Some(r), Some(_)) => Some(r.clone()),
+                (Some(r), None) => {
+                    tracing::warn!(relay = %target.id, rung = %r,
+                        "stream is not transcoded; relaying the source instead of the rung");
+                    None
+                }
+                (None, _) => None,
+            };
+            let state = RelayState::new(target, rung.clone());
+            let (tx, rx) = mpsc::channel(self.config.queue_frames);
+            let feeder = Feeder {
+                tx,
+                capacity: self.config.queue_frames,
+                dropping: false,
+                has_video: false,
+                pending_config: Vec::new(),
+                state: state.clone(),
+                metrics: self.metrics.clone(),
+            };
+            match (&rung, &rung_feeds) {
+                (Some(r), Some(feeds)) => feeds.add(r.clone(), feeder),
+                _ => source_feeds.push(feeder),
+            }
+            let span = tracing::info_span!("relay", id = %state.target.id,
+                platform = state.target.platform.as_str(), target = %state.target.redacted_url());
+            tracing::info!(parent: &span, rung = state.rung.as_deref().unwrap_or("source"), "relay starting");
+            let stop = CancellationToken::new();
+            let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+            self.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(RunningRelay {
+                    serial,
+                    user: state.target.user.clone(),
+                    id: state.target.id.clone(),
+                    stop: stop.clone(),
+                });
+            let manager = self.clone();
+            let task_state = state.clone();
+            tokio::spawn(
+                async move {
+                    manager.clone().supervise(url, rx, task_state, stop).await;
+                    manager
+                        .running
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|r| r.serial != serial);
+                }
+                .instrument(span),
+            );
+            states.push(state);
+        }
+        if states.is_empty() {
+            return;
+        }
+        // Status every second until every relay has stopped.
+        let report_states = states.clone();
+        let report_stream = stream.clone();
+        let reporter = tokio::spawn(async move {
+            loop {
+                report(&report_stream, &report_states);
+                if report_states
+                    .iter()
+                    .all(|s| s.finished.load(Ordering::Relaxed))
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        // The source relays share one subscription.
+        while let Some(event) = subscription.recv().await {
+            if source_feeds.is_empty() {
+                break;
+            }
+            source_feeds.retain_mut(|f| f.offer(&event));
+        }
+        drop(source_feeds);
+        let _ = reporter.await;
+    }
+
+    /// One relay: connect, push, and reconnect with backoff until the source ends.
+    async fn supervise(
+        self: Arc<Self>,
+        url: RtmpUrl,
+        mut rx: mpsc::Receiver<MediaEvent>,
+        state: Arc<RelayState>,
+        stop: CancellationToken,
+    ) {
+        let mut muxer = FlvMuxer::new();
+        let mut backoff = BACKOFF_MIN;
+        let max_backoff = Duration::from_secs(self.config.max_backoff_secs);
+        let connect_timeout = Duration::from_secs(self.config.connect_timeout_secs);
+        loop {
+            state.lock().state = "connecting";
+            // Connect while the queue keeps draining (configuration is tracked, media waits for
+            // the first keyframe after the publish is accepted).
+            let attempt = {
+                let connect = RtmpPush::connect(&url, &self.tls, metadata(&muxer));
+                tokio::pin!(connect);
+                let deadline = tokio::time::sleep(connect_timeout);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        r = &mut connect => break r,
+                        _ = &mut deadline => break Err(ClientError::Protocol(format!(
+                            "no accepted publish within {} s", connect_timeout.as_secs()))),
+                        event = rx.recv() => match event {
+                            Some(e) => muxer.observe(&e),
+                            None => return self.stopped(&state),
+                        },
+                        _ = stop.cancelled() => return self.stopped(&state),
+                    }
+                }
+            };
+            let failure = match attempt {
+                Ok(push) => {
+                    let connected = Instant::now();
+                    {
+                        let mut inner = state.lock();
+                        inner.state = "live";
+                        inner.connected_since = Some(Utc::now());
+                    }
+                    self.metrics.relays_live.inc();
+                    tracing::info!("relay live");
+                    let result = self.pump(push, &mut rx, &mut muxer, &state, &stop).await;
+                    self.metrics.relays_live.dec();
+                    state.lock().connected_since = None;
+                    match result {
+                        Ok(()) => return self.stopped(&state),
+                        Err(e) => {
+                            if connected.elapsed() >= STABLE_AFTER {
+                                backoff = BACKOFF_MIN;
+                            }
+                            e
+                        }
+                    }
+                }
+                Err(e) => e,
+            };
+            let wait = backoff.mul_f64(rand::random_range(0.8..1.2));
+            {
+                let mut inner = state.lock();
+                inner.state = "reconnecting";
+                inner.last_error = Some(failure.to_string());
+                inner.reconnects += 1;
+            }
+            self.metrics.relay_reconnects.inc();
+            tracing::warn!(error = %failure, retry_in_ms = wait.as_millis() as u64, "relay failed; reconnecting");
+            backoff = (backoff * 2).min(max_backoff);
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    event = rx.recv() => match event {
+                        Some(e) => muxer.observe(&e),
+                        None => return self.stopped(&state),
+                    },
+                    _ = stop.cancelled() => return self.stopped(&state),
+                }
+            }
+        }
+    }
+
+    /// Sends until the source ends (Ok) or the connection fails (Err).
+    async fn pump(
+        &self,
+        mut push: RtmpPush,
+        rx: &mut mpsc::Receiver<MediaEvent>,
+        muxer: &mut FlvMuxer,
+        state: &RelayState,
+        stop: &CancellationToken,
+    ) -> Result<(), ClientError> {
+        muxer.restart();
+        let mut counted = push.bytes_sent;
+        state.bytes_sent.fetch_add(counted, Ordering::Relaxed);
+        self.metrics.relay_bytes.inc_by(counted);
+        loop {
+            tokio::select! {
+                event = rx.recv() => {
+                    let Some(event) = event else {
+                        push.finish().await;
+                        return Ok(());
+                    };
+                    for tag in muxer.push(&event) {
+                        push.send(&tag).await?;
+                    }
+                }
+                input = push.next_input() => push.handle_input(&input?).await?,
+                _ = stop.cancelled() => {
+                    push.finish().await;
+                    return Ok(());
+                }
+            }
+            let sent = push.bytes_sent - counted;
+            counted = push.bytes_sent;
+            state.bytes_sent.fetch_add(sent, Ordering::Relaxed);
+            self.metrics.relay_bytes.inc_by(sent);
+        }
+    }
+
+    fn stopped(&self, state: &RelayState) {
+        state.lock().state = "stopped";
+        state.finished.store(true, Ordering::Relaxed);
+        tracing::info!(
+            bytes_sent = state.bytes_sent.load(Ordering::Relaxed),
+            "relay stopped (the source ended or the target was removed)"
+        );
+    }
+}
+
+fn report(stream: &LiveStream, states: &[Arc<RelayState>]) {
+    let statuses: Vec<RelayStatus> = states.iter().map(|s| s.status()).collect();
+    if let Ok(value) = serde_json::to_value(&statuses) {
+        stream.set_status("relays", value);
+    }
+}
+
+/// `onMetaData` for the target, from what the stream has announced so far.
+fn metadata(muxer: &FlvMuxer) -> Option<StreamMetadata> {
+    let mut m = StreamMetadata::new();
+    if let Some(v) = muxer.video_config() {
+        m.video_width = Some(v.width);
+        m.video_height = Some(v.height);
+        m.video_codec_id = Some(7);
+        m.video_frame_rate = v.fps.map(|f| f as f32);
+    }
+    if let Some(a) = muxer.audio_config() {
+        m.audio_codec_id = Some(10);
+        m.audio_sample_rate = Some(a.sample_rate);
+        m.audio_channels = Some(u32::from(a.channels));
+        m.audio_is_stereo = Some(a.channels >= 2);
+    }
+    m.encoder = Some(format!("livegate {}", env!("CARGO_PKG_VERSION")));
+    Some(m)
+}
