@@ -12,7 +12,8 @@ run_pkgs=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libavfilter-dev libavdevice-dev ffmpeg
 )
-test_pkgs=(chromium chromium-driver jq procps python3)
+# Test peers: Chromium (hls.js), nginx-rtmp (relay sink), stunnel4 and openssl (RTMPS).
+test_pkgs=(chromium chromium-driver jq procps python3 nginx libnginx-mod-rtmp stunnel4 openssl)
 # Debian's nodejs/npm only when no Node.js is installed (another Node's npm conflicts with them).
 command -v node >/dev/null 2>&1 || test_pkgs+=(nodejs npm)
 

@@ -360,3 +360,30 @@ impl Setup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a server sends, the client session returns an error or results: no panic.
+        #[test]
+        fn client_session_survives_arbitrary_server_input(chunks in vec(vec(any::<u8>(), 0..600), 0..8)) {
+            let (mut session, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+            let _ = session.request_connection("app".into());
+            for chunk in chunks {
+                if guarded_input(&mut session, &chunk).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tls_config_takes_extra_roots_and_rejects_junk() {
+        assert!(tls_config(None).is_ok());
+        assert!(tls_config(Some(b"not a certificate")).is_err());
+    }
+}

@@ -589,3 +589,74 @@ fn metadata(muxer: &FlvMuxer) -> Option<StreamMetadata> {
     m.encoder = Some(format!("livegate {}", env!("CARGO_PKG_VERSION")));
     Some(m)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::avc::tests::AVCC_640X360_HIGH;
+    use crate::media::{Packet, VideoConfig};
+    use bytes::Bytes;
+
+    fn feeder(capacity: usize) -> (Feeder, mpsc::Receiver<MediaEvent>, Arc<RelayState>) {
+        let target = RelayTarget::new(
+            "u",
+            Platform::Custom,
+            "rtmp://127.0.0.1/app/k",
+            false,
+            None,
+            &crate::config::RelayPresets::default(),
+        )
+        .unwrap();
+        let state = RelayState::new(target, None);
+        let (tx, rx) = mpsc::channel(capacity);
+        let feeder = Feeder {
+            tx,
+            capacity,
+            dropping: false,
+            has_video: false,
+            pending_config: Vec::new(),
+            state: state.clone(),
+            metrics: Arc::new(Metrics::new()),
+        };
+        (feeder, rx, state)
+    }
+
+    fn frame(keyframe: bool) -> MediaEvent {
+        MediaEvent::Packet(Packet {
+            track: TrackKind::Video,
+            dts: 0,
+            pts: 0,
+            keyframe,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        })
+    }
+
+    #[test]
+    fn a_full_queue_drops_whole_gops_and_resumes_at_a_keyframe_with_room() {
+        let (mut f, mut rx, state) = feeder(16);
+        let config =
+            MediaEvent::VideoConfig(Arc::new(VideoConfig::parse(AVCC_640X360_HIGH).unwrap()));
+        assert!(f.offer(&config));
+        assert!(f.offer(&frame(true)));
+        for _ in 0..14 {
+            f.offer(&frame(false));
+        }
+        // Full: this frame and the rest of its GOP are dropped, even once there is room.
+        f.offer(&frame(false));
+        assert_eq!(state.dropped_frames.load(Ordering::Relaxed), 1);
+        for _ in 0..16 {
+            rx.try_recv().unwrap();
+        }
+        f.offer(&frame(false));
+        assert_eq!(state.dropped_frames.load(Ordering::Relaxed), 2);
+        assert!(rx.try_recv().is_err());
+        // A configuration change while dropping is kept and sent first when resuming.
+        f.offer(&config);
+        f.offer(&frame(true));
+        assert!(matches!(rx.try_recv(), Ok(MediaEvent::VideoConfig(_))));
+        assert!(matches!(rx.try_recv(), Ok(MediaEvent::Packet(p)) if p.keyframe));
+        // A relay that has gone makes the feeder say so.
+        drop(rx);
+        assert!(!f.offer(&frame(false)));
+    }
+}

@@ -8,4 +8,6 @@ mod flv_publish;
 mod garage;
 mod ladder;
 mod record;
+mod relay;
 mod rtmp_hls;
+mod sinks;
