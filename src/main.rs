@@ -192,6 +192,7 @@ fn main() -> anyhow::Result<()> {
                     rung,
                 } => {
                     let platform = Platform::parse(&platform)?;
+                    livegate::relay::target::check_rung(rung.as_deref(), &config.transcode.rungs)?;
                     let target = RelayTarget::new(
                         &user,
                         platform,

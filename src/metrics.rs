@@ -12,6 +12,14 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// One relay: its user, id and platform (never its URL).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RelayLabel {
+    pub user: String,
+    pub relay: String,
+    pub platform: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub rtmp_connections: Counter,
@@ -32,9 +40,10 @@ pub struct Metrics {
     pub record_spool_full: Counter,
     pub record_active: Gauge,
     pub record_finished: Family<ReasonLabel, Counter>,
-    pub relay_bytes: Counter,
-    pub relay_reconnects: Counter,
-    pub relay_dropped_frames: Counter,
+    pub relay_bytes: Family<RelayLabel, Counter>,
+    pub relay_reconnects: Family<RelayLabel, Counter>,
+    pub relay_dropped_frames: Family<RelayLabel, Counter>,
+    pub relay_up: Family<RelayLabel, Gauge>,
     pub relays_live: Gauge,
 }
 
@@ -61,9 +70,10 @@ impl Metrics {
             record_spool_full: Counter::default(),
             record_active: Gauge::default(),
             record_finished: Family::default(),
-            relay_bytes: Counter::default(),
-            relay_reconnects: Counter::default(),
-            relay_dropped_frames: Counter::default(),
+            relay_bytes: Family::default(),
+            relay_reconnects: Family::default(),
+            relay_dropped_frames: Family::default(),
+            relay_up: Family::default(),
             relays_live: Gauge::default(),
             registry: Registry::default(),
         };
@@ -159,7 +169,7 @@ impl Metrics {
         );
         registry.register(
             "relay_bytes",
-            "Bytes sent to relay targets",
+            "Bytes sent to each relay target",
             m.relay_bytes.clone(),
         );
         registry.register(
@@ -171,6 +181,11 @@ impl Metrics {
             "relay_dropped_frames",
             "Frames dropped (whole GOPs) because a relay target was too slow",
             m.relay_dropped_frames.clone(),
+        );
+        registry.register(
+            "relay_up",
+            "1 while a relay is connected and publishing, 0 otherwise",
+            m.relay_up.clone(),
         );
         registry.register(
             "relays_live",

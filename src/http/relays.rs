@@ -80,6 +80,7 @@ pub(super) async fn add(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let platform = Platform::parse(&body.platform)?;
+    crate::relay::target::check_rung(body.rung.as_deref(), &state.config.transcode.rungs)?;
     let key_or_url = match (platform, &body.key, &body.url) {
         (Platform::Custom, _, Some(url)) => url.clone(),
         (Platform::Custom, _, None) => {

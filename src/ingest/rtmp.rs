@@ -234,7 +234,12 @@ impl Connection {
         if self.outbound.is_empty() {
             return Ok(());
         }
-        tokio::time::timeout(WRITE_TIMEOUT, socket.write_all(&self.outbound))
+        // RTMPS: TLS may keep encrypted bytes buffered after write_all; flush them out.
+        let write = async {
+            socket.write_all(&self.outbound).await?;
+            socket.flush().await
+        };
+        tokio::time::timeout(WRITE_TIMEOUT, write)
             .await
             .map_err(|_| SessionError::WriteTimeout)??;
         self.outbound.clear();
@@ -263,12 +268,14 @@ impl Connection {
             {
                 HandshakeProcessResult::InProgress { response_bytes } => {
                     socket.write_all(&response_bytes).await?;
+                    socket.flush().await?;
                 }
                 HandshakeProcessResult::Completed {
                     response_bytes,
                     remaining_bytes,
                 } => {
                     socket.write_all(&response_bytes).await?;
+                    socket.flush().await?;
                     return Ok(remaining_bytes);
                 }
             }

@@ -43,6 +43,21 @@ pub enum ClientError {
     WriteTimeout,
 }
 
+/// onStatus codes that mean the server will not take (or no longer takes) our stream.
+fn ends_publish(code: &str) -> bool {
+    [
+        "BadName",
+        "Failed",
+        "Rejected",
+        "Error",
+        "Unauthorized",
+        "Unpublish",
+        "Closed",
+    ]
+    .iter()
+    .any(|w| code.contains(w))
+}
+
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -173,11 +188,7 @@ impl RtmpPush {
         push.send_results(vec![r]).await?;
         push.wait_for(|e| match e {
             ClientSessionEvent::PublishRequestAccepted => Some(Ok(())),
-            ClientSessionEvent::UnhandleableOnStatusCode { code }
-                if ["BadName", "Failed", "Rejected", "Error", "Unauthorized"]
-                    .iter()
-                    .any(|w| code.contains(w)) =>
-            {
+            ClientSessionEvent::UnhandleableOnStatusCode { code } if ends_publish(code) => {
                 Some(Err(ClientError::Refused(format!(
                     "publish: {}",
                     code.chars().take(80).collect::<String>()
@@ -216,17 +227,31 @@ impl RtmpPush {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        tokio::time::timeout(WRITE_TIMEOUT, self.writer.write_all(bytes))
+        // TLS may keep encrypted bytes buffered after write_all: flush them out now.
+        let write = async {
+            self.writer.write_all(bytes).await?;
+            self.writer.flush().await
+        };
+        tokio::time::timeout(WRITE_TIMEOUT, write)
             .await
             .map_err(|_| ClientError::WriteTimeout)??;
         self.bytes_sent += bytes.len() as u64;
         Ok(())
     }
 
+    /// Writes outbound packets; a status from the server that ends the publish is an error.
     async fn send_results(&mut self, results: Vec<ClientSessionResult>) -> Result<(), ClientError> {
         for r in results {
-            if let ClientSessionResult::OutboundResponse(p) = r {
-                self.write(&p.bytes).await?;
+            match r {
+                ClientSessionResult::OutboundResponse(p) => self.write(&p.bytes).await?,
+                ClientSessionResult::RaisedEvent(
+                    ClientSessionEvent::UnhandleableOnStatusCode { code },
+                ) if ends_publish(&code) => {
+                    return Err(ClientError::Refused(
+                        code.chars().take(80).collect::<String>(),
+                    ));
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -311,7 +336,11 @@ impl Setup {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        tokio::time::timeout(WRITE_TIMEOUT, self.io.write_all(bytes))
+        let write = async {
+            self.io.write_all(bytes).await?;
+            self.io.flush().await
+        };
+        tokio::time::timeout(WRITE_TIMEOUT, write)
             .await
             .map_err(|_| ClientError::WriteTimeout)??;
         self.bytes_sent += bytes.len() as u64;

@@ -76,7 +76,8 @@ pub struct FlvMuxer {
     audio: Option<Arc<AudioConfig>>,
     /// Stream time (ms) that maps to timestamp 0 on this connection.
     base_ms: Option<i64>,
-    last_ts: u32,
+    last_video_ts: u32,
+    last_audio_ts: u32,
 }
 
 impl FlvMuxer {
@@ -95,7 +96,8 @@ impl FlvMuxer {
 
     pub fn restart(&mut self) {
         self.base_ms = None;
-        self.last_ts = 0;
+        self.last_video_ts = 0;
+        self.last_audio_ts = 0;
     }
 
     pub fn video_config(&self) -> Option<&Arc<VideoConfig>> {
@@ -134,7 +136,7 @@ impl FlvMuxer {
                 if self.base_ms.is_some() {
                     // A change mid-connection: the new configuration goes out at once.
                     return vec![OutTag::Video {
-                        ts: self.last_ts,
+                        ts: self.last_video_ts,
                         body: avc_sequence_header(c),
                         keyframe: true,
                     }];
@@ -145,7 +147,7 @@ impl FlvMuxer {
                 self.audio = Some(c.clone());
                 if self.base_ms.is_some() {
                     return vec![OutTag::Audio {
-                        ts: self.last_ts,
+                        ts: self.last_audio_ts,
                         body: aac_sequence_header(c),
                     }];
                 }
@@ -190,7 +192,10 @@ impl FlvMuxer {
             return out;
         }
         let ts = self.ts(ms);
-        self.last_ts = ts;
+        match p.track {
+            TrackKind::Video => self.last_video_ts = ts,
+            TrackKind::Audio => self.last_audio_ts = ts,
+        }
         out.push(match p.track {
             TrackKind::Video => OutTag::Video {
                 ts,

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::auth::KeyStore;
 use crate::config::{Config, RelayConfig};
 use crate::media::{MediaEvent, TrackKind};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RelayLabel};
 use crate::stream::LiveStream;
 use client::{ClientError, RtmpPush};
 use flv::FlvMuxer;
@@ -44,8 +44,7 @@ pub enum RelayError {
 /// Status of one relay, shared by its task, its feeder and the status report.
 pub struct RelayState {
     pub target: RelayTarget,
-    /// The rung actually pushed (None: the source).
-    rung: Option<String>,
+    labels: RelayLabel,
     inner: Mutex<StateInner>,
     bytes_sent: AtomicU64,
     dropped_frames: AtomicU64,
@@ -53,6 +52,8 @@ pub struct RelayState {
 }
 
 struct StateInner {
+    /// The rung actually pushed (None: the source).
+    rung: Option<String>,
     state: &'static str,
     last_error: Option<String>,
     reconnects: u64,
@@ -64,7 +65,8 @@ struct StateInner {
 pub struct RelayStatus {
     pub id: String,
     pub platform: &'static str,
-    /// The URL with its stream key redacted.
+    /// Where it goes: scheme, host and port only (this status is public; the admin API's
+    /// `/api/v1/relays` shows more).
     pub target: String,
     pub rung: String,
     /// `connecting`, `live`, `reconnecting` (waiting to retry) or `stopped`.
@@ -79,9 +81,14 @@ pub struct RelayStatus {
 impl RelayState {
     fn new(target: RelayTarget, rung: Option<String>) -> Arc<Self> {
         Arc::new(RelayState {
+            labels: RelayLabel {
+                user: target.user.clone(),
+                relay: target.id.clone(),
+                platform: target.platform.as_str().to_string(),
+            },
             target,
-            rung,
             inner: Mutex::new(StateInner {
+                rung,
                 state: "connecting",
                 last_error: None,
                 reconnects: 0,
@@ -102,8 +109,10 @@ impl RelayState {
         RelayStatus {
             id: self.target.id.clone(),
             platform: self.target.platform.as_str(),
-            target: self.target.redacted_url(),
-            rung: self.rung.clone().unwrap_or_else(|| "source".into()),
+            target: RtmpUrl::parse(&self.target.url)
+                .map(|u| u.origin())
+                .unwrap_or_default(),
+            rung: inner.rung.clone().unwrap_or_else(|| "source".into()),
             state: inner.state,
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             last_error: inner.last_error.clone(),
@@ -172,7 +181,10 @@ impl Feeder {
 
     fn drop_frame(&self) {
         self.state.dropped_frames.fetch_add(1, Ordering::Relaxed);
-        self.metrics.relay_dropped_frames.inc();
+        self.metrics
+            .relay_dropped_frames
+            .get_or_create(&self.state.labels)
+            .inc();
     }
 }
 
@@ -187,6 +199,8 @@ pub struct RungFeeds {
 #[derive(Default)]
 struct RungFeedsInner {
     feeds: Vec<(String, Feeder)>,
+    /// The ladder's rungs (name, height) once planned.
+    planned: Option<Vec<(String, u32)>>,
     /// Each rung's latest configuration events, for relays that join after they went by.
     configs: std::collections::HashMap<String, Vec<MediaEvent>>,
 }
@@ -206,18 +220,57 @@ impl RungFeeds {
             configs.retain(|e| std::mem::discriminant(e) != std::mem::discriminant(event));
             configs.push(event.clone());
         }
+        if matches!(event, MediaEvent::End(_)) {
+            // The rung is finished: closing its queues ends those relays.
+            inner.feeds.retain(|(name, _)| name != rung);
+            return;
+        }
         inner
             .feeds
             .retain_mut(|(name, feeder)| name != rung || feeder.offer(event));
     }
 
+    /// The ladder planned its rungs: a relay asking for a rung this source does not get (never
+    /// upscaled) is given the tallest one instead, and says so in its status.
+    pub fn planned(&self, rungs: &[(String, u32, u32)]) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.planned = Some(rungs.iter().map(|(n, _, h)| (n.clone(), *h)).collect());
+        let feeds = std::mem::take(&mut inner.feeds);
+        for (rung, feeder) in feeds {
+            let rung = inner.produced(&rung, &feeder.state);
+            inner.feeds.push((rung, feeder));
+        }
+    }
+
     fn add(&self, rung: String, mut feeder: Feeder) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let rung = inner.produced(&rung, &feeder.state);
         for config in inner.configs.get(&rung).into_iter().flatten() {
             feeder.offer(config);
         }
         inner.feeds.push((rung, feeder));
         self.any.store(true, Ordering::Relaxed);
+    }
+}
+
+impl RungFeedsInner {
+    /// `wanted` if the ladder makes it (or is not planned yet), else its tallest rung.
+    fn produced(&self, wanted: &str, state: &RelayState) -> String {
+        let Some(planned) = &self.planned else {
+            return wanted.to_string();
+        };
+        if planned.iter().any(|(n, _)| n == wanted) {
+            return wanted.to_string();
+        }
+        let Some((tallest, _)) = planned.iter().max_by_key(|(_, h)| *h) else {
+            return wanted.to_string();
+        };
+        let mut inner = state.lock();
+        inner.last_error = Some(format!(
+            "rung {wanted} is not produced for this source (never upscaled); relaying {tallest}"
+        ));
+        inner.rung = Some(tallest.clone());
+        tallest.clone()
     }
 }
 
@@ -323,9 +376,10 @@ impl RelayManager {
                 }
             } else {
                 if !ignored.is_empty() {
+                    // Counted, not named: a pasted key could be a parameter's name.
                     tracing::warn!(
-                        ?ignored,
-                        "publish URL parameters not understood as relay targets"
+                        count = ignored.len(),
+                        "publish URL parameters not understood as relay targets (expected youtube=, twitch=, facebook=)"
                     );
                 }
                 targets.extend(from_query);
@@ -377,7 +431,7 @@ impl RelayManager {
             }
             let span = tracing::info_span!("relay", id = %state.target.id,
                 platform = state.target.platform.as_str(), target = %state.target.redacted_url());
-            tracing::info!(parent: &span, rung = state.rung.as_deref().unwrap_or("source"), "relay starting");
+            tracing::info!(parent: &span, rung = rung.as_deref().unwrap_or("source"), "relay starting");
             let stop = CancellationToken::new();
             let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
             self.running
@@ -404,6 +458,8 @@ impl RelayManager {
             );
             states.push(state);
         }
+        // From here the ladder alone holds the rung feeds: its end closes those relays' queues.
+        drop(rung_feeds);
         if states.is_empty() {
             return;
         }
@@ -442,6 +498,7 @@ impl RelayManager {
         stop: CancellationToken,
     ) {
         let mut muxer = FlvMuxer::new();
+        let mut waiting = Waiting::new(self.config.queue_frames);
         let mut backoff = BACKOFF_MIN;
         let max_backoff = Duration::from_secs(self.config.max_backoff_secs);
         let connect_timeout = Duration::from_secs(self.config.connect_timeout_secs);
@@ -460,7 +517,7 @@ impl RelayManager {
                         _ = &mut deadline => break Err(ClientError::Protocol(format!(
                             "no accepted publish within {} s", connect_timeout.as_secs()))),
                         event = rx.recv() => match event {
-                            Some(e) => muxer.observe(&e),
+                            Some(e) => waiting.push(&mut muxer, e),
                             None => return self.stopped(&state),
                         },
                         _ = stop.cancelled() => return self.stopped(&state),
@@ -476,9 +533,14 @@ impl RelayManager {
                         inner.connected_since = Some(Utc::now());
                     }
                     self.metrics.relays_live.inc();
+                    self.metrics.relay_up.get_or_create(&state.labels).set(1);
                     tracing::info!("relay live");
-                    let result = self.pump(push, &mut rx, &mut muxer, &state, &stop).await;
+                    let backlog = waiting.take();
+                    let result = self
+                        .pump(push, backlog, &mut rx, &mut muxer, &state, &stop)
+                        .await;
                     self.metrics.relays_live.dec();
+                    self.metrics.relay_up.get_or_create(&state.labels).set(0);
                     state.lock().connected_since = None;
                     match result {
                         Ok(()) => return self.stopped(&state),
@@ -499,7 +561,10 @@ impl RelayManager {
                 inner.last_error = Some(failure.to_string());
                 inner.reconnects += 1;
             }
-            self.metrics.relay_reconnects.inc();
+            self.metrics
+                .relay_reconnects
+                .get_or_create(&state.labels)
+                .inc();
             tracing::warn!(error = %failure, retry_in_ms = wait.as_millis() as u64, "relay failed; reconnecting");
             backoff = (backoff * 2).min(max_backoff);
             let sleep = tokio::time::sleep(wait);
@@ -508,7 +573,7 @@ impl RelayManager {
                 tokio::select! {
                     _ = &mut sleep => break,
                     event = rx.recv() => match event {
-                        Some(e) => muxer.observe(&e),
+                        Some(e) => waiting.push(&mut muxer, e),
                         None => return self.stopped(&state),
                     },
                     _ = stop.cancelled() => return self.stopped(&state),
@@ -521,6 +586,7 @@ impl RelayManager {
     async fn pump(
         &self,
         mut push: RtmpPush,
+        backlog: Vec<MediaEvent>,
         rx: &mut mpsc::Receiver<MediaEvent>,
         muxer: &mut FlvMuxer,
         state: &RelayState,
@@ -529,7 +595,18 @@ impl RelayManager {
         muxer.restart();
         let mut counted = push.bytes_sent;
         state.bytes_sent.fetch_add(counted, Ordering::Relaxed);
-        self.metrics.relay_bytes.inc_by(counted);
+        let bytes = self
+            .metrics
+            .relay_bytes
+            .get_or_create(&state.labels)
+            .clone();
+        bytes.inc_by(counted);
+        // What came while connecting: the current GOP, so the push starts at once.
+        for event in &backlog {
+            for tag in muxer.push(event) {
+                push.send(&tag).await?;
+            }
+        }
         loop {
             tokio::select! {
                 event = rx.recv() => {
@@ -550,7 +627,7 @@ impl RelayManager {
             let sent = push.bytes_sent - counted;
             counted = push.bytes_sent;
             state.bytes_sent.fetch_add(sent, Ordering::Relaxed);
-            self.metrics.relay_bytes.inc_by(sent);
+            bytes.inc_by(sent);
         }
     }
 
@@ -561,6 +638,44 @@ impl RelayManager {
             bytes_sent = state.bytes_sent.load(Ordering::Relaxed),
             "relay stopped (the source ended or the target was removed)"
         );
+    }
+}
+
+/// What arrives while a relay is not connected: configuration goes to the muxer, media since the
+/// last keyframe is kept (bounded) to start the next connection with.
+struct Waiting {
+    gop: Vec<MediaEvent>,
+    limit: usize,
+}
+
+impl Waiting {
+    fn new(limit: usize) -> Self {
+        Waiting {
+            gop: Vec::new(),
+            limit,
+        }
+    }
+
+    fn push(&mut self, muxer: &mut FlvMuxer, event: MediaEvent) {
+        match &event {
+            MediaEvent::VideoConfig(_) | MediaEvent::AudioConfig(_) => muxer.observe(&event),
+            MediaEvent::Packet(p) => {
+                let video = muxer.video_config().is_some();
+                if (p.track == TrackKind::Video && p.keyframe) || self.gop.len() >= self.limit {
+                    self.gop.clear();
+                }
+                // Without video, a short audio tail is enough to start from.
+                if !video && self.gop.len() >= 50 {
+                    self.gop.remove(0);
+                }
+                self.gop.push(event);
+            }
+            MediaEvent::End(_) => {}
+        }
+    }
+
+    fn take(&mut self) -> Vec<MediaEvent> {
+        std::mem::take(&mut self.gop)
     }
 }
 

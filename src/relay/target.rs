@@ -21,6 +21,8 @@ pub enum TargetError {
     InvalidKey(&'static str),
     #[error("invalid rung name {0:?}")]
     InvalidRung(String),
+    #[error("no ladder rung named {0:?} (configured: {1})")]
+    UnknownRung(String, String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +58,7 @@ impl Platform {
 }
 
 /// A stored relay target of one user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayTarget {
     /// Short id, unique per user (`relays remove <user> <id>`).
     pub id: String,
@@ -69,6 +71,19 @@ pub struct RelayTarget {
     #[serde(default)]
     pub rung: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+/// By hand, so a `{:?}` in a log line can never print the stream key.
+impl std::fmt::Debug for RelayTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayTarget")
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .field("platform", &self.platform)
+            .field("url", &self.redacted_url())
+            .field("rung", &self.rung)
+            .finish()
+    }
 }
 
 impl RelayTarget {
@@ -105,6 +120,24 @@ impl RelayTarget {
     /// The URL with its stream key hidden, for lists and logs.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
+    }
+}
+
+/// A relay's rung must be one of the configured ladder's.
+pub fn check_rung(
+    rung: Option<&str>,
+    ladder: &[crate::config::RungConfig],
+) -> Result<(), TargetError> {
+    match rung {
+        Some(r) if !ladder.iter().any(|c| c.name == r) => Err(TargetError::UnknownRung(
+            r.chars().take(32).collect(),
+            ladder
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -150,7 +183,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// A parsed `rtmp://` or `rtmps://` publish URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RtmpUrl {
     pub tls: bool,
     pub host: String,
@@ -159,6 +192,12 @@ pub struct RtmpUrl {
     pub app: String,
     /// The last path segment, with any query (e.g. Facebook's `FB-…?s_bl=1`).
     pub stream_key: String,
+}
+
+impl std::fmt::Debug for RtmpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.tc_url(), redact(&self.stream_key))
+    }
 }
 
 impl RtmpUrl {
@@ -201,6 +240,16 @@ impl RtmpUrl {
             app: app.to_string(),
             stream_key: stream_key.to_string(),
         })
+    }
+
+    /// `scheme://host:port`, for public status.
+    pub fn origin(&self) -> String {
+        let scheme = if self.tls { "rtmps" } else { "rtmp" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
     }
 
     /// The `tcUrl` sent in `connect`: the URL without the stream key.

@@ -117,6 +117,7 @@ impl LadderSink for HlsSink {
         if let Some(tap) = self.record.as_mut() {
             tap.ladder_planned(rungs);
         }
+        self.relays.planned(rungs);
     }
 }
 
