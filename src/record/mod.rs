@@ -573,7 +573,15 @@ impl Recorder {
             m.state = state;
             m.ended_at.get_or_insert_with(Utc::now);
         }
-        if self.store_playlist(shared).await.is_err() {
+        let empty = lock(&shared.recording).recording.segments.is_empty();
+        if empty {
+            // Nothing playable (no media, or the publish ended within its first segment): no
+            // recording is kept, and an init segment already stored goes too.
+            let folder = lock(&shared.recording).recording.manifest.folder();
+            if let Err(e) = self.storage.delete_prefix(&folder).await {
+                tracing::warn!(error = %e, "cannot remove the empty recording's objects");
+            }
+        } else if self.store_playlist(shared).await.is_err() {
             return;
         }
         let manifest = lock(&shared.recording).recording.manifest.clone();
@@ -593,12 +601,21 @@ impl Recorder {
         self.report(shared);
         self.lock_active().remove(&manifest.id);
         self.metrics.record_active.dec();
+        let outcome = if empty {
+            "empty"
+        } else {
+            manifest.state.as_str()
+        };
         self.metrics
             .record_finished
             .get_or_create(&ReasonLabel {
-                reason: manifest.state.as_str().to_string(),
+                reason: outcome.to_string(),
             })
             .inc();
+        if empty {
+            tracing::info!("the publish ended before a segment was recorded; nothing kept");
+            return;
+        }
         tracing::info!(
             state = manifest.state.as_str(),
             segments = manifest.segments,

@@ -716,3 +716,32 @@ fn a_full_spool_skips_segments_with_a_clear_error_and_a_gap() {
         );
     }
 }
+
+#[test]
+fn a_publish_without_media_leaves_no_recording() {
+    let server = start(&[], true);
+    let key = server.add_key("jade");
+    // Accepted to publish, then gone without sending a frame.
+    let publisher =
+        crate::flv_publish::Publisher::connect(&server.rtmp_url(&key)).expect("publish");
+    std::thread::sleep(Duration::from_millis(500));
+    publisher.finish();
+    server.wait_until(
+        Duration::from_secs(20),
+        "the empty recording to be dropped",
+        || {
+            metric(
+                &server.get("/metrics").1,
+                "livegate_record_finished_total{reason=\"empty\"}",
+            ) >= 1.0
+        },
+    );
+    let (_, body) = server.request("GET", "/api/v1/recordings?user=jade", Some(ADMIN), None);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["recordings"],
+        serde_json::json!([]),
+        "{body}"
+    );
+    assert!(stored_locally(&server).objects.is_empty());
+    assert!(server.logs().contains("nothing kept"));
+}
