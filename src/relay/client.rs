@@ -58,6 +58,19 @@ fn ends_publish(code: &str) -> bool {
     .any(|w| code.contains(w))
 }
 
+/// Writes all of `bytes` within WRITE_TIMEOUT. TLS may keep encrypted bytes buffered after
+/// `write_all`, so the write is flushed too.
+async fn write_flushed<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), ClientError> {
+    let write = async {
+        w.write_all(bytes).await?;
+        w.flush().await
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .map_err(|_| ClientError::WriteTimeout)??;
+    Ok(())
+}
+
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -227,14 +240,7 @@ impl RtmpPush {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        // TLS may keep encrypted bytes buffered after write_all: flush them out now.
-        let write = async {
-            self.writer.write_all(bytes).await?;
-            self.writer.flush().await
-        };
-        tokio::time::timeout(WRITE_TIMEOUT, write)
-            .await
-            .map_err(|_| ClientError::WriteTimeout)??;
+        write_flushed(&mut self.writer, bytes).await?;
         self.bytes_sent += bytes.len() as u64;
         Ok(())
     }
@@ -336,13 +342,7 @@ impl Setup {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        let write = async {
-            self.io.write_all(bytes).await?;
-            self.io.flush().await
-        };
-        tokio::time::timeout(WRITE_TIMEOUT, write)
-            .await
-            .map_err(|_| ClientError::WriteTimeout)??;
+        write_flushed(&mut self.io, bytes).await?;
         self.bytes_sent += bytes.len() as u64;
         Ok(())
     }
