@@ -3,7 +3,8 @@
 //! when each segment gets listed. Prints JSON: time to the first master playlist and, per segment,
 //! the delay from its last frame being sent to it being listed.
 //!
-//! Usage: pace_publish FILE.flv rtmp://HOST:PORT/live/KEY http://HOST:PORT/live/USER [POLL_MS] [RUNG]
+//! Usage: pace_publish FILE rtmp://HOST:PORT/live/KEY http://HOST:PORT/live/USER [POLL_MS] [RUNG]
+//! FILE is an FLV, or an MP4 with HEVC or AV1 video, sent as Enhanced RTMP (as OBS 30+ does).
 //! POLL_MS (default 2) is the playlist polling interval; RUNG (default `source`) the rendition.
 
 #[path = "../tests/e2e/flv_publish.rs"]
@@ -16,13 +17,18 @@ use std::time::{Duration, Instant};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: pace_publish FILE.flv RTMP_URL HLS_BASE [POLL_MS] [RUNG]");
+        eprintln!("usage: pace_publish FILE.flv|FILE.mp4 RTMP_URL HLS_BASE [POLL_MS] [RUNG]");
         std::process::exit(2);
     }
     let (file, rtmp_url, hls_base) = (&args[1], &args[2], args[3].clone());
     let poll = Duration::from_millis(args.get(4).and_then(|a| a.parse().ok()).unwrap_or(2));
     let rung = args.get(5).cloned().unwrap_or_else(|| "source".into());
-    let tags = flv_publish::read_flv(std::path::Path::new(file));
+    let path = std::path::Path::new(file);
+    let tags = if path.extension().is_some_and(|e| e == "mp4") {
+        flv_publish::read_mp4_enhanced(path)
+    } else {
+        flv_publish::read_flv(path)
+    };
     let mut publisher = flv_publish::Publisher::connect(rtmp_url).expect("publish");
 
     // Poller: when each segment URI first appears, with its EXTINF.

@@ -1,4 +1,5 @@
-//! Wires the concerns together for `livegate serve`: ingest → hub → HLS → HTTP.
+//! Wires the concerns together for `livegate serve`: ingest → hub → ladder or passthrough →
+//! HLS renditions → live window, recorder; relays; HTTP.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,14 +9,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::KeyStore;
 use crate::config::Config;
-use crate::hls::{self, HlsRegistry};
+use crate::hls::{self, HlsRegistry, Renditions, SegmentSubscriber};
 use crate::http::{self, AppState};
 use crate::ingest::rtmp::{self, IngestContext};
+use crate::media::{EndReason, MediaEvent};
 use crate::metrics::Metrics;
 use crate::record::{RecordError, Recorder};
-use crate::relay::{RelayError, RelayManager, RungFeeds};
-use crate::stream::Hub;
-use crate::transcode;
+use crate::relay::{RelayError, RelayManager};
+use crate::stream::{Hub, Subscription};
+use crate::transcode::{self, route, route::Route};
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -52,34 +55,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let keys = KeyStore::new(config.keys_path());
     let relays = RelayManager::new(&config, keys.clone(), metrics.clone())?;
     {
-        // Every new stream goes through the ladder, or is served as published; either records.
+        // Every new stream is routed to the ladder or passthrough once its codecs are known; its
+        // renditions go to the live window and the recorder; relays subscribe on their own.
         let (registry, config, metrics) = (registry.clone(), config.clone(), metrics.clone());
         let recorder = recorder.clone();
         let relays = relays.clone();
         hub.on_new_stream(move |stream| {
-            let record = recorder.tap(stream);
-            if config.transcode.transcodes(&stream.name) {
-                let rung_feeds = Arc::new(RungFeeds::default());
-                relays.start(stream, Some(rung_feeds.clone()));
-                transcode::spawn_ladder(
-                    stream,
-                    registry.clone(),
-                    &config.transcode,
-                    &config.hls,
-                    metrics.clone(),
-                    record,
-                    rung_feeds,
-                );
-            } else {
-                relays.start(stream, None);
-                hls::spawn_passthrough(
-                    stream,
-                    registry.clone(),
-                    config.hls.clone(),
-                    metrics.clone(),
-                    record,
-                );
+            // Subscribe now, synchronously, so no event published after this call is missed.
+            let subscription = stream.subscribe();
+            let (hls, generation) = registry.attach(&stream.name);
+            let mut subscribers: Vec<Box<dyn SegmentSubscriber>> = Vec::new();
+            if let Some(tap) = recorder.tap(stream) {
+                subscribers.push(Box::new(tap));
             }
+            let renditions =
+                Renditions::new(hls, generation, &config.hls, metrics.clone(), subscribers);
+            relays.start(stream);
+            route_stream(subscription, renditions, config.clone(), metrics.clone());
         });
     }
 
@@ -168,6 +160,62 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         let _ = task.await;
     }
     Ok(())
+}
+
+/// Events held before the route is known, at most this many (a source that sends configuration
+/// but no frame is decided at its first frame; beyond this it is decided with what is known).
+const LOOKAHEAD_EVENTS: usize = 64;
+
+/// Serves a new stream through the ladder or as published, decided once its codecs are known
+/// (at its first frame).
+fn route_stream(
+    mut subscription: Subscription,
+    mut renditions: Renditions,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+) {
+    let stream = subscription.stream().clone();
+    let span = tracing::info_span!(parent: None, "route", stream = %stream.name, session = stream.session_id);
+    tokio::spawn(
+        async move {
+            let mut seen = Vec::new();
+            let (mut video, mut audio) = (None, None);
+            while let Some(event) = subscription.recv().await {
+                match &event {
+                    MediaEvent::VideoConfig(v) => video = Some(v.codec),
+                    MediaEvent::AudioConfig(a) => audio = Some(a.codec),
+                    _ => {}
+                }
+                let decide = !matches!(
+                    event,
+                    MediaEvent::VideoConfig(_) | MediaEvent::AudioConfig(_)
+                );
+                seen.push(event);
+                if decide || seen.len() >= LOOKAHEAD_EVENTS {
+                    break;
+                }
+            }
+            subscription.unread(seen);
+            match route::choose(&config.transcode, &stream.name, video, audio) {
+                Route::Ladder => transcode::spawn_ladder(
+                    subscription,
+                    renditions,
+                    &config.transcode,
+                    &config.hls,
+                    metrics,
+                ),
+                Route::Passthrough => {
+                    stream.plan_renditions(Vec::new());
+                    hls::spawn_passthrough(subscription, renditions);
+                }
+                Route::Refuse(reason) => {
+                    stream.abort(&reason);
+                    renditions.finish(EndReason::Stopped);
+                }
+            }
+        }
+        .instrument(span),
+    );
 }
 
 /// The HTTP accept loop: hyper with a header-read timeout (which also ends idle keep-alive

@@ -225,7 +225,7 @@ fn video_trak(w: &mut BoxWriter, v: &VideoConfig) {
     w.u16(0x0018); // depth
     w.u16(0xffff); // pre-defined −1
     w.begin(b"avcC");
-    w.bytes(&v.avcc);
+    w.bytes(&v.record);
     w.end();
     w.end(); // avc1
     w.end(); // stsd
@@ -284,7 +284,7 @@ fn audio_trak(w: &mut BoxWriter, a: &AudioConfig) {
         0
     });
     w.begin_full(b"esds", 0, 0);
-    let dsi = a.asc.len();
+    let dsi = a.record.len();
     let dcd = 13 + descriptor_header_len(dsi) + dsi;
     let es = 3 + descriptor_header_len(dcd) + dcd + 3;
     descriptor(w, 0x03, es);
@@ -297,7 +297,7 @@ fn audio_trak(w: &mut BoxWriter, a: &AudioConfig) {
     w.u32(0); // max bitrate
     w.u32(0); // avg bitrate
     descriptor(w, 0x05, dsi);
-    w.bytes(&a.asc);
+    w.bytes(&a.record);
     descriptor(w, 0x06, 1);
     w.u8(0x02);
     w.end(); // esds
@@ -399,8 +399,8 @@ mod tests {
 
     #[test]
     fn init_segment_layout() {
-        let v = VideoConfig::parse(AVCC_640X360_HIGH).unwrap();
-        let a = AudioConfig::parse(&[0x11, 0x90]).unwrap();
+        let v = VideoConfig::h264(AVCC_640X360_HIGH).unwrap();
+        let a = AudioConfig::aac(&[0x11, 0x90]).unwrap();
         let init = init_segment(Some(&v), Some(&a));
         let top: Vec<String> = boxes(&init).into_iter().map(|b| b.0).collect();
         assert_eq!(top, vec!["ftyp", "moov"]);

@@ -16,9 +16,7 @@ use crate::config::HlsConfig;
 use crate::media::EndReason;
 
 /// The one rendition passthrough serves.
-pub const SOURCE_RUNG: &str = "source";
-/// The rendition of an audio-only stream under the ladder.
-pub const AUDIO_RUNG: &str = "audio";
+pub const SOURCE_RENDITION: &str = "source";
 /// Segments kept beyond the playlist window for clients holding a slightly stale playlist.
 const GRACE_SEGMENTS: usize = 3;
 
@@ -454,8 +452,8 @@ mod tests {
         SegmenterOutput::Init {
             data: Bytes::from_static(b"init"),
             info: InitInfo {
-                video: Some(Arc::new(VideoConfig::parse(AVCC_640X360_HIGH).unwrap())),
-                audio: Some(Arc::new(AudioConfig::parse(&[0x11, 0x90]).unwrap())),
+                video: Some(Arc::new(VideoConfig::h264(AVCC_640X360_HIGH).unwrap())),
+                audio: Some(Arc::new(AudioConfig::aac(&[0x11, 0x90]).unwrap())),
             },
         }
     }
@@ -484,13 +482,13 @@ mod tests {
         let reg = HlsRegistry::new(HlsConfig::default());
         let (hls, generation) = reg.attach("alice");
         let mut h = hls.write().unwrap();
-        assert!(h.media_playlist(SOURCE_RUNG).is_none());
+        assert!(h.media_playlist(SOURCE_RENDITION).is_none());
         assert!(h.master_playlist().is_none());
-        h.apply(generation, SOURCE_RUNG, init());
+        h.apply(generation, SOURCE_RENDITION, init());
         for _ in 0..10 {
-            h.apply(generation, SOURCE_RUNG, seg(2.0, false));
+            h.apply(generation, SOURCE_RENDITION, seg(2.0, false));
         }
-        let text = h.media_playlist(SOURCE_RUNG).unwrap();
+        let text = h.media_playlist(SOURCE_RENDITION).unwrap();
         let p = parse_media(&text);
         assert_eq!(p.segments.len(), 6);
         assert_eq!(p.media_sequence, 4);
@@ -501,15 +499,15 @@ mod tests {
         assert!(text.contains("#EXT-X-INDEPENDENT-SEGMENTS"));
         // Segments just out of the window are still served; older ones are gone.
         let name = |seq: u64| format!("{}-{}.m4s", h.instance, seq);
-        assert!(h.file(SOURCE_RUNG, &name(2)).is_some());
-        assert!(h.file(SOURCE_RUNG, &name(0)).is_none());
-        assert!(h.file(SOURCE_RUNG, "../etc/passwd").is_none());
+        assert!(h.file(SOURCE_RENDITION, &name(2)).is_some());
+        assert!(h.file(SOURCE_RENDITION, &name(0)).is_none());
+        assert!(h.file(SOURCE_RENDITION, "../etc/passwd").is_none());
         h.apply(
             generation,
-            SOURCE_RUNG,
+            SOURCE_RENDITION,
             SegmenterOutput::End(EndReason::Stopped),
         );
-        assert!(parse_media(&h.media_playlist(SOURCE_RUNG).unwrap()).end_list);
+        assert!(parse_media(&h.media_playlist(SOURCE_RENDITION).unwrap()).end_list);
     }
 
     #[test]
@@ -517,8 +515,8 @@ mod tests {
         let reg = HlsRegistry::new(HlsConfig::default());
         let (hls, g) = reg.attach("bob");
         let mut h = hls.write().unwrap();
-        h.apply(g, SOURCE_RUNG, init());
-        h.apply(g, SOURCE_RUNG, seg(2.0, false));
+        h.apply(g, SOURCE_RENDITION, init());
+        h.apply(g, SOURCE_RENDITION, seg(2.0, false));
         let text = h.master_playlist().unwrap();
         assert!(text.contains("CODECS=\"avc1.64001e,mp4a.40.2\""), "{text}");
         assert!(text.contains("RESOLUTION=640x360"), "{text}");
@@ -534,23 +532,27 @@ mod tests {
         let (hls, g1) = reg.attach("carol");
         {
             let mut h = hls.write().unwrap();
-            h.apply(g1, SOURCE_RUNG, init());
-            h.apply(g1, SOURCE_RUNG, seg(2.0, false));
-            h.apply(g1, SOURCE_RUNG, SegmenterOutput::End(EndReason::Replaced));
+            h.apply(g1, SOURCE_RENDITION, init());
+            h.apply(g1, SOURCE_RENDITION, seg(2.0, false));
+            h.apply(
+                g1,
+                SOURCE_RENDITION,
+                SegmenterOutput::End(EndReason::Replaced),
+            );
         }
         let (hls2, g2) = reg.attach("carol");
         assert!(Arc::ptr_eq(&hls, &hls2));
         let mut h = hls2.write().unwrap();
-        h.apply(g2, SOURCE_RUNG, init());
-        h.apply(g2, SOURCE_RUNG, seg(2.0, false));
-        let p = parse_media(&h.media_playlist(SOURCE_RUNG).unwrap());
+        h.apply(g2, SOURCE_RENDITION, init());
+        h.apply(g2, SOURCE_RENDITION, seg(2.0, false));
+        let p = parse_media(&h.media_playlist(SOURCE_RENDITION).unwrap());
         assert_eq!(p.segments.len(), 2);
         assert!(p.segments[1].discontinuity);
         assert!(p.segments[1].map.is_some(), "new init after takeover");
         // A late segment from the replaced session is dropped.
-        h.apply(g1, SOURCE_RUNG, seg(1.0, false));
+        h.apply(g1, SOURCE_RENDITION, seg(1.0, false));
         assert_eq!(
-            parse_media(&h.media_playlist(SOURCE_RUNG).unwrap())
+            parse_media(&h.media_playlist(SOURCE_RENDITION).unwrap())
                 .segments
                 .len(),
             2
@@ -566,14 +568,14 @@ mod tests {
         let reg = HlsRegistry::new(config);
         let (hls, g) = reg.attach("dave");
         let mut h = hls.write().unwrap();
-        h.apply(g, SOURCE_RUNG, init());
-        h.apply(g, SOURCE_RUNG, seg(2.0, false));
-        h.apply(g, SOURCE_RUNG, init());
-        h.apply(g, SOURCE_RUNG, seg(2.0, true));
+        h.apply(g, SOURCE_RENDITION, init());
+        h.apply(g, SOURCE_RENDITION, seg(2.0, false));
+        h.apply(g, SOURCE_RENDITION, init());
+        h.apply(g, SOURCE_RENDITION, seg(2.0, true));
         for _ in 0..4 {
-            h.apply(g, SOURCE_RUNG, seg(2.0, false));
+            h.apply(g, SOURCE_RENDITION, seg(2.0, false));
         }
-        let p = parse_media(&h.media_playlist(SOURCE_RUNG).unwrap());
+        let p = parse_media(&h.media_playlist(SOURCE_RENDITION).unwrap());
         assert_eq!(p.discontinuity_sequence, 1);
         assert!(p.segments.iter().all(|s| !s.discontinuity));
     }
@@ -587,20 +589,20 @@ mod tests {
         let reg = HlsRegistry::new(config);
         let (hls, g) = reg.attach("fay");
         let mut h = hls.write().unwrap();
-        h.apply(g, SOURCE_RUNG, init());
-        h.apply(g, SOURCE_RUNG, seg(2.0, false));
-        h.apply(g, SOURCE_RUNG, seg(2.0, true)); // S1
-        h.apply(g, SOURCE_RUNG, seg(2.0, false));
-        let before = parse_media(&h.media_playlist(SOURCE_RUNG).unwrap());
+        h.apply(g, SOURCE_RENDITION, init());
+        h.apply(g, SOURCE_RENDITION, seg(2.0, false));
+        h.apply(g, SOURCE_RENDITION, seg(2.0, true)); // S1
+        h.apply(g, SOURCE_RENDITION, seg(2.0, false));
+        let before = parse_media(&h.media_playlist(SOURCE_RENDITION).unwrap());
         assert_eq!(before.discontinuity_sequence, 0);
         assert!(before.segments[1].discontinuity);
-        h.apply(g, SOURCE_RUNG, seg(2.0, false)); // S1 becomes the first listed segment
-        let after = parse_media(&h.media_playlist(SOURCE_RUNG).unwrap());
+        h.apply(g, SOURCE_RENDITION, seg(2.0, false)); // S1 becomes the first listed segment
+        let after = parse_media(&h.media_playlist(SOURCE_RENDITION).unwrap());
         assert_eq!(after.media_sequence, 1);
         assert!(after.segments[0].discontinuity, "the tag stays with S1");
         assert_eq!(after.discontinuity_sequence, 0, "and S1 keeps its number");
-        h.apply(g, SOURCE_RUNG, seg(2.0, false)); // S1 leaves: its tag is counted
-        let gone = parse_media(&h.media_playlist(SOURCE_RUNG).unwrap());
+        h.apply(g, SOURCE_RENDITION, seg(2.0, false)); // S1 leaves: its tag is counted
+        let gone = parse_media(&h.media_playlist(SOURCE_RENDITION).unwrap());
         assert_eq!(gone.discontinuity_sequence, 1);
     }
 
@@ -613,15 +615,18 @@ mod tests {
         let reg = HlsRegistry::new(config);
         let (hls, g) = reg.attach("erin");
         let first = hls.read().unwrap().instance.clone();
-        hls.write()
-            .unwrap()
-            .apply(g, SOURCE_RUNG, SegmenterOutput::End(EndReason::Stopped));
+        hls.write().unwrap().apply(
+            g,
+            SOURCE_RENDITION,
+            SegmenterOutput::End(EndReason::Stopped),
+        );
         let (again, g2) = reg.attach("erin");
         assert_ne!(again.read().unwrap().instance, first);
-        again
-            .write()
-            .unwrap()
-            .apply(g2, SOURCE_RUNG, SegmenterOutput::End(EndReason::Stopped));
+        again.write().unwrap().apply(
+            g2,
+            SOURCE_RENDITION,
+            SegmenterOutput::End(EndReason::Stopped),
+        );
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(reg.sweep(), 1);
         assert!(reg.is_empty());

@@ -450,11 +450,11 @@ mod tests {
     }
 
     fn video_cfg() -> MediaEvent {
-        MediaEvent::VideoConfig(Arc::new(VideoConfig::parse(AVCC_640X360_HIGH).unwrap()))
+        MediaEvent::VideoConfig(Arc::new(VideoConfig::h264(AVCC_640X360_HIGH).unwrap()))
     }
 
     fn audio_cfg() -> MediaEvent {
-        MediaEvent::AudioConfig(Arc::new(AudioConfig::parse(&[0x11, 0x90]).unwrap()))
+        MediaEvent::AudioConfig(Arc::new(AudioConfig::aac(&[0x11, 0x90]).unwrap()))
     }
 
     fn vframe(ms: i64, key: bool) -> MediaEvent {
@@ -560,7 +560,7 @@ mod tests {
         other[3] = 0x1f;
         other[11] = 0x1f;
         out.extend(seg.push(
-            MediaEvent::VideoConfig(Arc::new(VideoConfig::parse(&other).unwrap())),
+            MediaEvent::VideoConfig(Arc::new(VideoConfig::h264(&other).unwrap())),
             now,
         ));
         out.extend(seg.push(vframe(3100, true), now));

@@ -22,7 +22,7 @@ use crate::record::Recorder;
 use crate::relay::RelayManager;
 use crate::stream::{Hub, StreamSummary};
 
-pub const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+pub const PLAYLIST_TYPE: &str = crate::hls::PLAYLIST_CONTENT_TYPE;
 
 pub struct AppState {
     pub config: Arc<Config>,

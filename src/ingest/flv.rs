@@ -256,10 +256,10 @@ impl FlvDemuxer {
     pub fn video(&mut self, body: &Bytes, raw_ms: u32) -> Result<Option<MediaEvent>, FlvError> {
         match parse_video_tag(body)? {
             VideoTag::SequenceHeader(record) => {
-                if self.video.as_ref().is_some_and(|v| v.avcc == record) {
+                if self.video.as_ref().is_some_and(|v| v.record == record) {
                     return Ok(None); // repeated header, nothing changed
                 }
-                let config = Arc::new(VideoConfig::parse(&record)?);
+                let config = Arc::new(VideoConfig::h264(&record)?);
                 self.video = Some(config.clone());
                 Ok(Some(MediaEvent::VideoConfig(config)))
             }
@@ -294,10 +294,10 @@ impl FlvDemuxer {
     pub fn audio(&mut self, body: &Bytes, raw_ms: u32) -> Result<Option<MediaEvent>, FlvError> {
         match parse_audio_tag(body)? {
             AudioTag::SequenceHeader(asc) => {
-                if self.audio.as_ref().is_some_and(|a| a.asc == asc) {
+                if self.audio.as_ref().is_some_and(|a| a.record == asc) {
                     return Ok(None);
                 }
-                let config = Arc::new(AudioConfig::parse(&asc)?);
+                let config = Arc::new(AudioConfig::aac(&asc)?);
                 self.audio = Some(config.clone());
                 Ok(Some(MediaEvent::AudioConfig(config)))
             }

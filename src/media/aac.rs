@@ -3,28 +3,19 @@
 
 use bytes::Bytes;
 
+use super::bits::BitReader;
+use super::codec::{AudioCodec, AudioConfig};
 use super::CodecError;
 
 const SAMPLE_RATES: [u32; 13] = [
     96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AudioConfig {
-    /// The AudioSpecificConfig as received (goes into the MP4 `esds`).
-    pub asc: Bytes,
-    /// Audio object type (2 = AAC-LC, 5 = HE-AAC/SBR, 29 = HE-AACv2).
-    pub object_type: u8,
-    pub sample_rate: u32,
-    pub channels: u8,
-    /// Samples per coded frame at `sample_rate` (1024 for AAC-LC).
-    pub frame_samples: u32,
-}
-
 impl AudioConfig {
-    pub fn parse(asc: &[u8]) -> Result<AudioConfig, CodecError> {
+    /// An AAC track from its AudioSpecificConfig.
+    pub fn aac(asc: &[u8]) -> Result<AudioConfig, CodecError> {
         let mut bits = BitReader::new(asc);
-        let err = |m: &str| CodecError::Aac(m.to_string());
+        let err = |m: &str| CodecError::InvalidAudio(AudioCodec::Aac, m.to_string());
         let mut object_type = bits.read(5).ok_or_else(|| err("too short"))? as u8;
         if object_type == 31 {
             object_type = 32 + bits.read(6).ok_or_else(|| err("too short"))? as u8;
@@ -53,40 +44,13 @@ impl AudioConfig {
             _ => return Err(err("reserved channel configuration")),
         };
         Ok(AudioConfig {
-            asc: Bytes::copy_from_slice(asc),
-            object_type,
+            codec: AudioCodec::Aac,
+            record: Bytes::copy_from_slice(asc),
             sample_rate,
             channels,
             frame_samples: 1024,
+            rfc6381: format!("mp4a.40.{object_type}"),
         })
-    }
-
-    /// RFC 6381 codec string, e.g. `mp4a.40.2`.
-    pub fn codec_string(&self) -> String {
-        format!("mp4a.40.{}", self.object_type)
-    }
-}
-
-/// MSB-first bit reader over a byte slice; returns None past the end instead of panicking.
-struct BitReader<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> BitReader<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        BitReader { data, pos: 0 }
-    }
-
-    fn read(&mut self, count: u32) -> Option<u32> {
-        let mut value = 0u32;
-        for _ in 0..count {
-            let byte = *self.data.get(self.pos / 8)?;
-            let bit = (byte >> (7 - (self.pos % 8))) & 1;
-            value = (value << 1) | u32::from(bit);
-            self.pos += 1;
-        }
-        Some(value)
     }
 }
 
@@ -97,15 +61,16 @@ mod tests {
     #[test]
     fn aac_lc_48k_stereo() {
         // 00010 0011 0010 000 → AOT 2, index 3 (48 kHz), 2 channels.
-        let c = AudioConfig::parse(&[0x11, 0x90]).unwrap();
-        assert_eq!((c.object_type, c.sample_rate, c.channels), (2, 48000, 2));
+        let c = AudioConfig::aac(&[0x11, 0x90]).unwrap();
+        assert_eq!((c.sample_rate, c.channels), (48000, 2));
         assert_eq!(c.codec_string(), "mp4a.40.2");
     }
 
     #[test]
     fn aac_lc_44k_mono() {
-        let c = AudioConfig::parse(&[0x12, 0x08]).unwrap();
-        assert_eq!((c.object_type, c.sample_rate, c.channels), (2, 44100, 1));
+        let c = AudioConfig::aac(&[0x12, 0x08]).unwrap();
+        assert_eq!((c.sample_rate, c.channels), (44100, 1));
+        assert_eq!(c.codec_string(), "mp4a.40.2");
     }
 
     #[test]
@@ -120,22 +85,22 @@ mod tests {
         }
         bits <<= 64 - n;
         let bytes = bits.to_be_bytes();
-        let c = AudioConfig::parse(&bytes[..5]).unwrap();
+        let c = AudioConfig::aac(&bytes[..5]).unwrap();
         assert_eq!((c.sample_rate, c.channels), (22050, 1));
     }
 
     #[test]
     fn malformed_is_an_error() {
-        assert!(AudioConfig::parse(&[]).is_err());
-        assert!(AudioConfig::parse(&[0x10]).is_err());
-        assert!(AudioConfig::parse(&[0x00, 0x00]).is_err());
-        assert!(AudioConfig::parse(&[0x16, 0x80]).is_err()); // reserved index 13
+        assert!(AudioConfig::aac(&[]).is_err());
+        assert!(AudioConfig::aac(&[0x10]).is_err());
+        assert!(AudioConfig::aac(&[0x00, 0x00]).is_err());
+        assert!(AudioConfig::aac(&[0x16, 0x80]).is_err()); // reserved index 13
     }
 
     proptest::proptest! {
         #[test]
         fn never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..16)) {
-            let _ = AudioConfig::parse(&data);
+            let _ = AudioConfig::aac(&data);
         }
     }
 }

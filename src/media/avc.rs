@@ -6,26 +6,13 @@ use h264_reader::avcc::AvcDecoderConfigurationRecord;
 use h264_reader::nal::sps::SeqParameterSet;
 use h264_reader::nal::{Nal, RefNal};
 
+use super::codec::{check_size, VideoCodec, VideoConfig};
 use super::CodecError;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct VideoConfig {
-    /// The record as received (goes into the MP4 `avcC`).
-    pub avcc: Bytes,
-    pub width: u32,
-    pub height: u32,
-    /// From the SPS timing info, when the encoder wrote it.
-    pub fps: Option<f64>,
-    pub profile_idc: u8,
-    pub constraint_flags: u8,
-    pub level_idc: u8,
-    /// Bytes of the length prefix before each NAL unit (1, 2 or 4).
-    pub nal_length_size: u8,
-}
-
 impl VideoConfig {
-    pub fn parse(record: &[u8]) -> Result<VideoConfig, CodecError> {
-        let err = |m: String| CodecError::Avc(m);
+    /// An H.264 track from its AVCDecoderConfigurationRecord.
+    pub fn h264(record: &[u8]) -> Result<VideoConfig, CodecError> {
+        let err = |m: String| CodecError::Invalid(VideoCodec::H264, m);
         let avcc =
             AvcDecoderConfigurationRecord::try_from(record).map_err(|e| err(format!("{e:?}")))?;
         if avcc.configuration_version() != 1 {
@@ -45,9 +32,7 @@ impl VideoConfig {
         let (width, height) = sps
             .pixel_dimensions()
             .map_err(|e| err(format!("SPS dimensions: {e:?}")))?;
-        if width == 0 || height == 0 || width > 16384 || height > 16384 {
-            return Err(err(format!("implausible size {width}x{height}")));
-        }
+        check_size(VideoCodec::H264, width, height)?;
         let nal_length_size = avcc.length_size_minus_one() + 1;
         if nal_length_size == 3 {
             return Err(err("3-byte NAL lengths are not allowed".into()));
@@ -55,24 +40,16 @@ impl VideoConfig {
         let fps = sps
             .fps()
             .filter(|f| f.is_finite() && *f > 0.0 && *f <= 480.0);
+        let (profile, constraints) = (u8::from(sps.profile_idc), u8::from(sps.constraint_flags));
         Ok(VideoConfig {
-            avcc: Bytes::copy_from_slice(record),
+            codec: VideoCodec::H264,
+            record: Bytes::copy_from_slice(record),
             width,
             height,
             fps,
-            profile_idc: sps.profile_idc.into(),
-            constraint_flags: sps.constraint_flags.into(),
-            level_idc: sps.level_idc,
             nal_length_size,
+            rfc6381: format!("avc1.{profile:02x}{constraints:02x}{:02x}", sps.level_idc),
         })
-    }
-
-    /// RFC 6381 codec string from the actual SPS, e.g. `avc1.64001f`.
-    pub fn codec_string(&self) -> String {
-        format!(
-            "avc1.{:02x}{:02x}{:02x}",
-            self.profile_idc, self.constraint_flags, self.level_idc
-        )
     }
 }
 
@@ -90,7 +67,7 @@ pub(crate) mod tests {
 
     #[test]
     fn parses_real_record() {
-        let c = VideoConfig::parse(AVCC_640X360_HIGH).unwrap();
+        let c = VideoConfig::h264(AVCC_640X360_HIGH).unwrap();
         assert_eq!((c.width, c.height), (640, 360));
         assert_eq!(c.codec_string(), "avc1.64001e");
         assert_eq!(c.nal_length_size, 4);
@@ -99,28 +76,28 @@ pub(crate) mod tests {
 
     #[test]
     fn malformed_records_are_errors() {
-        assert!(VideoConfig::parse(&[]).is_err());
-        assert!(VideoConfig::parse(&AVCC_640X360_HIGH[..10]).is_err());
+        assert!(VideoConfig::h264(&[]).is_err());
+        assert!(VideoConfig::h264(&AVCC_640X360_HIGH[..10]).is_err());
         let mut wrong_version = AVCC_640X360_HIGH.to_vec();
         wrong_version[0] = 2;
-        assert!(VideoConfig::parse(&wrong_version).is_err());
+        assert!(VideoConfig::h264(&wrong_version).is_err());
         let mut no_sps = AVCC_640X360_HIGH[..6].to_vec();
         no_sps[5] = 0xe0;
         no_sps.push(0);
-        assert!(VideoConfig::parse(&no_sps).is_err());
+        assert!(VideoConfig::h264(&no_sps).is_err());
     }
 
     proptest::proptest! {
         #[test]
         fn never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
-            let _ = VideoConfig::parse(&data);
+            let _ = VideoConfig::h264(&data);
         }
 
         #[test]
         fn mutated_record_never_panics(idx in 0usize..47, byte in proptest::prelude::any::<u8>()) {
             let mut data = AVCC_640X360_HIGH.to_vec();
             data[idx] = byte;
-            let _ = VideoConfig::parse(&data);
+            let _ = VideoConfig::h264(&data);
         }
     }
 }

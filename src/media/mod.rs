@@ -1,18 +1,24 @@
 //! Codec-neutral media types shared by ingest, the hub and every consumer.
 //!
-//! Timestamps: video in a 90 kHz clock, audio in its sample rate, both on one monotonic 64-bit
-//! timeline per stream that starts near zero (see [`timeline`]).
+//! A track is described by a [`VideoConfig`] or [`AudioConfig`] naming its [`VideoCodec`] or
+//! [`AudioCodec`]; each codec has one payload format for [`Packet`]s (see [`codec`]), whatever
+//! protocol brought it. Timestamps: video in a 90 kHz clock, audio in its sample rate, both on one
+//! monotonic 64-bit timeline per stream that starts near zero (see [`timeline`]).
 
 pub mod aac;
+pub mod annexb;
+pub mod av1;
 pub mod avc;
+mod bits;
+pub mod codec;
+pub mod hevc;
 pub mod timeline;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use aac::AudioConfig;
-pub use avc::VideoConfig;
+pub use codec::{AudioCodec, AudioConfig, VideoCodec, VideoConfig};
 
 pub const VIDEO_TIMESCALE: u32 = 90_000;
 
@@ -22,8 +28,7 @@ pub enum TrackKind {
     Audio,
 }
 
-/// One coded frame. Video payloads are length-prefixed NAL units (AVCC, the length size given by
-/// the [`VideoConfig`]); audio payloads are raw AAC frames.
+/// One coded frame, in its codec's payload format (see [`VideoCodec`], [`AudioCodec`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Packet {
     pub track: TrackKind,
@@ -55,8 +60,8 @@ pub enum MediaEvent {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
-    #[error("AVC decoder configuration: {0}")]
-    Avc(String),
-    #[error("AAC AudioSpecificConfig: {0}")]
-    Aac(String),
+    #[error("{0} configuration: {1}")]
+    Invalid(VideoCodec, String),
+    #[error("{0} configuration: {1}")]
+    InvalidAudio(AudioCodec, String),
 }

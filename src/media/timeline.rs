@@ -1,9 +1,11 @@
-//! One monotonic 64-bit millisecond timeline per stream from RTMP's 32-bit clock.
+//! One monotonic 64-bit timeline per stream from a protocol's 32-bit clock, at any clock rate:
+//! RTMP's milliseconds (1 kHz), RTP's 90 kHz video and 48 kHz audio clocks.
 //!
-//! RTMP timestamps wrap after 2^32 ms (~49.7 days), and encoders restart their clock on reconnect
-//! or jump it after a stall. Audio and video are interleaved with small reorderings between the
-//! tracks, so a small step backwards is normal; a large jump either way is a clock restart and is
-//! stitched onto the timeline so that time keeps advancing smoothly.
+//! 32-bit timestamps wrap (RTMP after ~49.7 days, RTP's 90 kHz clock after ~13 hours), and
+//! encoders restart their clock on reconnect or jump it after a stall. Audio and video are
+//! interleaved with small reorderings between the tracks, so a small step backwards is normal; a
+//! large jump either way is a clock restart and is stitched onto the timeline so that time keeps
+//! advancing smoothly. Output is in the input's clock rate, starting at 0.
 
 /// Forward steps larger than this are treated as an encoder clock restart (smaller ones are a
 /// real pause in the source and kept).
@@ -14,8 +16,13 @@ pub const MAX_BACKWARD_STEP_MS: i64 = 1_000;
 /// Gap inserted after a clock restart: about one frame, so the next packet follows the last.
 const RESTART_GAP_MS: i64 = 20;
 
-#[derive(Debug, Default, Clone)]
+/// RTMP's clock: milliseconds.
+pub const RTMP_CLOCK_RATE: u32 = 1_000;
+
+#[derive(Debug, Clone)]
 pub struct TimestampNormalizer {
+    /// Ticks per second of the input (and output).
+    clock_rate: i64,
     last_raw: Option<u32>,
     last_out: i64,
     /// Highest output so far; after a restart the timeline continues from here.
@@ -23,21 +30,46 @@ pub struct TimestampNormalizer {
     restarts: u64,
 }
 
+impl Default for TimestampNormalizer {
+    /// RTMP's millisecond clock.
+    fn default() -> Self {
+        Self::with_clock_rate(RTMP_CLOCK_RATE)
+    }
+}
+
 impl TimestampNormalizer {
+    /// A normalizer for RTMP's millisecond clock.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Maps a raw 32-bit RTMP timestamp to the stream's 64-bit timeline (starting at 0).
+    /// A normalizer for a 32-bit clock of `clock_rate` ticks per second (at least 1).
+    pub fn with_clock_rate(clock_rate: u32) -> Self {
+        TimestampNormalizer {
+            clock_rate: i64::from(clock_rate.max(1)),
+            last_raw: None,
+            last_out: 0,
+            max_out: 0,
+            restarts: 0,
+        }
+    }
+
+    fn ticks(&self, ms: i64) -> i64 {
+        ms * self.clock_rate / 1000
+    }
+
+    /// Maps a raw 32-bit timestamp to the stream's 64-bit timeline (starting at 0).
     pub fn normalize(&mut self, raw: u32) -> i64 {
         let out = match self.last_raw {
             None => 0,
             Some(last) => {
                 // Signed distance modulo 2^32: crossing the wrap point is a small positive step.
                 let step = i64::from(raw.wrapping_sub(last) as i32);
-                if !(-MAX_BACKWARD_STEP_MS..=MAX_PLAUSIBLE_STEP_MS).contains(&step) {
+                let plausible =
+                    -self.ticks(MAX_BACKWARD_STEP_MS)..=self.ticks(MAX_PLAUSIBLE_STEP_MS);
+                if !plausible.contains(&step) {
                     self.restarts += 1;
-                    self.max_out + RESTART_GAP_MS
+                    self.max_out + self.ticks(RESTART_GAP_MS)
                 } else {
                     self.last_out + step
                 }
@@ -110,12 +142,36 @@ mod tests {
         assert_eq!(n.restarts(), 1);
     }
 
+    #[test]
+    fn rtp_clock_restart_is_stitched_in_its_own_ticks() {
+        let mut n = TimestampNormalizer::with_clock_rate(90_000);
+        n.normalize(1_000_000);
+        assert_eq!(n.normalize(1_003_000), 3_000);
+        // 20 s forward at 90 kHz is a restart; 20 ms of ticks (1800) is the gap.
+        assert_eq!(n.normalize(1_003_000 + 1_800_000), 4_800);
+        assert_eq!(n.restarts(), 1);
+    }
+
     proptest::proptest! {
         /// Forward steps of plausible size always advance the output by exactly the step.
         #[test]
         fn monotonic_for_forward_steps(start in proptest::prelude::any::<u32>(),
                                        steps in proptest::collection::vec(0u32..5000, 1..200)) {
             let mut n = TimestampNormalizer::new();
+            let mut raw = start;
+            let mut expected = n.normalize(raw);
+            for s in steps {
+                raw = raw.wrapping_add(s);
+                expected += i64::from(s);
+                proptest::prop_assert_eq!(n.normalize(raw), expected);
+            }
+        }
+
+        /// At RTP's 90 kHz, the same steps in ticks behave as milliseconds do for RTMP.
+        #[test]
+        fn any_clock_rate_follows_and_wraps(start in proptest::prelude::any::<u32>(),
+                                           steps in proptest::collection::vec(0u32..450_000, 1..200)) {
+            let mut n = TimestampNormalizer::with_clock_rate(90_000);
             let mut raw = start;
             let mut expected = n.normalize(raw);
             for s in steps {

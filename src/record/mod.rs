@@ -505,7 +505,7 @@ impl Recorder {
             shared,
             &format!("{folder}{PLAYLIST_NAME}"),
             Bytes::from(playlist),
-            crate::http::PLAYLIST_TYPE,
+            crate::hls::PLAYLIST_CONTENT_TYPE,
         )
         .await?;
         self.store_with_retry(
@@ -1038,6 +1038,21 @@ impl RecordTap {
 
     pub fn recorded_rung(&self) -> Option<&str> {
         self.selected.as_deref()
+    }
+}
+
+/// The recorder takes the recorded rendition's segments from the HLS renditions stage.
+impl crate::hls::SegmentSubscriber for RecordTap {
+    fn planned(&mut self, renditions: &[crate::stream::RenditionInfo]) {
+        let sizes: Vec<(String, u32, u32)> = renditions
+            .iter()
+            .map(|r| (r.name.clone(), r.width, r.height))
+            .collect();
+        self.ladder_planned(&sizes);
+    }
+
+    fn output(&mut self, rendition: &str, output: &SegmenterOutput) {
+        RecordTap::output(self, rendition, output);
     }
 }
 

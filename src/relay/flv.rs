@@ -38,9 +38,9 @@ impl OutTag {
 const AAC_HEADER: u8 = 0xAF;
 
 pub fn avc_sequence_header(config: &VideoConfig) -> Bytes {
-    let mut b = BytesMut::with_capacity(5 + config.avcc.len());
+    let mut b = BytesMut::with_capacity(5 + config.record.len());
     b.put_slice(&[0x17, 0x00, 0, 0, 0]);
-    b.put_slice(&config.avcc);
+    b.put_slice(&config.record);
     b.freeze()
 }
 
@@ -55,9 +55,9 @@ pub fn avc_frame(keyframe: bool, composition_ms: i32, data: &[u8]) -> Bytes {
 }
 
 pub fn aac_sequence_header(config: &AudioConfig) -> Bytes {
-    let mut b = BytesMut::with_capacity(2 + config.asc.len());
+    let mut b = BytesMut::with_capacity(2 + config.record.len());
     b.put_slice(&[AAC_HEADER, 0x00]);
-    b.put_slice(&config.asc);
+    b.put_slice(&config.record);
     b.freeze()
 }
 
@@ -218,11 +218,11 @@ mod tests {
     use crate::media::avc::tests::AVCC_640X360_HIGH;
 
     fn video() -> Arc<VideoConfig> {
-        Arc::new(VideoConfig::parse(AVCC_640X360_HIGH).unwrap())
+        Arc::new(VideoConfig::h264(AVCC_640X360_HIGH).unwrap())
     }
 
     fn audio() -> Arc<AudioConfig> {
-        Arc::new(AudioConfig::parse(&[0x11, 0x90]).unwrap())
+        Arc::new(AudioConfig::aac(&[0x11, 0x90]).unwrap())
     }
 
     fn packet(track: TrackKind, ms: i64, cts_ms: i64, keyframe: bool) -> MediaEvent {

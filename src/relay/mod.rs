@@ -331,7 +331,8 @@ impl RelayManager {
 
     /// Starts `stream`'s relays. `rung_feeds` is where relays of a ladder rung are fed from
     /// (None: the stream is not transcoded, so every relay pushes the source).
-    pub fn start(self: &Arc<Self>, stream: &Arc<LiveStream>, rung_feeds: Option<Arc<RungFeeds>>) {
+    pub fn start(self: &Arc<Self>, stream: &Arc<LiveStream>) {
+        let rung_feeds: Option<Arc<RungFeeds>> = None;
         if !self.config.enabled {
             return;
         }
@@ -750,7 +751,7 @@ mod tests {
     fn a_full_queue_drops_whole_gops_and_resumes_at_a_keyframe_with_room() {
         let (mut f, mut rx, state) = feeder(16);
         let config =
-            MediaEvent::VideoConfig(Arc::new(VideoConfig::parse(AVCC_640X360_HIGH).unwrap()));
+            MediaEvent::VideoConfig(Arc::new(VideoConfig::h264(AVCC_640X360_HIGH).unwrap()));
         assert!(f.offer(&config));
         assert!(f.offer(&frame(true)));
         for _ in 0..14 {

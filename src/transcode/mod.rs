@@ -1,19 +1,21 @@
 //! The in-process ABR ladder: decode once, scale and encode per rung, audio encoded once.
 //!
-//! Per stream: a tokio task takes the stream's events from the hub and passes them to a
-//! dedicated transcoder thread through a bounded queue. When the thread cannot keep real time and
-//! the queue fills, the task drops whole GOPs (until a keyframe finds room again) instead of
-//! letting memory grow or slowing ingest; the drops are counted and reported. The thread runs the
-//! libav [`pipeline`] and segments each rung's output straight into the stream's live HLS.
+//! [`route`] decides, from a stream's codecs, whether it goes through the ladder. Per laddered
+//! stream: a tokio task passes the stream's events to a dedicated transcoder thread through a
+//! [`GopQueue`](crate::stream::queue::GopQueue): when the thread cannot keep real time the queue
+//! drops whole GOPs (until a keyframe finds room again) instead of letting memory grow or slowing
+//! ingest; the drops are counted and reported. The thread runs the libav [`pipeline`] and hands
+//! each rung's output to the consumer's [`LadderSink`] (HLS) and to the rung's own hub stream,
+//! where relays subscribe to it.
 
-pub mod annexb;
 pub mod keyframes;
 pub mod pipeline;
 pub mod plan;
+pub mod route;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -22,14 +24,12 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::config::{HlsConfig, TranscodeConfig};
-use crate::hls::segmenter::{Segmenter, SegmenterConfig, SegmenterOutput};
-use crate::hls::{HlsRegistry, LiveHls};
 use crate::media::{EndReason, MediaEvent, TrackKind, VIDEO_TIMESCALE};
 use crate::metrics::Metrics;
-use crate::record::RecordTap;
-use crate::relay::RungFeeds;
-use crate::stream::LiveStream;
-use pipeline::{LadderSink, Pipeline, PipelineSettings, OUTPUT_OFFSET_SECS};
+use crate::stream::queue::{gop_queue, Offer, QueueStats, Queued};
+use crate::stream::{LiveStream, Publisher, RenditionInfo, Subscription};
+pub use pipeline::{LadderSink, AUDIO_RENDITION};
+use pipeline::{Pipeline, PipelineSettings, OUTPUT_OFFSET_SECS};
 
 /// What a stream's transcoder reports in `/api/v1/streams` (under `transcode`).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -56,112 +56,93 @@ pub struct RungStatus {
 }
 
 /// Shared between the forwarding task and the transcoder thread.
-#[derive(Default)]
 struct Shared {
     status: Mutex<TranscodeStatus>,
-    dropped: AtomicU64,
-    queued: AtomicUsize,
+    queue: Arc<QueueStats>,
 }
 
-/// Segments each rung's events into the stream's live HLS (one segmenter per rung).
-struct HlsSink {
-    hls: Arc<RwLock<LiveHls>>,
-    generation: u64,
-    segmenters: HashMap<String, Segmenter>,
-    segmenter_config: SegmenterConfig,
-    anchor: Option<(i64, DateTime<Utc>)>,
-    metrics: Arc<Metrics>,
-    record: Option<RecordTap>,
-    relays: Arc<RungFeeds>,
+/// The ladder's output: each rung is published as a hub stream of its own (relays subscribe to
+/// it as to the source) and handed to the consumer's [`LadderSink`] (HLS).
+struct RungOutput<S: LadderSink> {
+    stream: Arc<LiveStream>,
+    sink: S,
+    publishers: HashMap<String, Publisher>,
 }
 
-impl HlsSink {
-    /// Fixes the media-time ↔ wall-clock mapping for every rung, including segmenters created
-    /// before the first packet (each rung's VideoConfig comes first).
-    fn set_anchor(&mut self, media_us: i64, wall: DateTime<Utc>) {
-        self.anchor = Some((media_us, wall));
-        for s in self.segmenters.values_mut() {
-            s.set_clock_anchor(media_us, wall);
-        }
+impl<S: LadderSink> RungOutput<S> {
+    fn publisher(&mut self, rendition: &str) -> &Publisher {
+        let stream = &self.stream;
+        self.publishers
+            .entry(rendition.to_string())
+            .or_insert_with(|| stream.publish_rendition(rendition))
     }
 }
 
-impl LadderSink for HlsSink {
+impl<S: LadderSink> LadderSink for RungOutput<S> {
     fn rung_event(&mut self, rung: &str, event: MediaEvent) {
-        self.relays.offer(rung, &event);
-        let now = Utc::now();
-        let segmenter = self.segmenters.entry(rung.to_string()).or_insert_with(|| {
-            let mut s = Segmenter::new(self.segmenter_config.clone());
-            if let Some((media_us, wall)) = self.anchor {
-                s.set_clock_anchor(media_us, wall);
-            }
-            s
-        });
-        let outputs = segmenter.push(event, now);
-        if outputs.is_empty() {
-            return;
+        if rung == AUDIO_RENDITION && !self.publishers.contains_key(rung) {
+            // Audio-only: the one rendition relays of any rung fall back to.
+            self.publisher(rung);
+            self.stream.plan_renditions(vec![RenditionInfo {
+                name: rung.to_string(),
+                width: 0,
+                height: 0,
+            }]);
         }
-        let mut hls = self.hls.write().unwrap_or_else(|e| e.into_inner());
-        for output in outputs {
-            if matches!(output, SegmenterOutput::Segment(_)) {
-                self.metrics.hls_segments.inc();
-            }
-            if let Some(tap) = self.record.as_mut() {
-                tap.output(rung, &output);
-            }
-            hls.apply(self.generation, rung, output);
-        }
+        self.publisher(rung).push(event.clone(), 0);
+        self.sink.rung_event(rung, event);
     }
 
-    fn ladder_planned(&mut self, rungs: &[(String, u32, u32)]) {
-        if let Some(tap) = self.record.as_mut() {
-            tap.ladder_planned(rungs);
+    fn ladder_planned(&mut self, rungs: &[RenditionInfo]) {
+        for info in rungs {
+            self.publisher(&info.name);
         }
-        self.relays.planned(rungs);
+        self.sink.ladder_planned(rungs);
+        self.stream.plan_renditions(rungs.to_vec());
+    }
+
+    fn has_clock_anchor(&self) -> bool {
+        self.sink.has_clock_anchor()
+    }
+
+    fn set_clock_anchor(&mut self, media_us: i64, wall: DateTime<Utc>) {
+        self.sink.set_clock_anchor(media_us, wall);
     }
 }
 
-/// Starts the ladder for a new stream.
-pub fn spawn_ladder(
-    stream: &Arc<LiveStream>,
-    registry: Arc<HlsRegistry>,
+/// Starts the ladder for a stream whose route is decided.
+pub fn spawn_ladder<S: LadderSink + Send + 'static>(
+    mut subscription: Subscription,
+    sink: S,
     transcode: &TranscodeConfig,
     hls_config: &HlsConfig,
     metrics: Arc<Metrics>,
-    record: Option<RecordTap>,
-    relays: Arc<RungFeeds>,
 ) {
-    let mut subscription = stream.subscribe();
-    let (hls, generation) = registry.attach(&stream.name);
-    let queue = transcode.queue_frames;
-    let (tx, rx) = mpsc::channel::<(MediaEvent, DateTime<Utc>)>(queue);
-    let shared = Arc::new(Shared::default());
+    let stream = subscription.stream().clone();
+    let (mut queue, rx, queue_stats) = gop_queue(transcode.queue_frames);
+    let capacity = queue.capacity();
+    let shared = Arc::new(Shared {
+        status: Mutex::new(TranscodeStatus::default()),
+        queue: queue_stats,
+    });
     let settings = PipelineSettings::from_config(transcode, hls_config.segment_duration);
-    let segmenter_config = SegmenterConfig {
-        target_duration: hls_config.segment_duration,
-        max_segment_bytes: (hls_config.max_segment_mib as usize) << 20,
-    };
     let span = tracing::info_span!(parent: None, "ladder", stream = %stream.name, session = stream.session_id);
 
     let thread_shared = shared.clone();
     let thread_span = span.clone();
     let thread_metrics = metrics.clone();
+    let thread_stream = stream.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("lg-ladder-{}", stream.session_id))
         .spawn(move || {
             let _entered = thread_span.enter();
-            let sink = HlsSink {
-                hls,
-                generation,
-                segmenters: HashMap::new(),
-                segmenter_config,
-                anchor: None,
-                metrics: thread_metrics.clone(),
-                record,
-                relays,
+            let output = RungOutput {
+                stream: thread_stream,
+                sink,
+                publishers: HashMap::new(),
             };
             thread_metrics.transcoders.inc();
-            run_pipeline(rx, settings, sink, &thread_shared);
+            run_pipeline(rx, settings, output, &thread_shared);
             thread_metrics.transcoders.dec();
         });
     if let Err(e) = spawned {
@@ -169,61 +150,35 @@ pub fn spawn_ladder(
         return;
     }
 
-    let stream = stream.clone();
     tokio::spawn(
         async move {
-            let mut dropping = false;
-            let mut has_video = false;
             let mut last_report = Instant::now();
             while let Some(event) = subscription.recv().await {
-                let now = Utc::now();
-                has_video |= matches!(event, MediaEvent::VideoConfig(_));
-                let sent = match event {
-                    MediaEvent::Packet(p) => {
-                        // Without video every audio frame is a place to resume.
-                        let key = (p.track == TrackKind::Video && p.keyframe) || !has_video;
-                        if dropping {
-                            // Resume only at a keyframe, and only with room to spare.
-                            if key && tx.capacity() > queue / 2 {
-                                dropping = false;
-                                tracing::info!("transcoder caught up; resuming at a keyframe");
-                            } else {
-                                shared.dropped.fetch_add(1, Ordering::Relaxed);
-                                metrics.transcode_dropped_frames.inc();
-                                continue;
-                            }
-                        }
-                        match tx.try_send((MediaEvent::Packet(p), now)) {
-                            Ok(()) => true,
-                            Err(mpsc::error::TrySendError::Full(_)) => {
-                                dropping = true;
-                                shared.dropped.fetch_add(1, Ordering::Relaxed);
-                                metrics.transcode_dropped_frames.inc();
-                                tracing::warn!(
-                                    queue,
-                                    "transcoder behind real time; dropping until the next keyframe"
-                                );
-                                true
-                            }
-                            Err(mpsc::error::TrySendError::Closed(_)) => false,
+                let was_dropping = queue.is_dropping();
+                match queue.offer(event, Utc::now()) {
+                    Offer::Closed => break,
+                    Offer::Dropped => {
+                        metrics.transcode_dropped_frames.inc();
+                        if !was_dropping {
+                            tracing::warn!(
+                                queue = capacity,
+                                "transcoder behind real time; dropping until the next keyframe"
+                            );
                         }
                     }
-                    // Configuration and the end are never dropped.
-                    other => tx.send((other, now)).await.is_ok(),
-                };
-                if !sent {
-                    break;
+                    Offer::Resumed => {
+                        tracing::info!("transcoder caught up; resuming at a keyframe")
+                    }
+                    Offer::Queued => {}
                 }
-                shared
-                    .queued
-                    .store(queue - tx.capacity(), Ordering::Relaxed);
                 if last_report.elapsed() >= Duration::from_secs(1) {
                     last_report = Instant::now();
-                    report(&stream, &shared, queue);
+                    report(&stream, &shared, capacity);
                 }
             }
-            drop(tx);
-            report(&stream, &shared, queue);
+            queue.flush(Utc::now()).await;
+            drop(queue);
+            report(&stream, &shared, capacity);
         }
         .instrument(span),
     );
@@ -235,18 +190,18 @@ fn report(stream: &LiveStream, shared: &Shared, queue: usize) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    status.dropped_frames = shared.dropped.load(Ordering::Relaxed);
-    status.queue_depth = shared.queued.load(Ordering::Relaxed);
+    status.dropped_frames = shared.queue.dropped.load(Ordering::Relaxed);
+    status.queue_depth = shared.queue.depth.load(Ordering::Relaxed);
     status.queue_capacity = queue;
     if let Ok(value) = serde_json::to_value(&status) {
         stream.set_status("transcode", value);
     }
 }
 
-fn run_pipeline(
-    mut rx: mpsc::Receiver<(MediaEvent, DateTime<Utc>)>,
+fn run_pipeline<S: LadderSink>(
+    mut rx: mpsc::Receiver<Queued>,
     settings: PipelineSettings,
-    sink: HlsSink,
+    sink: RungOutput<S>,
     shared: &Shared,
 ) {
     pipeline::init_libav();
@@ -256,7 +211,7 @@ fn run_pipeline(
     let mut ended = false;
     let mut failed = false;
     let set_state = |state: &'static str,
-                     pipeline: &Pipeline<HlsSink>,
+                     pipeline: &Pipeline<RungOutput<S>>,
                      busy: Duration,
                      error: Option<String>| {
         let mut status = shared.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -278,21 +233,21 @@ fn run_pipeline(
         }
     };
     set_state("starting", &pipeline, busy, None);
-    while let Some((event, arrived)) = rx.blocking_recv() {
-        shared.queued.store(rx.len(), Ordering::Relaxed);
+    while let Some(Queued { event, arrived }) = rx.blocking_recv() {
+        shared.queue.depth.store(rx.len(), Ordering::Relaxed);
         if failed {
             // Keep draining so the forwarder never blocks; the stream's HLS is already finished.
             continue;
         }
         if let MediaEvent::Packet(p) = &event {
             let sink = pipeline.sink();
-            if sink.anchor.is_none() {
+            if !sink.has_clock_anchor() {
                 // Output media time ↔ wall clock, shared by every rung (PROGRAM-DATE-TIME).
                 let media_us = match p.track {
                     TrackKind::Video => p.dts * 1_000_000 / i64::from(VIDEO_TIMESCALE),
                     TrackKind::Audio => 0,
                 };
-                sink.set_anchor(media_us + OUTPUT_OFFSET_SECS * 1_000_000, arrived);
+                sink.set_clock_anchor(media_us + OUTPUT_OFFSET_SECS * 1_000_000, arrived);
             }
         }
         ended |= matches!(event, MediaEvent::End(_));
@@ -309,6 +264,10 @@ fn run_pipeline(
             Err(e) => {
                 tracing::error!(error = %e, "transcoder failed; ending this stream's HLS");
                 set_state("failed", &pipeline, busy, Some(e.to_string()));
+                if matches!(e, pipeline::TranscodeError::MissingDecoder(_)) {
+                    // Nothing else can serve this codec: tell the publisher now.
+                    pipeline.sink().stream.abort(&e.to_string());
+                }
                 let _ = pipeline.finish(EndReason::Stopped);
                 failed = true;
             }

@@ -17,13 +17,15 @@ use ff::util::picture;
 use ff::{filter, frame, ChannelLayout, Dictionary, Packet as AvPacket, Rational};
 use ffmpeg_next as ff;
 
-use super::annexb;
 use super::keyframes::KeyframeGrid;
 use super::plan::{plan_ladder, PlannedRung};
 use crate::config::{RungConfig, TranscodeConfig};
+use crate::media::annexb;
 use crate::media::{
-    AudioConfig, EndReason, MediaEvent, Packet, TrackKind, VideoConfig, VIDEO_TIMESCALE,
+    AudioCodec, AudioConfig, EndReason, MediaEvent, Packet, TrackKind, VideoCodec, VideoConfig,
+    VIDEO_TIMESCALE,
 };
+use crate::stream::RenditionInfo;
 
 /// Output timestamps are shifted by one second so that B-frame reordering never makes a decode
 /// time negative (fMP4 decode times are unsigned).
@@ -38,6 +40,8 @@ pub enum TranscodeError {
     },
     #[error("{0} is not available in this FFmpeg build")]
     MissingCodec(&'static str),
+    #[error("no {0} decoder in this FFmpeg build; the stream cannot be served")]
+    MissingDecoder(String),
     #[error("encoder produced unusable parameters: {0}")]
     Parameters(String),
 }
@@ -46,11 +50,20 @@ fn av(what: &'static str) -> impl FnOnce(ff::Error) -> TranscodeError {
     move |source| TranscodeError::Av { what, source }
 }
 
-/// Where the ladder's output goes: one stream of media events per rung.
+/// The rendition of an audio-only stream under the ladder.
+pub const AUDIO_RENDITION: &str = "audio";
+
+/// Where the ladder's output goes: one stream of media events per rung. Defined here, where the
+/// output is produced; the consumer (HLS) implements it.
 pub trait LadderSink {
     fn rung_event(&mut self, rung: &str, event: MediaEvent);
-    /// The ladder's rungs (name, width, height), when first planned.
-    fn ladder_planned(&mut self, _rungs: &[(String, u32, u32)]) {}
+    /// The ladder's rungs, when first planned.
+    fn ladder_planned(&mut self, _rungs: &[RenditionInfo]) {}
+    fn has_clock_anchor(&self) -> bool {
+        false
+    }
+    /// Output media time (µs) ↔ wall clock, fixed at the first packet, shared by every rung.
+    fn set_clock_anchor(&mut self, _media_us: i64, _wall: chrono::DateTime<chrono::Utc>) {}
 }
 
 /// Settings the pipeline needs, taken from the config.
@@ -73,6 +86,27 @@ impl PipelineSettings {
             x264_threads: t.x264_threads,
         }
     }
+}
+
+/// libav's decoder for a source codec. AV1 prefers libdav1d: FFmpeg 5.1's native AV1 decoder
+/// only drives hardware.
+fn video_decoder(codec: VideoCodec) -> Result<ff::Codec, TranscodeError> {
+    let found = match codec {
+        VideoCodec::H264 => ff::decoder::find(codec::Id::H264),
+        VideoCodec::Hevc => ff::decoder::find(codec::Id::HEVC),
+        VideoCodec::Av1 => ff::decoder::find_by_name("libdav1d"),
+        VideoCodec::Vp8 => ff::decoder::find(codec::Id::VP8),
+        VideoCodec::Vp9 => ff::decoder::find(codec::Id::VP9),
+    };
+    found.ok_or_else(|| TranscodeError::MissingDecoder(codec.name().to_string()))
+}
+
+fn audio_decoder(codec: AudioCodec) -> Result<ff::Codec, TranscodeError> {
+    let found = match codec {
+        AudioCodec::Aac => ff::decoder::find(codec::Id::AAC),
+        AudioCodec::Opus => ff::decoder::find(codec::Id::OPUS),
+    };
+    found.ok_or_else(|| TranscodeError::MissingDecoder(codec.name().to_string()))
 }
 
 /// Copies codec configuration into a codec context. ffmpeg-next has no extradata setter; the
@@ -264,6 +298,7 @@ pub struct Pipeline<S: LadderSink> {
     /// Media time processed (seconds of video, or audio when there is none).
     pub media_seconds: f64,
     first_pts: Option<i64>,
+    first_audio_pts: Option<i64>,
 }
 
 impl<S: LadderSink> Pipeline<S> {
@@ -285,6 +320,7 @@ impl<S: LadderSink> Pipeline<S> {
             audio_only: false,
             media_seconds: 0.0,
             first_pts: None,
+            first_audio_pts: None,
         }
     }
 
@@ -331,7 +367,7 @@ impl<S: LadderSink> Pipeline<S> {
 
     fn all_rung_names(&self) -> Vec<String> {
         if self.audio_only {
-            vec![crate::hls::AUDIO_RUNG.to_string()]
+            vec![AUDIO_RENDITION.to_string()]
         } else {
             self.rung_names.clone()
         }
@@ -349,14 +385,13 @@ impl<S: LadderSink> Pipeline<S> {
         }
         self.flush_video()?;
         let planned = self.plan(&config);
-        let mut ctx = codec::context::Context::new_with_codec(
-            ff::decoder::find(codec::Id::H264)
-                .ok_or(TranscodeError::MissingCodec("H.264 decoder"))?,
-        );
-        set_extradata(&mut ctx, &config.avcc)?;
+        let mut ctx = codec::context::Context::new_with_codec(video_decoder(config.codec)?);
+        if !config.record.is_empty() {
+            set_extradata(&mut ctx, &config.record)?;
+        }
         let mut decoder = ctx.decoder();
         decoder.set_packet_time_base(Rational::new(1, VIDEO_TIMESCALE as i32));
-        let decoder = decoder.video().map_err(av("opening the H.264 decoder"))?;
+        let decoder = decoder.video().map_err(av("opening the video decoder"))?;
         let fps = config.fps.unwrap_or(30.0);
         let mut rungs = Vec::with_capacity(planned.len());
         for plan in &planned {
@@ -392,9 +427,13 @@ impl<S: LadderSink> Pipeline<S> {
         let fresh = plan_ladder(&self.settings.rungs, config.width, config.height);
         if self.rung_names.is_empty() {
             self.rung_names = fresh.iter().map(|p| p.config.name.clone()).collect();
-            let sizes: Vec<(String, u32, u32)> = fresh
+            let sizes: Vec<RenditionInfo> = fresh
                 .iter()
-                .map(|p| (p.config.name.clone(), p.width, p.height))
+                .map(|p| RenditionInfo {
+                    name: p.config.name.clone(),
+                    width: p.width,
+                    height: p.height,
+                })
                 .collect();
             self.sink.ladder_planned(&sizes);
             return fresh;
@@ -479,7 +518,7 @@ impl<S: LadderSink> Pipeline<S> {
         let record = annexb::avcc_record(&extradata(&encoder))
             .ok_or_else(|| TranscodeError::Parameters("x264 gave no SPS/PPS".into()))?;
         let config =
-            VideoConfig::parse(&record).map_err(|e| TranscodeError::Parameters(e.to_string()))?;
+            VideoConfig::h264(&record).map_err(|e| TranscodeError::Parameters(e.to_string()))?;
         self.sink
             .rung_event(&plan.config.name, MediaEvent::VideoConfig(Arc::new(config)));
         let (jobs, jobs_rx) = std::sync::mpsc::sync_channel(RUNG_QUEUE_FRAMES);
@@ -687,13 +726,13 @@ impl<S: LadderSink> Pipeline<S> {
         // The decoder and resampler follow the source; the encoder (and so the output audio
         // configuration) stays, keeping the rungs' audio continuous across a source change.
         self.drain_audio_decoder(true)?;
-        let mut ctx = codec::context::Context::new_with_codec(
-            ff::decoder::find(codec::Id::AAC).ok_or(TranscodeError::MissingCodec("AAC decoder"))?,
-        );
-        set_extradata(&mut ctx, &config.asc)?;
+        let mut ctx = codec::context::Context::new_with_codec(audio_decoder(config.codec)?);
+        if !config.record.is_empty() {
+            set_extradata(&mut ctx, &config.record)?;
+        }
         let mut decoder = ctx.decoder();
         decoder.set_packet_time_base(Rational::new(1, config.sample_rate as i32));
-        let decoder = decoder.audio().map_err(av("opening the AAC decoder"))?;
+        let decoder = decoder.audio().map_err(av("opening the audio decoder"))?;
         if self.audio_encoder.is_none() {
             self.open_audio_encoder(config.channels)?;
         }
@@ -729,7 +768,7 @@ impl<S: LadderSink> Pipeline<S> {
         let encoder = enc.open().map_err(av("opening the AAC encoder"))?;
         let asc = extradata(&encoder);
         let config =
-            AudioConfig::parse(&asc).map_err(|e| TranscodeError::Parameters(e.to_string()))?;
+            AudioConfig::aac(&asc).map_err(|e| TranscodeError::Parameters(e.to_string()))?;
         let config = Arc::new(config);
         self.audio_config_out = Some(config.clone());
         for name in self.all_rung_names() {
@@ -751,9 +790,11 @@ impl<S: LadderSink> Pipeline<S> {
             tracing::debug!(error = %e, "AAC decoder rejected a packet");
         }
         if self.video.is_none() && self.first_pts.is_none() {
-            // No video (yet): count audio time so an audio-only stream is recognized.
+            // No video (yet): count audio time so an audio-only stream is recognized. From
+            // timestamps, as codecs like Opus vary their frame size.
+            let first = *self.first_audio_pts.get_or_insert(p.pts);
             let rate = f64::from(chain.source.sample_rate);
-            self.media_seconds += f64::from(chain.source.frame_samples) / rate;
+            self.media_seconds = (p.pts - first).max(0) as f64 / rate;
         }
         self.drain_audio_decoder(false)
     }
@@ -896,19 +937,20 @@ impl<S: LadderSink> Pipeline<S> {
         if self.video.is_none() && !self.audio_only {
             // Wait for the video configuration; after ~3 s of audio alone, serve audio-only.
             self.early_audio.push(p);
-            let rate = self.audio_encoder.as_ref().map_or(48_000, |e| e.rate) as usize;
-            if self.early_audio.len() * 1024 < 3 * rate {
+            let (rate, frame) = self.audio_encoder.as_ref().map_or((48_000, 1024), |e| {
+                (e.rate as usize, (e.encoder.frame_size() as usize).max(1))
+            });
+            if self.early_audio.len() * frame < 3 * rate {
                 return;
             }
             tracing::info!("no video in the stream; serving it audio-only");
             self.audio_only = true;
             if let Some(config) = self.audio_config_out.clone() {
                 self.sink
-                    .rung_event(crate::hls::AUDIO_RUNG, MediaEvent::AudioConfig(config));
+                    .rung_event(AUDIO_RENDITION, MediaEvent::AudioConfig(config));
             }
             for p in std::mem::take(&mut self.early_audio) {
-                self.sink
-                    .rung_event(crate::hls::AUDIO_RUNG, MediaEvent::Packet(p));
+                self.sink.rung_event(AUDIO_RENDITION, MediaEvent::Packet(p));
             }
             return;
         }

@@ -1,6 +1,8 @@
 //! A small blocking RTMP publisher over rml_rtmp's client session, for tests and the benchmark:
 //! sends FLV files (one after another on one connection, like OBS after a resolution change) at
-//! real-time pace or as fast as possible, and records when each video tag was written.
+//! real-time pace or as fast as possible, and records when each video tag was written. It also
+//! turns an MP4 with HEVC or AV1 video into Enhanced RTMP tags (`hvc1`/`av01` FourCC, ex-header
+//! bit), as OBS 30+ sends them: Debian's ffmpeg 5.1 cannot publish those itself.
 //! Shared by `tests/e2e` and `examples/pace_publish.rs`.
 #![allow(dead_code)]
 
@@ -43,6 +45,115 @@ pub fn read_flv(path: &std::path::Path) -> Vec<Tag> {
         pos = end + 4;
     }
     tags
+}
+
+/// Tags for an MP4 (HEVC or AV1 video, AAC audio): Enhanced RTMP video tags and legacy AAC audio
+/// tags, in decode order. The packets and configuration records come from `ffprobe -show_data`.
+pub fn read_mp4_enhanced(path: &std::path::Path) -> Vec<Tag> {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_packets",
+            "-show_data",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    assert!(out.status.success(), "ffprobe {}", path.display());
+    let probe: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
+    let streams = probe["streams"].as_array().expect("streams");
+    let mut kinds = std::collections::HashMap::new();
+    let mut tags = Vec::new();
+    for s in streams {
+        let index = s["index"].as_i64().unwrap_or(-1);
+        let codec = s["codec_name"].as_str().unwrap_or("").to_string();
+        let record = hexdump(s["extradata"].as_str().unwrap_or(""));
+        let header = match codec.as_str() {
+            "hevc" => enhanced_video(0, b"hvc1", 1, &record),
+            "av1" => enhanced_video(0, b"av01", 1, &record),
+            "aac" => [&[0xaf, 0x00][..], &record].concat(),
+            other => panic!("no Enhanced RTMP mapping for {other}"),
+        };
+        tags.push(Tag {
+            kind: if codec == "aac" { 8 } else { 9 },
+            ts: 0,
+            body: Bytes::from(header),
+        });
+        kinds.insert(index, codec);
+    }
+    let ms = |v: &serde_json::Value| -> i64 {
+        (v.as_str()
+            .and_then(|t| t.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            * 1000.0)
+            .round() as i64
+    };
+    let packets = probe["packets"].as_array().expect("packets");
+    // B-frames start decode times below zero in MP4; FLV timestamps are unsigned.
+    let first_dts = packets
+        .iter()
+        .map(|p| ms(&p["dts_time"]))
+        .min()
+        .unwrap_or(0)
+        .min(0);
+    for p in packets {
+        let codec = &kinds[&p["stream_index"].as_i64().unwrap_or(-1)];
+        let data = hexdump(p["data"].as_str().unwrap_or(""));
+        let dts = ms(&p["dts_time"]) - first_dts;
+        let pts = ms(&p["pts_time"]) - first_dts;
+        let key = p["flags"].as_str().unwrap_or("").starts_with('K');
+        let frame_type = if key { 1 } else { 2 };
+        let body = match codec.as_str() {
+            "hevc" => {
+                let cts = (pts - dts) as i32;
+                let mut b = enhanced_video(frame_type, b"hvc1", 1, &[]);
+                b.extend_from_slice(&cts.to_be_bytes()[1..]);
+                b.extend_from_slice(&data);
+                b
+            }
+            // AV1 carries no composition time: coded frames are sent as CodedFramesX.
+            "av1" => enhanced_video(frame_type, b"av01", 3, &data),
+            _ => [&[0xaf, 0x01][..], &data].concat(),
+        };
+        tags.push(Tag {
+            kind: if codec == "aac" { 8 } else { 9 },
+            ts: dts as u32,
+            body: Bytes::from(body),
+        });
+    }
+    tags.sort_by_key(|t| t.ts);
+    tags
+}
+
+/// `[1 ex-header | 3 frame type | 4 packet type] [FourCC] [payload]`.
+fn enhanced_video(frame_type: u8, fourcc: &[u8; 4], packet_type: u8, payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x80 | (frame_type << 4) | packet_type];
+    b.extend_from_slice(fourcc);
+    b.extend_from_slice(payload);
+    b
+}
+
+/// Bytes from ffprobe's hex dump (`00000000: 0101 6000 ...  ascii`).
+fn hexdump(text: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.get(10..) else { continue };
+        let hex: String = rest
+            .chars()
+            .take(40)
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        for pair in hex.as_bytes().chunks(2) {
+            if let Ok(b) = u8::from_str_radix(std::str::from_utf8(pair).unwrap_or(""), 16) {
+                bytes.push(b);
+            }
+        }
+    }
+    bytes
 }
 
 pub struct Publisher {
@@ -192,7 +303,8 @@ impl Publisher {
             };
             self.socket.write_all(&bytes).map_err(|e| e.to_string())?;
             if tag.kind == 9 {
-                let keyframe = tag.body.first().is_some_and(|b| b >> 4 == 1);
+                // Legacy and Enhanced RTMP (ex-header bit set) keep the frame type in bits 4-6.
+                let keyframe = tag.body.first().is_some_and(|b| (b >> 4) & 0x07 == 1);
                 self.video_sent.push((ts, keyframe, Instant::now()));
             }
             last = last.max(ts);

@@ -1,5 +1,9 @@
-//! The stream hub: stream name → live stream, and fan-out of its media to any number of
-//! consumers (HLS today; transcoder, recorder and relays later).
+//! The stream hub: stream name (the publishing user) → live stream, and fan-out of its media to
+//! any number of consumers (the ladder or passthrough HLS, relays).
+//!
+//! A live stream also carries the renditions a consumer makes of it (the ladder's rungs): each
+//! is fanned out exactly as the source is, so a relay subscribes to a rung the way it subscribes
+//! to the source.
 //!
 //! Fan-out uses a bounded broadcast ring: the publisher never waits for a consumer, and a consumer
 //! that falls more than the ring behind skips ahead to the next keyframe (counted) instead of
@@ -17,6 +21,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::media::{AudioConfig, EndReason, MediaEvent, TrackKind, VideoConfig};
+
+pub mod queue;
 
 /// Events the ring holds. It keeps its slots filled, so this bounds memory per stream too.
 const RING_CAPACITY: usize = 512;
@@ -86,7 +92,27 @@ struct IngestStats {
     fps_hint: Option<f64>,
 }
 
+/// One rendition of a live stream: its name (in URLs) and picture size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenditionInfo {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// What is known of a stream's renditions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RenditionPlan {
+    /// Not decided yet (the codecs are not known yet).
+    Pending,
+    /// Served through the ladder with these renditions (ascending), or as published when empty.
+    Planned(Arc<Vec<RenditionInfo>>),
+    /// The stream ended before a plan was made.
+    Ended,
+}
+
 pub struct LiveStream {
+    /// The user's name (or `user/rendition` for a rendition).
     pub name: String,
     /// The query of the publish URL (`KEY?…`), which may name relay targets. Holds secrets:
     /// never logged.
@@ -100,6 +126,8 @@ pub struct LiveStream {
     stats: Mutex<IngestStats>,
     lag_drops: AtomicU64,
     status: Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
+    plan: tokio::sync::watch::Sender<RenditionPlan>,
+    renditions: Mutex<HashMap<String, Arc<LiveStream>>>,
 }
 
 impl Hub {
@@ -122,26 +150,8 @@ impl Hub {
 
     /// Like [`Hub::publish`], keeping the publish URL's query for the relays.
     pub fn publish_with_query(self: &Arc<Self>, name: &str, query: &str) -> Publisher {
-        let (sender, _) = broadcast::channel(RING_CAPACITY);
-        let stream = Arc::new(LiveStream {
-            name: name.to_string(),
-            publish_query: query.to_string(),
-            session_id: self.next_session.fetch_add(1, Ordering::Relaxed) + 1,
-            started_at: Utc::now(),
-            started: Instant::now(),
-            stop: CancellationToken::new(),
-            fanout: Mutex::new(Fanout {
-                sender: Some(sender),
-                video: None,
-                audio: None,
-                gop: Vec::new(),
-                gop_bytes: 0,
-                ended: None,
-            }),
-            stats: Mutex::new(IngestStats::default()),
-            lag_drops: AtomicU64::new(0),
-            status: Mutex::new(std::collections::BTreeMap::new()),
-        });
+        let session_id = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
+        let stream = Arc::new(LiveStream::new(name, query, session_id));
         let previous = lock(&self.streams).insert(name.to_string(), stream.clone());
         if let Some(old) = previous {
             tracing::info!(
@@ -157,7 +167,7 @@ impl Hub {
             listener(&stream);
         }
         Publisher {
-            hub: self.clone(),
+            hub: Some(self.clone()),
             stream,
         }
     }
@@ -195,6 +205,81 @@ impl Hub {
 }
 
 impl LiveStream {
+    fn new(name: &str, query: &str, session_id: u64) -> LiveStream {
+        let (sender, _) = broadcast::channel(RING_CAPACITY);
+        LiveStream {
+            name: name.to_string(),
+            publish_query: query.to_string(),
+            session_id,
+            started_at: Utc::now(),
+            started: Instant::now(),
+            stop: CancellationToken::new(),
+            fanout: Mutex::new(Fanout {
+                sender: Some(sender),
+                video: None,
+                audio: None,
+                gop: Vec::new(),
+                gop_bytes: 0,
+                ended: None,
+            }),
+            stats: Mutex::new(IngestStats::default()),
+            lag_drops: AtomicU64::new(0),
+            status: Mutex::new(std::collections::BTreeMap::new()),
+            plan: tokio::sync::watch::Sender::new(RenditionPlan::Pending),
+            renditions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Ends this session from a consumer that cannot serve it (e.g. its codec): the publisher's
+    /// connection is told to close, as on an operator stop.
+    pub fn abort(&self, reason: &str) {
+        tracing::error!(stream = %self.name, session = self.session_id, reason, "ending the publish session");
+        self.set_status("error", serde_json::Value::String(reason.to_string()));
+        self.stop.cancel();
+    }
+
+    /// The source's current configuration.
+    pub fn configs(&self) -> (Option<Arc<VideoConfig>>, Option<Arc<AudioConfig>>) {
+        let f = lock(&self.fanout);
+        (f.video.clone(), f.audio.clone())
+    }
+
+    /// Announces how the stream is served: its renditions, or none (served as published).
+    pub fn plan_renditions(&self, renditions: Vec<RenditionInfo>) {
+        self.plan
+            .send_replace(RenditionPlan::Planned(Arc::new(renditions)));
+    }
+
+    /// Waits until the renditions are planned; None if the stream ended first.
+    pub async fn renditions(&self) -> Option<Arc<Vec<RenditionInfo>>> {
+        let mut rx = self.plan.subscribe();
+        let plan = rx
+            .wait_for(|p| !matches!(p, RenditionPlan::Pending))
+            .await
+            .ok()?
+            .clone();
+        match plan {
+            RenditionPlan::Planned(list) => Some(list),
+            _ => None,
+        }
+    }
+
+    /// Starts publishing one rendition of this session (called by the ladder).
+    pub fn publish_rendition(&self, rendition: &str) -> Publisher {
+        let stream = Arc::new(LiveStream::new(
+            &format!("{}/{rendition}", self.name),
+            "",
+            self.session_id,
+        ));
+        lock(&self.renditions).insert(rendition.to_string(), stream.clone());
+        Publisher { hub: None, stream }
+    }
+
+    /// A rendition being published, to subscribe to.
+    pub fn rendition(&self, rendition: &str) -> Option<Arc<LiveStream>> {
+        lock(&self.renditions).get(rendition).cloned()
+    }
+
     /// A future that completes when this session must end (takeover or operator stop).
     pub fn stopped(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.stop.cancelled()
@@ -275,6 +360,13 @@ impl LiveStream {
     }
 
     fn end(&self, reason: EndReason) {
+        self.plan.send_if_modified(|p| {
+            let pending = *p == RenditionPlan::Pending;
+            if pending {
+                *p = RenditionPlan::Ended;
+            }
+            pending
+        });
         let mut fanout = lock(&self.fanout);
         if fanout.ended.is_some() {
             return;
@@ -345,7 +437,8 @@ impl LiveStream {
 /// The publishing side of a live stream. Dropping it ends the stream (`End(Stopped)`), unless a
 /// newer session has taken over already.
 pub struct Publisher {
-    hub: Arc<Hub>,
+    /// None for a rendition, which the hub does not list.
+    hub: Option<Arc<Hub>>,
     stream: Arc<LiveStream>,
 }
 
@@ -376,7 +469,9 @@ impl Publisher {
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.stream.end(EndReason::Stopped);
-        self.hub.remove_if_current(&self.stream);
+        if let Some(hub) = &self.hub {
+            hub.remove_if_current(&self.stream);
+        }
     }
 }
 
@@ -391,6 +486,14 @@ pub struct Subscription {
 impl Subscription {
     pub fn stream(&self) -> &Arc<LiveStream> {
         &self.stream
+    }
+
+    /// Puts events back in front of the next ones (a consumer that looked ahead to decide who
+    /// takes the subscription over).
+    pub fn unread(&mut self, events: Vec<MediaEvent>) {
+        for e in events.into_iter().rev() {
+            self.backlog.push_front(e);
+        }
     }
 
     /// The next event, or None once the stream has ended and everything was delivered.
@@ -457,7 +560,7 @@ mod tests {
 
     fn config() -> MediaEvent {
         MediaEvent::VideoConfig(Arc::new(
-            VideoConfig::parse(crate::media::avc::tests::AVCC_640X360_HIGH).unwrap(),
+            VideoConfig::h264(crate::media::avc::tests::AVCC_640X360_HIGH).unwrap(),
         ))
     }
 
@@ -538,6 +641,45 @@ mod tests {
         );
         drop(second);
         assert!(hub.get("carol").is_none());
+    }
+
+    #[tokio::test]
+    async fn renditions_are_fanned_out_like_the_source() {
+        let hub = Hub::new();
+        let publisher = hub.publish("erin");
+        let stream = publisher.stream().clone();
+        let waiter = tokio::spawn({
+            let stream = stream.clone();
+            async move { stream.renditions().await }
+        });
+        let rung = stream.publish_rendition("360p");
+        stream.plan_renditions(vec![RenditionInfo {
+            name: "360p".into(),
+            width: 640,
+            height: 360,
+        }]);
+        let plan = waiter.await.unwrap().unwrap();
+        assert_eq!(plan[0].name, "360p");
+        rung.push(config(), 0);
+        rung.push(video(0, true), 0);
+        let mut sub = stream.rendition("360p").unwrap().subscribe();
+        assert!(matches!(sub.recv().await, Some(MediaEvent::VideoConfig(_))));
+        assert_eq!(sub.recv().await, Some(video(0, true)));
+        assert!(
+            hub.get("erin/360p").is_none(),
+            "renditions are not listed as streams"
+        );
+        drop(rung);
+        assert_eq!(sub.recv().await, Some(MediaEvent::End(EndReason::Stopped)));
+    }
+
+    #[tokio::test]
+    async fn a_stream_ending_unplanned_releases_waiters() {
+        let hub = Hub::new();
+        let publisher = hub.publish("frank");
+        let stream = publisher.stream().clone();
+        drop(publisher);
+        assert_eq!(stream.renditions().await, None);
     }
 
     #[test]

@@ -103,7 +103,7 @@ mod tests {
         annexb.extend_from_slice(&[0, 0, 0, 1]);
         annexb.extend_from_slice(pps);
         let built = avcc_record(&annexb).unwrap();
-        let parsed = VideoConfig::parse(&built).unwrap();
+        let parsed = VideoConfig::h264(&built).unwrap();
         assert_eq!((parsed.width, parsed.height), (640, 360));
         assert_eq!(parsed.codec_string(), "avc1.64001e");
         assert!(avcc_record(&[0, 0, 1, 0x68, 1]).is_none());

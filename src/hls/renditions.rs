@@ -1,0 +1,266 @@
+//! The renditions stage: one place that owns a segmenter per rendition of a publish session and
+//! hands every output to the live window and to whoever else subscribed (the recorder). Producers
+//! (the ladder thread, the passthrough task) only push (rendition, media event).
+//!
+//! `hls/` defines the [`SegmentSubscriber`] interface; subscribers implement it, so this module
+//! imports none of them. It implements the ladder's [`LadderSink`] in turn.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+
+use super::live::LiveHls;
+use super::segmenter::{Segmenter, SegmenterConfig, SegmenterOutput};
+use crate::config::HlsConfig;
+use crate::media::{EndReason, MediaEvent};
+use crate::metrics::Metrics;
+use crate::stream::RenditionInfo;
+use crate::transcode::LadderSink;
+
+/// Receives every rendition's segmenter output, in order, on the producer's thread. It must not
+/// block (queue and return).
+pub trait SegmentSubscriber: Send {
+    /// The renditions, once planned (before their first output).
+    fn planned(&mut self, _renditions: &[RenditionInfo]) {}
+    fn output(&mut self, rendition: &str, output: &SegmenterOutput);
+}
+
+/// A publish session's renditions on their way to the live window and the subscribers.
+pub struct Renditions {
+    hls: Arc<RwLock<LiveHls>>,
+    generation: u64,
+    segmenter_config: SegmenterConfig,
+    segmenters: HashMap<String, Segmenter>,
+    /// Media time (µs) ↔ wall clock, shared by every rendition so their PDTs agree.
+    clock_anchor: Option<(i64, DateTime<Utc>)>,
+    subscribers: Vec<Box<dyn SegmentSubscriber>>,
+    metrics: Arc<Metrics>,
+    /// Renditions whose end went out already.
+    ended: std::collections::HashSet<String>,
+}
+
+impl Renditions {
+    /// `hls` and `generation` come from [`super::HlsRegistry::attach`].
+    pub fn new(
+        hls: Arc<RwLock<LiveHls>>,
+        generation: u64,
+        config: &HlsConfig,
+        metrics: Arc<Metrics>,
+        subscribers: Vec<Box<dyn SegmentSubscriber>>,
+    ) -> Self {
+        Renditions {
+            hls,
+            generation,
+            segmenter_config: SegmenterConfig {
+                target_duration: config.segment_duration,
+                max_segment_bytes: (config.max_segment_mib as usize) << 20,
+            },
+            segmenters: HashMap::new(),
+            clock_anchor: None,
+            subscribers,
+            metrics,
+            ended: std::collections::HashSet::new(),
+        }
+    }
+
+    pub fn has_clock_anchor(&self) -> bool {
+        self.clock_anchor.is_some()
+    }
+
+    /// Fixes the media-time ↔ wall-clock mapping for every rendition, including those whose
+    /// segmenter exists already.
+    pub fn set_clock_anchor(&mut self, media_us: i64, wall: DateTime<Utc>) {
+        self.clock_anchor = Some((media_us, wall));
+        for s in self.segmenters.values_mut() {
+            s.set_clock_anchor(media_us, wall);
+        }
+    }
+
+    /// Announces the renditions to the subscribers.
+    pub fn planned(&mut self, renditions: &[RenditionInfo]) {
+        for s in &mut self.subscribers {
+            s.planned(renditions);
+        }
+    }
+
+    /// Creates a rendition's segmenter ahead of its first event, so that its end is announced
+    /// even if no media ever comes.
+    pub fn add(&mut self, rendition: &str) {
+        if !self.segmenters.contains_key(rendition) {
+            let mut s = Segmenter::new(self.segmenter_config.clone());
+            if let Some((media_us, wall)) = self.clock_anchor {
+                s.set_clock_anchor(media_us, wall);
+            }
+            self.segmenters.insert(rendition.to_string(), s);
+        }
+    }
+
+    /// Segments one event of one rendition; its outputs go to the live window and subscribers.
+    pub fn push(&mut self, rendition: &str, event: MediaEvent) {
+        self.push_at(rendition, event, Utc::now());
+    }
+
+    /// As [`Renditions::push`], with the event's arrival time given.
+    pub fn push_at(&mut self, rendition: &str, event: MediaEvent, now: DateTime<Utc>) {
+        self.add(rendition);
+        let Some(segmenter) = self.segmenters.get_mut(rendition) else {
+            return;
+        };
+        let outputs = segmenter.push(event, now);
+        if outputs.is_empty() {
+            return;
+        }
+        let mut hls = self.hls.write().unwrap_or_else(|e| e.into_inner());
+        for output in outputs {
+            match &output {
+                SegmenterOutput::Segment(s) => {
+                    self.metrics.hls_segments.inc();
+                    tracing::debug!(
+                        rendition,
+                        duration = s.duration,
+                        bytes = s.data.len(),
+                        "segment"
+                    );
+                }
+                SegmenterOutput::End(reason) => {
+                    self.ended.insert(rendition.to_string());
+                    tracing::info!(rendition, ?reason, "rendition ended");
+                }
+                SegmenterOutput::Init { .. } => {}
+            }
+            for s in &mut self.subscribers {
+                s.output(rendition, &output);
+            }
+            hls.apply(self.generation, rendition, output);
+        }
+    }
+
+    /// Ends every rendition that has not ended yet (the producer stopped without an `End`).
+    /// With no rendition at all (no media came), the live window is ended directly.
+    pub fn finish(&mut self, reason: EndReason) {
+        if self.segmenters.is_empty() {
+            self.hls.write().unwrap_or_else(|e| e.into_inner()).apply(
+                self.generation,
+                "",
+                SegmenterOutput::End(reason),
+            );
+            return;
+        }
+        let mut names: Vec<String> = self
+            .segmenters
+            .keys()
+            .filter(|n| !self.ended.contains(*n))
+            .cloned()
+            .collect();
+        names.sort();
+        for name in names {
+            self.push(&name, MediaEvent::End(reason));
+        }
+    }
+}
+
+/// The ladder pushes each rung's events here.
+impl LadderSink for Renditions {
+    fn rung_event(&mut self, rung: &str, event: MediaEvent) {
+        self.push(rung, event);
+    }
+
+    fn ladder_planned(&mut self, rungs: &[RenditionInfo]) {
+        self.planned(rungs);
+    }
+
+    fn has_clock_anchor(&self) -> bool {
+        Renditions::has_clock_anchor(self)
+    }
+
+    fn set_clock_anchor(&mut self, media_us: i64, wall: DateTime<Utc>) {
+        Renditions::set_clock_anchor(self, media_us, wall);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hls::HlsRegistry;
+    use crate::media::{AudioConfig, Packet, TrackKind, VideoConfig};
+    use bytes::Bytes;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<String>>>);
+
+    impl SegmentSubscriber for Seen {
+        fn planned(&mut self, renditions: &[RenditionInfo]) {
+            let names: Vec<_> = renditions.iter().map(|r| r.name.as_str()).collect();
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("planned {}", names.join(",")));
+        }
+        fn output(&mut self, rendition: &str, output: &SegmenterOutput) {
+            let kind = match output {
+                SegmenterOutput::Init { .. } => "init",
+                SegmenterOutput::Segment(_) => "segment",
+                SegmenterOutput::End(_) => "end",
+            };
+            self.0.lock().unwrap().push(format!("{rendition} {kind}"));
+        }
+    }
+
+    fn frame(dts: i64, keyframe: bool) -> MediaEvent {
+        MediaEvent::Packet(Packet {
+            track: TrackKind::Video,
+            dts,
+            pts: dts,
+            keyframe,
+            data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
+        })
+    }
+
+    #[test]
+    fn outputs_reach_the_live_window_and_every_subscriber_in_order() {
+        let config = HlsConfig::default();
+        let registry = HlsRegistry::new(config.clone());
+        let (hls, generation) = registry.attach("alice");
+        let seen = Seen::default();
+        let mut renditions = Renditions::new(
+            hls.clone(),
+            generation,
+            &config,
+            Arc::new(Metrics::new()),
+            vec![Box::new(seen.clone())],
+        );
+        renditions.planned(&[RenditionInfo {
+            name: "360p".into(),
+            width: 640,
+            height: 360,
+        }]);
+        let video = VideoConfig::h264(crate::media::avc::tests::AVCC_640X360_HIGH).unwrap();
+        let audio = AudioConfig::aac(&[0x11, 0x90]).unwrap();
+        renditions.push("360p", MediaEvent::VideoConfig(Arc::new(video)));
+        renditions.push("360p", MediaEvent::AudioConfig(Arc::new(audio)));
+        let step = 3000; // 30 fps at 90 kHz
+        let frames = (config.segment_duration * 30.0) as i64 * 2 + 1;
+        for i in 0..frames {
+            renditions.push("360p", frame(i * step, i % 60 == 0));
+        }
+        renditions.finish(EndReason::Stopped);
+        renditions.finish(EndReason::Stopped); // once only
+        let seen = seen.0.lock().unwrap().clone();
+        assert_eq!(seen.first().map(String::as_str), Some("planned 360p"));
+        assert_eq!(seen.get(1).map(String::as_str), Some("360p init"));
+        assert!(
+            seen.iter().filter(|s| *s == "360p segment").count() >= 2,
+            "{seen:?}"
+        );
+        assert_eq!(seen.last().map(String::as_str), Some("360p end"));
+        assert_eq!(seen.iter().filter(|s| *s == "360p end").count(), 1);
+        let hls = hls.read().unwrap();
+        assert!(hls.is_ended());
+        assert!(hls
+            .media_playlist("360p")
+            .unwrap()
+            .contains("#EXT-X-ENDLIST"));
+    }
+}
