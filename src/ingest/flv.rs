@@ -1,7 +1,7 @@
 //! FLV tag bodies (as carried in RTMP audio/video messages) → codec-neutral [`MediaEvent`]s.
 //! Sans-IO: bytes in, events out. Handles the legacy AVC/AAC headers and the Enhanced RTMP
-//! ex-header (FourCC), so a codec we do not support yet is refused by name instead of being
-//! misread as H.264.
+//! ex-header (FourCC: `avc1`, `hvc1`, `av01`, as OBS 30+ sends them), so a codec we do not
+//! support is refused by name instead of being misread as H.264.
 
 use std::sync::Arc;
 
@@ -9,7 +9,8 @@ use bytes::Bytes;
 
 use crate::media::timeline::TimestampNormalizer;
 use crate::media::{
-    AudioConfig, CodecError, MediaEvent, Packet, TrackKind, VideoConfig, VIDEO_TIMESCALE,
+    av1, AudioConfig, CodecError, MediaEvent, Packet, TrackKind, VideoCodec, VideoConfig,
+    VIDEO_TIMESCALE,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -18,11 +19,11 @@ pub enum FlvError {
     Empty(&'static str),
     #[error("truncated {0} tag header")]
     Truncated(&'static str),
-    #[error("unsupported video codec {0} (livegate accepts H.264)")]
+    #[error("unsupported video codec {0} (livegate accepts H.264, HEVC and AV1)")]
     UnsupportedVideoCodec(String),
     #[error("unsupported audio codec {0} (livegate accepts AAC)")]
     UnsupportedAudioCodec(String),
-    #[error("malformed H.264 frame: {0}")]
+    #[error("malformed video frame: {0}")]
     MalformedFrame(String),
     #[error(transparent)]
     Codec(#[from] CodecError),
@@ -31,7 +32,7 @@ pub enum FlvError {
 /// A parsed video tag body, borrowing the payload.
 #[derive(Debug, PartialEq, Eq)]
 pub enum VideoTag {
-    SequenceHeader(Bytes),
+    SequenceHeader(VideoCodec, Bytes),
     Frame {
         keyframe: bool,
         composition_ms: i32,
@@ -91,14 +92,23 @@ pub fn parse_video_tag(body: &Bytes) -> Result<VideoTag, FlvError> {
         let fourcc = body
             .get(1..5)
             .ok_or(FlvError::Truncated("enhanced video"))?;
-        if fourcc != b"avc1" {
-            return Err(FlvError::UnsupportedVideoCodec(fourcc_name(fourcc)));
-        }
+        let codec = match fourcc {
+            b"avc1" => VideoCodec::H264,
+            b"hvc1" => VideoCodec::Hevc,
+            b"av01" => VideoCodec::Av1,
+            _ => return Err(FlvError::UnsupportedVideoCodec(fourcc_name(fourcc))),
+        };
         if frame_type == 5 {
             return Ok(VideoTag::Ignored);
         }
         return match packet_type {
-            0 => Ok(VideoTag::SequenceHeader(body.slice(5..))),
+            0 => Ok(VideoTag::SequenceHeader(codec, body.slice(5..))),
+            // AV1 has no composition time: its coded frames start right after the FourCC.
+            1 if codec == VideoCodec::Av1 => Ok(VideoTag::Frame {
+                keyframe: frame_type == 1,
+                composition_ms: 0,
+                data: body.slice(5..),
+            }),
             1 => {
                 let cts = body
                     .get(5..8)
@@ -115,9 +125,11 @@ pub fn parse_video_tag(body: &Bytes) -> Result<VideoTag, FlvError> {
                 composition_ms: 0,
                 data: body.slice(5..),
             }),
-            4 => Ok(VideoTag::Ignored),
+            // Metadata, and AV1's MPEG-2 TS descriptor: nothing a decoder needs.
+            4 | 5 => Ok(VideoTag::Ignored),
             n => Err(FlvError::UnsupportedVideoCodec(format!(
-                "avc1 with enhanced packet type {n} (multitrack/ModEx)"
+                "{} with enhanced packet type {n} (multitrack/ModEx)",
+                fourcc_name(fourcc)
             ))),
         };
     }
@@ -131,7 +143,7 @@ pub fn parse_video_tag(body: &Bytes) -> Result<VideoTag, FlvError> {
     }
     let header = body.get(1..5).ok_or(FlvError::Truncated("AVC"))?;
     match header[0] {
-        0 => Ok(VideoTag::SequenceHeader(body.slice(5..))),
+        0 => Ok(VideoTag::SequenceHeader(VideoCodec::H264, body.slice(5..))),
         1 => Ok(VideoTag::Frame {
             keyframe: frame_type == 1,
             composition_ms: si24(&header[1..4]),
@@ -255,11 +267,19 @@ impl FlvDemuxer {
 
     pub fn video(&mut self, body: &Bytes, raw_ms: u32) -> Result<Option<MediaEvent>, FlvError> {
         match parse_video_tag(body)? {
-            VideoTag::SequenceHeader(record) => {
-                if self.video.as_ref().is_some_and(|v| v.record == record) {
+            VideoTag::SequenceHeader(codec, record) => {
+                if self
+                    .video
+                    .as_ref()
+                    .is_some_and(|v| v.codec == codec && v.record == record)
+                {
                     return Ok(None); // repeated header, nothing changed
                 }
-                let config = Arc::new(VideoConfig::h264(&record)?);
+                let config = Arc::new(match codec {
+                    VideoCodec::Hevc => VideoConfig::hevc(&record)?,
+                    VideoCodec::Av1 => VideoConfig::av1(&record)?,
+                    _ => VideoConfig::h264(&record)?,
+                });
                 self.video = Some(config.clone());
                 Ok(Some(MediaEvent::VideoConfig(config)))
             }
@@ -276,7 +296,16 @@ impl FlvDemuxer {
                 if data.is_empty() {
                     return Ok(None);
                 }
-                validate_nal_lengths(&data, config.nal_length_size)?;
+                match config.codec {
+                    VideoCodec::Av1 => {
+                        if !av1::is_well_formed(&data) {
+                            return Err(FlvError::MalformedFrame(
+                                "AV1 frame is not a sequence of sized OBUs".into(),
+                            ));
+                        }
+                    }
+                    _ => validate_nal_lengths(&data, config.nal_length_size)?,
+                }
                 self.stats.video_frames += 1;
                 let ticks = i64::from(VIDEO_TIMESCALE / 1000);
                 Ok(Some(MediaEvent::Packet(Packet {
@@ -416,15 +445,91 @@ mod tests {
     }
 
     #[test]
+    fn enhanced_rtmp_hevc_is_read_with_composition_time() {
+        let mut d = FlvDemuxer::new();
+        let mut body = vec![0x80 | 0x10, b'h', b'v', b'c', b'1'];
+        body.extend_from_slice(crate::media::hevc::tests::HVCC_426X240);
+        let Some(MediaEvent::VideoConfig(c)) = d.video(&Bytes::from(body), 0).unwrap() else {
+            panic!()
+        };
+        assert_eq!((c.codec, c.width, c.height), (VideoCodec::Hevc, 426, 240));
+        // CodedFrames: SI24 composition time (66 ms), then length-prefixed NAL units.
+        let body = vec![
+            0x80 | 0x10 | 1,
+            b'h',
+            b'v',
+            b'c',
+            b'1',
+            0,
+            0,
+            66,
+            0,
+            0,
+            0,
+            2,
+            0x26,
+            1,
+        ];
+        let Some(MediaEvent::Packet(p)) = d.video(&Bytes::from(body), 40).unwrap() else {
+            panic!()
+        };
+        assert!(p.keyframe);
+        assert_eq!(p.pts - p.dts, 66 * 90);
+        assert_eq!(&p.data[..], &[0, 0, 0, 2, 0x26, 1]);
+        let bad = vec![
+            0x80 | 0x20 | 1,
+            b'h',
+            b'v',
+            b'c',
+            b'1',
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            9,
+            1,
+        ];
+        assert!(matches!(
+            d.video(&Bytes::from(bad), 80),
+            Err(FlvError::MalformedFrame(_))
+        ));
+    }
+
+    #[test]
+    fn enhanced_rtmp_av1_is_read_without_composition_time() {
+        let mut d = FlvDemuxer::new();
+        let mut body = vec![0x80 | 0x10, b'a', b'v', b'0', b'1'];
+        body.extend_from_slice(crate::media::av1::tests::AV1C_426X240);
+        let Some(MediaEvent::VideoConfig(c)) = d.video(&Bytes::from(body), 0).unwrap() else {
+            panic!()
+        };
+        assert_eq!((c.codec, c.width, c.height), (VideoCodec::Av1, 426, 240));
+        // CodedFrames for AV1 carry OBUs right after the FourCC (a temporal delimiter here).
+        let body = vec![0x80 | 0x10 | 1, b'a', b'v', b'0', b'1', 0x12, 0x00];
+        let Some(MediaEvent::Packet(p)) = d.video(&Bytes::from(body), 0).unwrap() else {
+            panic!()
+        };
+        assert_eq!((p.dts, p.pts), (0, 0));
+        assert_eq!(&p.data[..], &[0x12, 0x00]);
+        let no_size = vec![0x80 | 0x20 | 1, b'a', b'v', b'0', b'1', 0x10];
+        assert!(matches!(
+            d.video(&Bytes::from(no_size), 33),
+            Err(FlvError::MalformedFrame(_))
+        ));
+    }
+
+    #[test]
     fn unsupported_codecs_are_named() {
-        let hevc = Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1', 1, 2, 3]);
-        let err = parse_video_tag(&hevc).unwrap_err();
-        assert!(err.to_string().contains("HEVC"), "{err}");
-        let av1 = Bytes::from_static(&[0x90, b'a', b'v', b'0', b'1']);
-        assert!(parse_video_tag(&av1)
+        let vp9 = Bytes::from_static(&[0x90, b'v', b'p', b'0', b'9', 1, 2, 3]);
+        let err = parse_video_tag(&vp9).unwrap_err();
+        assert!(err.to_string().contains("VP9"), "{err}");
+        let unknown = Bytes::from_static(&[0x90, b'x', b'y', b'z', b'w']);
+        assert!(parse_video_tag(&unknown)
             .unwrap_err()
             .to_string()
-            .contains("AV1"));
+            .contains("xyzw"));
         let legacy_hevc = Bytes::from_static(&[0x1c, 0, 0, 0, 0]);
         assert!(matches!(
             parse_video_tag(&legacy_hevc),

@@ -59,6 +59,32 @@ pub fn obus(mut data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     })
 }
 
+/// Whether `data` is a whole number of OBUs, each with its size field (the ISOBMFF/RTMP sample
+/// format), the last ending exactly at the end.
+pub fn is_well_formed(data: &[u8]) -> bool {
+    let mut rest = data;
+    while let Some(&header) = rest.first() {
+        if header & 0x80 != 0 || header & 0x02 == 0 {
+            return false; // forbidden bit, or no size field
+        }
+        let at = 1 + usize::from(header & 0x04 != 0);
+        let Some((size, used)) = rest.get(at..).and_then(leb128) else {
+            return false;
+        };
+        let Some(end) = usize::try_from(size)
+            .ok()
+            .and_then(|s| s.checked_add(at + used))
+        else {
+            return false;
+        };
+        let Some(next) = rest.get(end..) else {
+            return false;
+        };
+        rest = next;
+    }
+    !data.is_empty()
+}
+
 fn leb128(data: &[u8]) -> Option<(u64, usize)> {
     let mut value = 0u64;
     for (i, b) in data.iter().take(8).enumerate() {
@@ -166,11 +192,20 @@ pub(crate) mod tests {
         assert_eq!(v, vec![(2, &[][..]), (15, &[0xaa, 0xbb][..])]);
     }
 
+    #[test]
+    fn well_formed_frames_need_sized_obus_that_fill_them() {
+        assert!(is_well_formed(&[0x12, 0x00, 0x32, 0x02, 0xaa, 0xbb]));
+        assert!(!is_well_formed(&[0x12, 0x00, 0x32, 0x03, 0xaa, 0xbb])); // too short
+        assert!(!is_well_formed(&[0x78, 0xaa])); // no size field
+        assert!(!is_well_formed(&[]));
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
             let _ = VideoConfig::av1(&data);
             let _ = obus(&data).count();
+            let _ = is_well_formed(&data);
         }
 
         #[test]

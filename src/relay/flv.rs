@@ -253,7 +253,10 @@ mod tests {
             OutTag::Video { ts: 0, body, .. } => {
                 assert_eq!(
                     parse_video_tag(body).unwrap(),
-                    VideoTag::SequenceHeader(Bytes::from_static(AVCC_640X360_HIGH))
+                    VideoTag::SequenceHeader(
+                        crate::media::VideoCodec::H264,
+                        Bytes::from_static(AVCC_640X360_HIGH)
+                    )
                 );
             }
             other => panic!("{other:?}"),

@@ -73,8 +73,8 @@ pub fn read_mp4_enhanced(path: &std::path::Path) -> Vec<Tag> {
         let codec = s["codec_name"].as_str().unwrap_or("").to_string();
         let record = hexdump(s["extradata"].as_str().unwrap_or(""));
         let header = match codec.as_str() {
-            "hevc" => enhanced_video(0, b"hvc1", 1, &record),
-            "av1" => enhanced_video(0, b"av01", 1, &record),
+            "hevc" => enhanced_video(1, b"hvc1", 0, &record),
+            "av1" => enhanced_video(1, b"av01", 0, &record),
             "aac" => [&[0xaf, 0x00][..], &record].concat(),
             other => panic!("no Enhanced RTMP mapping for {other}"),
         };

@@ -2,6 +2,7 @@
 //! Chromium). One test binary, so `--test-threads` runs the cases in parallel.
 
 mod cli_api;
+mod codecs;
 #[allow(dead_code)]
 mod common;
 mod flv_publish;
