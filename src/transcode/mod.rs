@@ -8,10 +8,13 @@
 //! each rung's output to the consumer's [`LadderSink`] (HLS) and to the rung's own hub stream,
 //! where relays subscribe to it.
 
+pub mod audio;
 pub mod keyframes;
+mod libav;
 pub mod pipeline;
 pub mod plan;
 pub mod route;
+pub mod video;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

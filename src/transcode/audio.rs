@@ -1,0 +1,288 @@
+//! The stream's audio, transcoded once for every rung: decode (any [`AudioCodec`] libav
+//! decodes, any frame size), resample to the output rate and layout (libavfilter's `aresample`,
+//! which also re-frames to the encoder's frame size), encode to AAC-LC. The encoder outlives
+//! source changes, so the rungs' audio stays one continuous track.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ff::codec::{self, Flags as CodecFlags};
+use ff::format;
+use ff::{filter, frame, ChannelLayout, Packet as AvPacket, Rational};
+use ffmpeg_next as ff;
+
+use super::libav::{audio_decoder, av, extradata, set_extradata, TranscodeError};
+use super::pipeline::OUTPUT_OFFSET_SECS;
+use crate::media::{AudioConfig, Packet, TrackKind};
+
+struct Source {
+    config: Arc<AudioConfig>,
+    decoder: codec::decoder::Audio,
+    /// Built at the first decoded frame, when its format is known.
+    graph: Option<filter::Graph>,
+}
+
+struct Encoder {
+    encoder: codec::encoder::Audio,
+    rate: i32,
+    config: Arc<AudioConfig>,
+}
+
+/// Decode → resample → AAC, once per stream.
+pub struct AudioTranscoder {
+    bitrate: u64,
+    sample_rate: u32,
+    source: Option<Source>,
+    encoder: Option<Encoder>,
+}
+
+impl AudioTranscoder {
+    pub fn new(bitrate: u64, sample_rate: u32) -> Self {
+        AudioTranscoder {
+            bitrate,
+            sample_rate,
+            source: None,
+            encoder: None,
+        }
+    }
+
+    /// The AAC configuration every rung carries, once the encoder is open.
+    pub fn output_config(&self) -> Option<Arc<AudioConfig>> {
+        self.encoder.as_ref().map(|e| e.config.clone())
+    }
+
+    /// (output sample rate, samples per encoded frame).
+    pub fn output_timing(&self) -> (u32, u32) {
+        self.encoder.as_ref().map_or((self.sample_rate, 1024), |e| {
+            (e.rate as u32, e.encoder.frame_size().max(1))
+        })
+    }
+
+    pub fn source_rate(&self) -> Option<u32> {
+        self.source.as_ref().map(|s| s.config.sample_rate)
+    }
+
+    /// A (new) source configuration. Returns the output configuration when the encoder opened
+    /// just now (the rungs announce it). Encoded packets left from the previous source go to `out`.
+    pub fn configure(
+        &mut self,
+        config: Arc<AudioConfig>,
+        out: &mut Vec<Packet>,
+    ) -> Result<Option<Arc<AudioConfig>>, TranscodeError> {
+        if self.source.as_ref().is_some_and(|s| s.config == config) {
+            return Ok(None);
+        }
+        // The decoder and resampler follow the source; the encoder stays.
+        self.drain(true, out)?;
+        let mut ctx = codec::context::Context::new_with_codec(audio_decoder(config.codec)?);
+        if !config.record.is_empty() {
+            set_extradata(&mut ctx, &config.record)?;
+        }
+        let mut decoder = ctx.decoder();
+        decoder.set_packet_time_base(Rational::new(1, config.sample_rate as i32));
+        let decoder = decoder.audio().map_err(av("opening the audio decoder"))?;
+        let opened = if self.encoder.is_none() {
+            Some(self.open_encoder(config.channels)?)
+        } else {
+            None
+        };
+        self.source = Some(Source {
+            config,
+            decoder,
+            graph: None,
+        });
+        Ok(opened)
+    }
+
+    fn open_encoder(&mut self, source_channels: u8) -> Result<Arc<AudioConfig>, TranscodeError> {
+        let codec =
+            ff::encoder::find(codec::Id::AAC).ok_or(TranscodeError::MissingCodec("AAC encoder"))?;
+        let mut ctx = codec::context::Context::new_with_codec(codec);
+        ctx.set_flags(CodecFlags::GLOBAL_HEADER);
+        let mut enc = ctx
+            .encoder()
+            .audio()
+            .map_err(av("creating the AAC encoder"))?;
+        let layout = if source_channels >= 2 {
+            ChannelLayout::STEREO
+        } else {
+            ChannelLayout::MONO
+        };
+        let rate = self.sample_rate as i32;
+        enc.set_rate(rate);
+        enc.set_channel_layout(layout);
+        enc.set_channels(layout.channels());
+        enc.set_format(format::Sample::F32(format::sample::Type::Planar));
+        enc.set_bit_rate(self.bitrate as usize);
+        enc.set_time_base(Rational::new(1, rate));
+        let encoder = enc.open().map_err(av("opening the AAC encoder"))?;
+        let asc = extradata(&encoder);
+        let config = Arc::new(
+            AudioConfig::aac(&asc).map_err(|e| TranscodeError::Parameters(e.to_string()))?,
+        );
+        self.encoder = Some(Encoder {
+            encoder,
+            rate,
+            config: config.clone(),
+        });
+        Ok(config)
+    }
+
+    /// Decodes one source packet; encoded output goes to `out`.
+    pub fn decode(&mut self, p: &Packet, out: &mut Vec<Packet>) -> Result<(), TranscodeError> {
+        let Some(source) = self.source.as_mut() else {
+            return Ok(());
+        };
+        let mut packet = AvPacket::copy(&p.data);
+        packet.set_pts(Some(p.pts));
+        packet.set_dts(Some(p.dts));
+        if let Err(e) = source.decoder.send_packet(&packet) {
+            // A corrupt frame costs that frame, not the stream.
+            tracing::debug!(error = %e, "audio decoder rejected a packet");
+        }
+        self.drain(false, out)
+    }
+
+    /// Flushes decoder, resampler and encoder at the end of the stream.
+    pub fn flush(&mut self, out: &mut Vec<Packet>) -> Result<(), TranscodeError> {
+        self.drain(true, out)?;
+        if let Some(enc) = self.encoder.as_mut() {
+            let _ = enc.encoder.send_eof();
+            drain_encoder(enc, out);
+        }
+        Ok(())
+    }
+
+    fn build_graph(&self, decoded: &frame::Audio) -> Result<filter::Graph, TranscodeError> {
+        let Some(enc) = &self.encoder else {
+            return Err(TranscodeError::Parameters("no audio encoder".into()));
+        };
+        let mut graph = filter::Graph::new();
+        let layout = if decoded.channel_layout().bits() == 0 {
+            ChannelLayout::default(i32::from(decoded.channels()))
+        } else {
+            decoded.channel_layout()
+        };
+        let in_rate = decoded.rate();
+        let args = format!(
+            "time_base=1/{in_rate}:sample_rate={in_rate}:sample_fmt={}:channel_layout=0x{:x}",
+            decoded.format().name(),
+            layout.bits()
+        );
+        let abuffer =
+            filter::find("abuffer").ok_or(TranscodeError::MissingCodec("abuffer filter"))?;
+        let abuffersink = filter::find("abuffersink")
+            .ok_or(TranscodeError::MissingCodec("abuffersink filter"))?;
+        graph
+            .add(&abuffer, "in", &args)
+            .map_err(av("audio filter input"))?;
+        graph
+            .add(&abuffersink, "out", "")
+            .map_err(av("audio filter output"))?;
+        if let Some(mut out) = graph.get("out") {
+            out.set_sample_format(enc.encoder.format());
+            out.set_channel_layout(enc.encoder.channel_layout());
+            out.set_sample_rate(enc.rate as u32);
+        }
+        graph
+            .output("in", 0)
+            .and_then(|p| p.input("out", 0))
+            .and_then(|p| p.parse(&format!("aresample={}", enc.rate)))
+            .map_err(av("audio filter graph"))?;
+        graph.validate().map_err(av("audio filter graph"))?;
+        if let Some(mut out) = graph.get("out") {
+            out.sink().set_frame_size(enc.encoder.frame_size());
+        }
+        Ok(graph)
+    }
+
+    fn drain(&mut self, eof: bool, out: &mut Vec<Packet>) -> Result<(), TranscodeError> {
+        if eof {
+            if let Some(source) = self.source.as_mut() {
+                let _ = source.decoder.send_eof();
+            }
+        }
+        let mut decoded = frame::Audio::empty();
+        loop {
+            let Some(source) = self.source.as_mut() else {
+                return Ok(());
+            };
+            if source.decoder.receive_frame(&mut decoded).is_err() {
+                break;
+            }
+            let ts = decoded.timestamp().or(decoded.pts());
+            decoded.set_pts(ts);
+            if self.source.as_ref().is_some_and(|s| s.graph.is_none()) {
+                let graph = self.build_graph(&decoded)?;
+                if let Some(source) = self.source.as_mut() {
+                    source.graph = Some(graph);
+                }
+            }
+            if let Some(graph) = self.source.as_mut().and_then(|s| s.graph.as_mut()) {
+                if let Some(mut input) = graph.get("in") {
+                    input
+                        .source()
+                        .add(&decoded)
+                        .map_err(av("audio filter input"))?;
+                }
+            }
+            self.drain_graph(out)?;
+        }
+        if eof {
+            if let Some(graph) = self.source.as_mut().and_then(|s| s.graph.as_mut()) {
+                if let Some(mut input) = graph.get("in") {
+                    let _ = input.source().flush();
+                }
+            }
+            self.drain_graph(out)?;
+        }
+        Ok(())
+    }
+
+    fn drain_graph(&mut self, out: &mut Vec<Packet>) -> Result<(), TranscodeError> {
+        let mut filtered = frame::Audio::empty();
+        while let Some(mut sink) = self
+            .source
+            .as_mut()
+            .and_then(|s| s.graph.as_mut())
+            .and_then(|g| g.get("out"))
+        {
+            if sink.sink().frame(&mut filtered).is_err() {
+                break;
+            }
+            let sink_tb = sink.sink().time_base();
+            if let Some(enc) = self.encoder.as_mut() {
+                // The encoder counts in samples (1/rate); rescale if the graph chose otherwise.
+                let encoder_tb = Rational::new(1, enc.rate);
+                if sink_tb != encoder_tb && sink_tb.denominator() != 0 {
+                    let pts = filtered
+                        .pts()
+                        .map(|t| ff::Rescale::rescale(&t, sink_tb, encoder_tb));
+                    filtered.set_pts(pts);
+                }
+                enc.encoder
+                    .send_frame(&filtered)
+                    .map_err(av("encoding audio"))?;
+                drain_encoder(enc, out);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn drain_encoder(enc: &mut Encoder, out: &mut Vec<Packet>) {
+    let mut packet = AvPacket::empty();
+    while enc.encoder.receive_packet(&mut packet).is_ok() {
+        let (Some(pts), Some(data)) = (packet.pts(), packet.data()) else {
+            continue;
+        };
+        let ts = pts + OUTPUT_OFFSET_SECS * i64::from(enc.rate);
+        out.push(Packet {
+            track: TrackKind::Audio,
+            dts: ts,
+            pts: ts,
+            keyframe: true,
+            data: Bytes::copy_from_slice(data),
+        });
+    }
+}
