@@ -1,0 +1,311 @@
+//! The recording end of a publish session, held by its HLS producer (passthrough task or
+//! ladder thread). It picks the recorded rung and hands that rung's init and media segments to
+//! the spool writer through a bounded queue, never blocking the producer: when the queue is
+//! full the segment is dropped and counted, and the count travels with the next event.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::hls::segmenter::{InitInfo, Segment, SegmenterOutput};
+
+/// Events a tap may queue ahead of its writer (each is one whole segment or init).
+const TAP_QUEUE: usize = 64;
+
+/// What the tap hands to the spool writer.
+pub(super) enum TapEvent {
+    Init {
+        data: Bytes,
+        info: InitInfo,
+        rung: String,
+        missed_before: u64,
+    },
+    Segment {
+        segment: Segment,
+        /// When the segmenter closed it: the start of its upload lag.
+        closed_at: Instant,
+        missed_before: u64,
+    },
+    /// Segments the tap could not queue before the session ended.
+    Missed { missed_before: u64 },
+}
+
+impl TapEvent {
+    /// Segments lost before this event because the writer's queue was full.
+    pub(super) fn missed_before(&self) -> u64 {
+        match self {
+            TapEvent::Init { missed_before, .. }
+            | TapEvent::Segment { missed_before, .. }
+            | TapEvent::Missed { missed_before } => *missed_before,
+        }
+    }
+}
+
+/// The recording end of one publish session, held by its HLS producer. Picks the recorded
+/// rung, and hands that rung's output to the recorder without ever blocking the producer.
+pub struct RecordTap {
+    tx: mpsc::Sender<TapEvent>,
+    preferred: String,
+    selected: Option<String>,
+    /// An init was lost to a full queue: its segments cannot be played, so skip to the next.
+    awaiting_init: bool,
+    /// Segments lost since the last event that got through; reported with the next one.
+    missed: u64,
+}
+
+impl RecordTap {
+    /// A tap recording the `preferred` rung (empty: the tallest), and the writer's end.
+    pub(super) fn new(preferred: String) -> (RecordTap, mpsc::Receiver<TapEvent>) {
+        Self::with_queue(preferred, TAP_QUEUE)
+    }
+
+    fn with_queue(preferred: String, queue: usize) -> (RecordTap, mpsc::Receiver<TapEvent>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let tap = RecordTap {
+            tx,
+            preferred,
+            selected: None,
+            awaiting_init: false,
+            missed: 0,
+        };
+        (tap, rx)
+    }
+
+    /// The ladder's rungs (name, width, height): record the configured one, else the tallest.
+    pub fn ladder_planned(&mut self, rungs: &[(String, u32, u32)]) {
+        if self.selected.is_some() {
+            return;
+        }
+        self.selected = rungs
+            .iter()
+            .find(|(name, _, _)| *name == self.preferred)
+            .or_else(|| rungs.iter().max_by_key(|(_, _, h)| *h))
+            .map(|(name, _, _)| name.clone());
+    }
+
+    /// One segmenter output of `rung`.
+    pub fn output(&mut self, rung: &str, output: &SegmenterOutput) {
+        if self.selected.is_none() && matches!(output, SegmenterOutput::Init { .. }) {
+            // No ladder plan (passthrough, audio-only): the first rendition is the recording.
+            self.selected = Some(rung.to_string());
+        }
+        if self.selected.as_deref() != Some(rung) {
+            return;
+        }
+        let missed_before = self.missed;
+        let event = match output {
+            SegmenterOutput::Init { data, info } => TapEvent::Init {
+                data: data.clone(),
+                info: info.clone(),
+                rung: rung.to_string(),
+                missed_before,
+            },
+            SegmenterOutput::Segment(s) => {
+                if self.awaiting_init {
+                    self.missed += 1;
+                    return;
+                }
+                TapEvent::Segment {
+                    segment: s.clone(),
+                    closed_at: Instant::now(),
+                    missed_before,
+                }
+            }
+            // Dropping the tap (the producer finishing) ends the recording.
+            SegmenterOutput::End(_) => return,
+        };
+        let is_init = matches!(event, TapEvent::Init { .. });
+        match self.tx.try_send(event) {
+            Ok(()) => {
+                self.missed = 0;
+                self.awaiting_init &= !is_init;
+            }
+            Err(_) => {
+                tracing::error!(
+                    "recording writer is behind (spool disk too slow?); segment not recorded"
+                );
+                self.awaiting_init |= is_init;
+                self.missed += u64::from(!is_init);
+            }
+        }
+    }
+
+    pub fn recorded_rung(&self) -> Option<&str> {
+        self.selected.as_deref()
+    }
+}
+
+/// The recorder takes the recorded rendition's segments from the HLS renditions stage.
+impl crate::hls::SegmentSubscriber for RecordTap {
+    fn planned(&mut self, renditions: &[crate::stream::RenditionInfo]) {
+        let sizes: Vec<(String, u32, u32)> = renditions
+            .iter()
+            .map(|r| (r.name.clone(), r.width, r.height))
+            .collect();
+        self.ladder_planned(&sizes);
+    }
+
+    fn output(&mut self, rendition: &str, output: &SegmenterOutput) {
+        RecordTap::output(self, rendition, output);
+    }
+}
+
+impl Drop for RecordTap {
+    fn drop(&mut self) {
+        if self.missed > 0 {
+            // Best effort: a full queue loses only the count, and the writer ends either way.
+            let _ = self.tx.try_send(TapEvent::Missed {
+                missed_before: self.missed,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::EndReason;
+    use chrono::Utc;
+
+    fn tap(preferred: &str) -> (RecordTap, mpsc::Receiver<TapEvent>) {
+        RecordTap::with_queue(preferred.to_string(), 4)
+    }
+
+    fn rungs() -> Vec<(String, u32, u32)> {
+        vec![
+            ("360p".into(), 640, 360),
+            ("720p".into(), 1280, 720),
+            ("480p".into(), 854, 480),
+        ]
+    }
+
+    fn init() -> SegmenterOutput {
+        SegmenterOutput::Init {
+            data: Bytes::from_static(b"init"),
+            info: InitInfo {
+                video: None,
+                audio: None,
+            },
+        }
+    }
+
+    fn segment() -> SegmenterOutput {
+        SegmenterOutput::Segment(Segment {
+            duration: 2.0,
+            data: Bytes::from_static(b"seg"),
+            discontinuity: false,
+            program_date_time: Utc::now(),
+            independent: true,
+            video_frames: 60,
+            start_time: 0.0,
+        })
+    }
+
+    #[test]
+    fn records_the_configured_rung_else_the_tallest() {
+        let (mut t, _rx) = tap("");
+        t.ladder_planned(&rungs());
+        assert_eq!(t.recorded_rung(), Some("720p"));
+        let (mut t, _rx) = tap("480p");
+        t.ladder_planned(&rungs());
+        assert_eq!(t.recorded_rung(), Some("480p"));
+        // A configured rung this source does not get (never upscaled): the tallest it has.
+        let (mut t, _rx) = tap("1080p");
+        t.ladder_planned(&rungs());
+        assert_eq!(t.recorded_rung(), Some("720p"));
+    }
+
+    #[test]
+    fn the_first_plan_sticks() {
+        let (mut t, _rx) = tap("");
+        t.ladder_planned(&rungs());
+        t.ladder_planned(&[("1080p".into(), 1920, 1080)]);
+        assert_eq!(t.recorded_rung(), Some("720p"));
+    }
+
+    #[test]
+    fn without_a_plan_the_first_rendition_is_recorded_and_others_ignored() {
+        let (mut t, mut rx) = tap("");
+        t.output("source", &init());
+        t.output("other", &init());
+        t.output("other", &segment());
+        assert_eq!(t.recorded_rung(), Some("source"));
+        assert!(matches!(rx.try_recv(), Ok(TapEvent::Init { rung, .. }) if rung == "source"));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_segment_before_any_init_does_not_pick_the_rung() {
+        let (mut t, mut rx) = tap("");
+        t.output("source", &segment());
+        assert_eq!(t.recorded_rung(), None);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_end_of_a_rendition_is_not_forwarded() {
+        let (mut t, mut rx) = tap("");
+        t.output("source", &init());
+        t.output("source", &SegmenterOutput::End(EndReason::Stopped));
+        assert!(matches!(rx.try_recv(), Ok(TapEvent::Init { .. })));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_full_queue_never_blocks_and_skips_to_the_next_init() {
+        let (mut t, mut rx) = tap("");
+        for _ in 0..4 {
+            t.output("source", &init());
+        }
+        // The queue (4) is full: this init is lost, so its segments cannot be recorded either.
+        t.output("source", &init());
+        assert!(t.awaiting_init);
+        while rx.try_recv().is_ok() {}
+        t.output("source", &segment());
+        t.output("source", &segment());
+        assert!(rx.try_recv().is_err());
+        // The next init gets through and carries the count of the segments lost before it.
+        t.output("source", &init());
+        t.output("source", &segment());
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(TapEvent::Init {
+                missed_before: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(TapEvent::Segment {
+                missed_before: 0,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn segments_lost_at_the_end_are_reported_when_the_tap_drops() {
+        let (mut t, mut rx) = tap("");
+        t.output("source", &init());
+        for _ in 0..3 {
+            t.output("source", &segment());
+        }
+        // Queue full: two segments lost.
+        t.output("source", &segment());
+        t.output("source", &segment());
+        let received: Vec<TapEvent> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(received.len(), 4);
+        assert!(received.iter().all(|e| e.missed_before() == 0));
+        drop(t);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(TapEvent::Missed { missed_before: 2 })
+        ));
+        // The tap is gone: the writer sees the end.
+        assert!(matches!(
+            rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+    }
+}
