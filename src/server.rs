@@ -13,7 +13,7 @@ use crate::http::{self, AppState};
 use crate::ingest::rtmp::{self, IngestContext};
 use crate::metrics::Metrics;
 use crate::record::{RecordError, Recorder};
-use crate::relay::{RelayError, RelayManager, RungFeeds};
+use crate::relay::{RelayError, RelayManager, RelayStore, RungFeeds};
 use crate::stream::Hub;
 use crate::transcode;
 
@@ -50,7 +50,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let registry = HlsRegistry::new(config.hls.clone());
     let recorder = Recorder::start(&config, metrics.clone(), shutdown.clone()).await?;
     let keys = KeyStore::new(config.keys_path());
-    let relays = RelayManager::new(&config, keys.clone(), metrics.clone())?;
+    let relays = RelayManager::new(&config, RelayStore::for_config(&config), metrics.clone())?;
     {
         // Every new stream goes through the ladder, or is served as published; either records.
         let (registry, config, metrics) = (registry.clone(), config.clone(), metrics.clone());
@@ -107,8 +107,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let rtmps_task = match config.rtmp.tls_listen.as_str() {
         "" => None,
         addr => {
-            let acceptor = rtmp::tls_acceptor(&config.rtmp.tls_cert, &config.rtmp.tls_key)
-                .map_err(ServerError::Tls)?;
+            let acceptor = crate::rtmp::tls::acceptor(&config.rtmp.tls_cert, &config.rtmp.tls_key)
+                .map_err(|e| ServerError::Tls(e.to_string()))?;
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServerError::Bind {
