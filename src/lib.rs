@@ -3,6 +3,7 @@
 //! Data flows one way: [`ingest`] → [`stream`] (the hub) → [`transcode`] → [`hls`] →
 //! [`record`] and [`http`].
 //! [`auth`] decides who may publish; [`config`] holds every setting with a working default.
+//! [`rtmp`] holds the RTMP pieces [`ingest`] (server side) and [`relay`] (client side) share.
 
 pub mod auth;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod media;
 pub mod metrics;
 pub mod record;
 pub mod relay;
+pub mod rtmp;
 pub mod server;
 pub mod stream;
 pub mod transcode;

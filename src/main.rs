@@ -6,9 +6,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use livegate::auth::KeyStore;
+use livegate::auth::{AuthError, KeyStore};
 use livegate::config::Config;
-use livegate::relay::{Platform, RelayTarget};
+use livegate::relay::{Platform, RelayStore, RelayTarget};
 
 #[derive(Parser)]
 #[command(
@@ -95,7 +95,7 @@ fn init_tracing() {
 /// caught and turned into a session error) is logged at debug level only.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        if livegate::ingest::rtmp::in_guarded_parse() {
+        if livegate::rtmp::guard::in_guarded_parse() {
             tracing::debug!(%info, "RTMP parser panicked on malformed input (session ended)");
         } else {
             tracing::error!(%info, "panic");
@@ -182,7 +182,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Relays { action } => {
             let config = load_config(cli.config.as_ref())?;
-            let store = KeyStore::new(config.keys_path());
+            let store = RelayStore::for_config(&config);
             match action {
                 RelaysAction::Add {
                     user,
@@ -201,7 +201,11 @@ fn main() -> anyhow::Result<()> {
                         rung.as_deref(),
                         &config.relay.presets,
                     )?;
-                    let target = store.add_relay(target)?;
+                    // Relay targets are for users who can publish.
+                    if !KeyStore::new(config.keys_path()).has_key(&user)? {
+                        return Err(AuthError::NotFound(user.clone()).into());
+                    }
+                    let target = store.add(target)?;
                     println!(
                         "Added relay {} for '{user}': {} {}{}",
                         target.id,
@@ -216,7 +220,7 @@ fn main() -> anyhow::Result<()> {
                     println!("It starts with the user's next publish.");
                 }
                 RelaysAction::List { user } => {
-                    let relays = store.relays_for(&user)?;
+                    let relays = store.for_user(&user)?;
                     if relays.is_empty() {
                         println!("No relay targets for '{user}': livegate relays add {user} youtube <stream-key>");
                     }
@@ -231,7 +235,7 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
                 RelaysAction::Remove { user, id } => {
-                    let removed = store.remove_relay(&user, &id)?;
+                    let removed = store.remove(&user, &id)?;
                     println!(
                         "Removed relay {} ({}) of '{user}'; a running push stops with the stream.",
                         removed.id,

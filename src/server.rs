@@ -15,7 +15,7 @@ use crate::ingest::rtmp::{self, IngestContext};
 use crate::media::{EndReason, MediaEvent};
 use crate::metrics::Metrics;
 use crate::record::{RecordError, Recorder};
-use crate::relay::{RelayError, RelayManager};
+use crate::relay::{RelayError, RelayManager, RelayStore};
 use crate::stream::{Hub, Subscription};
 use crate::transcode::{self, route, route::Route};
 use tracing::Instrument;
@@ -53,7 +53,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let registry = HlsRegistry::new(config.hls.clone());
     let recorder = Recorder::start(&config, metrics.clone(), shutdown.clone()).await?;
     let keys = KeyStore::new(config.keys_path());
-    let relays = RelayManager::new(&config, keys.clone(), metrics.clone())?;
+    let relays = RelayManager::new(&config, RelayStore::for_config(&config), metrics.clone())?;
     {
         // Every new stream is routed to the ladder or passthrough once its codecs are known; its
         // renditions go to the live window and the recorder; relays subscribe on their own.
@@ -99,8 +99,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let rtmps_task = match config.rtmp.tls_listen.as_str() {
         "" => None,
         addr => {
-            let acceptor = rtmp::tls_acceptor(&config.rtmp.tls_cert, &config.rtmp.tls_key)
-                .map_err(ServerError::Tls)?;
+            let acceptor = crate::rtmp::tls::acceptor(&config.rtmp.tls_cert, &config.rtmp.tls_key)
+                .map_err(|e| ServerError::Tls(e.to_string()))?;
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServerError::Bind {

@@ -1,12 +1,10 @@
 //! Stream keys: who may publish. The embedded store keeps one key hash per user in a JSON file
 //! under `data_dir`, shared by the server and the `livegate keys` CLI (a lock file serializes
-//! writers; readers see whole files because writes are atomic renames).
+//! writers; readers see whole files because writes are atomic renames: [`JsonFile`]).
 //!
 //! Keys are 160 random bits, so a single SHA-256 is enough to store them: there is nothing to
 //! brute-force that a slow password hash would protect. Comparison is constant-time anyway.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -14,13 +12,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::relay::RelayTarget;
-use crate::util::valid_user_name;
+use crate::util::{valid_user_name, JsonFile, JsonFileError};
 
 pub const KEY_PREFIX: &str = "lg_";
 /// Revoked and rotated-away key hashes remembered to name the user in refusals.
 const MAX_REVOKED: usize = 1000;
-pub const MAX_RELAYS_PER_USER: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -37,12 +33,15 @@ pub enum AuthError {
     },
     #[error("key store {path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
-    #[error("user {user:?} has no relay {id:?}")]
-    RelayNotFound { user: String, id: String },
-    #[error("user {0:?} already has {MAX_RELAYS_PER_USER} relay targets")]
-    TooManyRelays(String),
-    #[error("user {0:?} already relays to that URL")]
-    DuplicateRelay(String),
+}
+
+impl From<JsonFileError> for AuthError {
+    fn from(e: JsonFileError) -> Self {
+        match e {
+            JsonFileError::Io { path, source } => AuthError::Io { path, source },
+            JsonFileError::Corrupt { path, message } => AuthError::Corrupt { path, message },
+        }
+    }
 }
 
 /// The outcome of checking a presented key.
@@ -76,15 +75,17 @@ struct StoreFile {
     keys: Vec<KeyEntry>,
     #[serde(default)]
     revoked: Vec<RevokedEntry>,
-    /// Users' relay targets (their URLs hold the platforms' stream keys; the file is 0600).
-    #[serde(default)]
-    relays: Vec<RelayTarget>,
+    /// Relay targets as older versions stored them here. Never interpreted by this store, only
+    /// carried over unchanged, so a key change made before the relay store has imported them
+    /// (and removed this field) cannot lose them. Absent afterwards, and then never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    relays: Option<serde_json::Value>,
 }
 
 /// The embedded key store.
 #[derive(Debug, Clone)]
 pub struct KeyStore {
-    path: PathBuf,
+    file: JsonFile,
 }
 
 pub fn generate_key() -> String {
@@ -98,29 +99,17 @@ fn hash_key(key: &str) -> String {
 
 impl KeyStore {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        KeyStore { path: path.into() }
+        KeyStore {
+            file: JsonFile::new(path),
+        }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn io(&self, source: std::io::Error) -> AuthError {
-        AuthError::Io {
-            path: self.path.clone(),
-            source,
-        }
+        self.file.path()
     }
 
     fn read(&self) -> Result<StoreFile, AuthError> {
-        match fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| AuthError::Corrupt {
-                path: self.path.clone(),
-                message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StoreFile::default()),
-            Err(e) => Err(self.io(e)),
-        }
+        Ok(self.file.read()?.unwrap_or_default())
     }
 
     /// Runs a read-modify-write under an exclusive lock, then replaces the file atomically.
@@ -128,36 +117,7 @@ impl KeyStore {
         &self,
         f: impl FnOnce(&mut StoreFile) -> Result<T, AuthError>,
     ) -> Result<T, AuthError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(|e| self.io(e))?;
-        let lock_path = self.path.with_extension("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| self.io(e))?;
-        lock.lock().map_err(|e| self.io(e))?;
-        let mut store = self.read()?;
-        let result = f(&mut store)?;
-        let tmp = self.path.with_extension("tmp");
-        let text = serde_json::to_vec_pretty(&store).map_err(|e| AuthError::Corrupt {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        {
-            let mut file = File::create(&tmp).map_err(|e| self.io(e))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
-            }
-            file.write_all(&text).map_err(|e| self.io(e))?;
-            file.sync_all().map_err(|e| self.io(e))?;
-        }
-        fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
-        drop(lock);
-        Ok(result)
+        self.file.update(f)
     }
 
     fn check_user(user: &str) -> Result<(), AuthError> {
@@ -238,63 +198,10 @@ impl KeyStore {
         Ok(keys)
     }
 
-    /// Adds a relay target for a user who has a stream key.
-    pub fn add_relay(&self, target: RelayTarget) -> Result<RelayTarget, AuthError> {
-        Self::check_user(&target.user)?;
-        self.update(|store| {
-            if !store.keys.iter().any(|k| k.user == target.user) {
-                return Err(AuthError::NotFound(target.user.clone()));
-            }
-            let mine = store.relays.iter().filter(|r| r.user == target.user);
-            if mine.clone().count() >= MAX_RELAYS_PER_USER {
-                return Err(AuthError::TooManyRelays(target.user.clone()));
-            }
-            if mine.clone().any(|r| r.url == target.url) {
-                return Err(AuthError::DuplicateRelay(target.user.clone()));
-            }
-            let mut target = target;
-            // Ids are short: make sure this one is unique for the user.
-            while store
-                .relays
-                .iter()
-                .any(|r| r.user == target.user && r.id == target.id)
-            {
-                target.id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
-            }
-            store.relays.push(target.clone());
-            Ok(target)
-        })
-    }
-
-    pub fn remove_relay(&self, user: &str, id: &str) -> Result<RelayTarget, AuthError> {
+    /// Whether `user` has a stream key (relay targets are only for users who can publish).
+    pub fn has_key(&self, user: &str) -> Result<bool, AuthError> {
         Self::check_user(user)?;
-        self.update(|store| {
-            let idx = store
-                .relays
-                .iter()
-                .position(|r| r.user == user && r.id == id)
-                .ok_or_else(|| AuthError::RelayNotFound {
-                    user: user.to_string(),
-                    id: id.chars().take(32).collect(),
-                })?;
-            Ok(store.relays.remove(idx))
-        })
-    }
-
-    /// A user's relay targets (all users' when `user` is None).
-    pub fn relays(&self, user: Option<&str>) -> Result<Vec<RelayTarget>, AuthError> {
-        let mut relays: Vec<RelayTarget> = self
-            .read()?
-            .relays
-            .into_iter()
-            .filter(|r| user.is_none_or(|u| r.user == u))
-            .collect();
-        relays.sort_by(|a, b| (&a.user, a.created_at).cmp(&(&b.user, b.created_at)));
-        Ok(relays)
-    }
-
-    pub fn relays_for(&self, user: &str) -> Result<Vec<RelayTarget>, AuthError> {
-        self.relays(Some(user))
+        Ok(self.read()?.keys.iter().any(|k| k.user == user))
     }
 
     /// Checks a presented key against every stored hash in constant time per entry.
@@ -404,5 +311,28 @@ mod tests {
         std::fs::write(&path, "{not json").unwrap();
         let err = KeyStore::new(path).check("x").unwrap_err();
         assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn legacy_relays_are_kept_verbatim_until_removed_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let legacy = serde_json::json!([{"id": "abc123", "user": "alice"}]);
+        std::fs::write(
+            &path,
+            serde_json::json!({"keys": [], "relays": legacy}).to_string(),
+        )
+        .unwrap();
+        let store = KeyStore::new(path.clone());
+        store.add("alice").unwrap();
+        assert!(store.has_key("alice").unwrap());
+        assert!(!store.has_key("bob").unwrap());
+        let text: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(text["relays"], legacy);
+        // Without the field (after the relay store's import), none is written.
+        std::fs::write(&path, serde_json::json!({"keys": []}).to_string()).unwrap();
+        store.add("bob").unwrap();
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("relays"));
     }
 }

@@ -87,8 +87,7 @@ impl From<AuthError> for ApiError {
         let status = match e {
             AuthError::InvalidUser(_) => StatusCode::BAD_REQUEST,
             AuthError::Exists(_) => StatusCode::CONFLICT,
-            AuthError::NotFound(_) | AuthError::RelayNotFound { .. } => StatusCode::NOT_FOUND,
-            AuthError::TooManyRelays(_) | AuthError::DuplicateRelay(_) => StatusCode::CONFLICT,
+            AuthError::NotFound(_) => StatusCode::NOT_FOUND,
             AuthError::Io { .. } | AuthError::Corrupt { .. } => {
                 tracing::error!(error = %e, "key store failure");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -235,13 +234,14 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
+/// Runs a store operation (file IO under a lock) off the async workers.
+async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(ApiError::from)
+        .map_err(Into::into)
 }
 
 #[derive(Serialize)]

@@ -1,5 +1,6 @@
 //! The admin API for relay targets. Target URLs hold the platforms' stream keys: responses show
-//! them redacted, and nothing here logs them.
+//! them redacted, and nothing here logs them. Targets live in the relay store; whether their user
+//! has a stream key is checked here, against the key store.
 
 use std::sync::Arc;
 
@@ -10,11 +11,31 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{authorize, blocking, ApiError, AppState};
-use crate::relay::{Platform, RelayTarget, TargetError};
+use crate::auth::AuthError;
+use crate::relay::{Platform, RelayStoreError, RelayTarget, TargetError};
 
 impl From<TargetError> for ApiError {
     fn from(e: TargetError) -> Self {
         ApiError(StatusCode::BAD_REQUEST, e.to_string())
+    }
+}
+
+impl From<RelayStoreError> for ApiError {
+    fn from(e: RelayStoreError) -> Self {
+        let status = match e {
+            RelayStoreError::InvalidUser(_) => StatusCode::BAD_REQUEST,
+            RelayStoreError::RelayNotFound { .. } => StatusCode::NOT_FOUND,
+            RelayStoreError::TooManyRelays(_) | RelayStoreError::DuplicateRelay(_) => {
+                StatusCode::CONFLICT
+            }
+            RelayStoreError::Io { .. }
+            | RelayStoreError::Corrupt { .. }
+            | RelayStoreError::Import { .. } => {
+                tracing::error!(error = %e, "relay store failure");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError(status, e.to_string())
     }
 }
 
@@ -53,8 +74,8 @@ pub(super) async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let keys = state.keys.clone();
-    let relays = blocking(move || keys.relays(query.user.as_deref())).await?;
+    let store = state.relays.targets().clone();
+    let relays = blocking(move || store.list(query.user.as_deref())).await?;
     let views: Vec<RelayView> = relays.into_iter().map(RelayView::from).collect();
     Ok(Json(serde_json::json!({ "relays": views })).into_response())
 }
@@ -105,8 +126,13 @@ pub(super) async fn add(
         body.rung.as_deref(),
         &state.config.relay.presets,
     )?;
-    let keys = state.keys.clone();
-    let target = blocking(move || keys.add_relay(target)).await?;
+    // Relay targets are for users who can publish.
+    let (keys, user) = (state.keys.clone(), target.user.clone());
+    if !blocking(move || keys.has_key(&user)).await? {
+        return Err(AuthError::NotFound(target.user).into());
+    }
+    let store = state.relays.targets().clone();
+    let target = blocking(move || store.add(target)).await?;
     tracing::info!(user = %target.user, relay = %target.id, platform = target.platform.as_str(),
         "relay target added over the admin API");
     Ok((StatusCode::CREATED, Json(RelayView::from(target))).into_response())
@@ -118,9 +144,9 @@ pub(super) async fn remove(
     Path((user, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let keys = state.keys.clone();
+    let store = state.relays.targets().clone();
     let (u, i) = (user.clone(), id.clone());
-    let removed = blocking(move || keys.remove_relay(&u, &i)).await?;
+    let removed = blocking(move || store.remove(&u, &i)).await?;
     let stopped = state.relays.stop(&user, &id);
     tracing::info!(%user, relay = %id, stopped_live = stopped, "relay target removed over the admin API");
     Ok(Json(serde_json::json!({

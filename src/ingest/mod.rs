@@ -1,4 +1,4 @@
-//! Ingest: publishers' protocols in, codec-neutral media events out to the hub.
+//! Ingest: publishers' protocols in, codec-neutral media events out to the hub. The RTMP
+//! pieces shared with the relays (handshake, parser guard, TLS, FLV) are in [`crate::rtmp`].
 
-pub mod flv;
 pub mod rtmp;

@@ -1,4 +1,5 @@
-//! RTMP ingest: the tokio edge around rml_rtmp's sans-IO handshake and server session.
+//! RTMP ingest: the tokio edge around rml_rtmp's sans-IO handshake and server session (the
+//! pieces shared with the relays' client side are in [`crate::rtmp`]).
 //!
 //! The stream key is checked before `NetStream.Publish.Start` is sent; a refused publish gets an
 //! error status and the connection closes. Every read is bounded (buffer size, pre-auth byte
@@ -9,26 +10,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::flv::FlvDemuxer;
 use crate::auth::{KeyCheck, KeyStore};
 use crate::config::RtmpConfig;
 use crate::metrics::Metrics;
+use crate::rtmp::flv::FlvDemuxer;
+use crate::rtmp::guard::guard_parser;
+use crate::rtmp::handshake::{self, HandshakeError};
+use crate::rtmp::io::{read_some, write_flushed, IoError, WRITE_TIMEOUT};
 use crate::stream::{Hub, LiveStream, Publisher};
 use crate::util::redact;
 
 pub const APP_NAME: &str = "live";
 const READ_BUFFER: usize = 64 * 1024;
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The handshake reads in small steps: it is 1537 + 1536 bytes from the publisher.
+const HANDSHAKE_BUFFER: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -54,35 +58,33 @@ pub enum SessionError {
     WriteTimeout,
 }
 
+impl From<IoError> for SessionError {
+    fn from(e: IoError) -> Self {
+        match e {
+            IoError::Closed => SessionError::Closed,
+            IoError::WriteTimeout => SessionError::WriteTimeout,
+            IoError::Io(e) => SessionError::Io(e),
+        }
+    }
+}
+
+impl From<HandshakeError> for SessionError {
+    fn from(e: HandshakeError) -> Self {
+        match e {
+            HandshakeError::TooManyBytes | HandshakeError::Rejected(_) => {
+                SessionError::Handshake(e.to_string())
+            }
+            HandshakeError::Io(e) => e.into(),
+        }
+    }
+}
+
 /// What RTMP ingest needs from the rest of the server.
 pub struct IngestContext {
     pub config: RtmpConfig,
     pub keys: KeyStore,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
-}
-
-/// Loads the RTMPS certificate chain and key (PEM).
-pub fn tls_acceptor(cert: &str, key: &str) -> Result<tokio_rustls::TlsAcceptor, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("{cert}: {e}"))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{cert}: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{cert}: no certificate"));
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
-    // An explicit provider: the dependency tree enables more than one, so none is implied.
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("certificate and key: {e}"))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Accepts connections until `shutdown` is cancelled; with `tls`, RTMPS (TLS first, its
@@ -162,34 +164,7 @@ pub async fn serve(
     }
 }
 
-thread_local! {
-    /// Set while rml_rtmp parses peer input, so the panic hook can tell an expected parser panic
-    /// (turned into a session error below) from a real bug.
-    static IN_GUARDED_PARSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether the current thread is inside [`guarded_input`] (for the process panic hook).
-pub fn in_guarded_parse() -> bool {
-    IN_GUARDED_PARSE.with(|f| f.get())
-}
-
-/// Feeds peer bytes to the session. rml_rtmp 0.8 panics on some malformed messages (an AMF0
-/// command with fewer than three values reaches `drain(..3)`); a peer must not be able to crash
-/// its task that way, so such a panic becomes a protocol error that ends this session only.
-/// Runs rml_rtmp's parsing of peer input, turning its panics on malformed input into `Err`
-/// (used by ingest and by the relays' client sessions).
-pub fn guard_parser<T>(parse: impl FnOnce() -> T) -> Result<T, ParserPanicked> {
-    IN_GUARDED_PARSE.with(|f| f.set(true));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse));
-    IN_GUARDED_PARSE.with(|f| f.set(false));
-    outcome.map_err(|_| ParserPanicked)
-}
-
-/// rml_rtmp panicked on the input it was given.
-#[derive(Debug, thiserror::Error)]
-#[error("the RTMP parser rejected malformed input")]
-pub struct ParserPanicked;
-
+/// Feeds peer bytes to the session; a parser panic ends this session only ([`guard_parser`]).
 fn guarded_input(
     session: &mut ServerSession,
     bytes: &[u8],
@@ -234,52 +209,9 @@ impl Connection {
         if self.outbound.is_empty() {
             return Ok(());
         }
-        // RTMPS: TLS may keep encrypted bytes buffered after write_all; flush them out.
-        let write = async {
-            socket.write_all(&self.outbound).await?;
-            socket.flush().await
-        };
-        tokio::time::timeout(WRITE_TIMEOUT, write)
-            .await
-            .map_err(|_| SessionError::WriteTimeout)??;
+        write_flushed(socket, &self.outbound, Some(WRITE_TIMEOUT)).await?;
         self.outbound.clear();
         Ok(())
-    }
-
-    async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        socket: &mut S,
-    ) -> Result<Vec<u8>, SessionError> {
-        let mut handshake = Handshake::new(PeerType::Server);
-        let mut buf = vec![0u8; 4096];
-        let mut total = 0usize;
-        loop {
-            let n = socket.read(&mut buf).await?;
-            if n == 0 {
-                return Err(SessionError::Closed);
-            }
-            total += n;
-            if total > 16 * 1024 {
-                return Err(SessionError::Handshake("too many handshake bytes".into()));
-            }
-            match handshake
-                .process_bytes(&buf[..n])
-                .map_err(|e| SessionError::Handshake(e.to_string()))?
-            {
-                HandshakeProcessResult::InProgress { response_bytes } => {
-                    socket.write_all(&response_bytes).await?;
-                    socket.flush().await?;
-                }
-                HandshakeProcessResult::Completed {
-                    response_bytes,
-                    remaining_bytes,
-                } => {
-                    socket.write_all(&response_bytes).await?;
-                    socket.flush().await?;
-                    return Ok(remaining_bytes);
-                }
-            }
-        }
     }
 
     async fn run<S: AsyncRead + AsyncWrite + Unpin>(
@@ -287,9 +219,13 @@ impl Connection {
         mut socket: S,
     ) -> Result<(), SessionError> {
         let handshake_timeout = Duration::from_secs(self.ctx.config.handshake_timeout_secs);
-        let leftover = tokio::time::timeout(handshake_timeout, self.handshake(&mut socket))
+        let mut handshake_buf = vec![0u8; HANDSHAKE_BUFFER];
+        // Handshake writes are bounded by the handshake timeout alone.
+        let shake = handshake::server(&mut socket, &mut handshake_buf, None);
+        let leftover = tokio::time::timeout(handshake_timeout, shake)
             .await
-            .map_err(|_| SessionError::HandshakeTimeout)??;
+            .map_err(|_| SessionError::HandshakeTimeout)??
+            .leftover;
 
         let (mut session, initial) = ServerSession::new(ServerSessionConfig::new())
             .map_err(|e| SessionError::Protocol(e.to_string()))?;
@@ -323,16 +259,13 @@ impl Connection {
                     tracing::info!("session replaced by a newer publish with the same key (or stopped by an operator); closing");
                     return Ok(());
                 }
-                read = tokio::time::timeout(Duration::from_secs(idle), socket.read(&mut buf)) => {
+                read = tokio::time::timeout(Duration::from_secs(idle), read_some(&mut socket, &mut buf)) => {
                     read.map_err(|_| SessionError::Idle(idle))??
                 }
                 _ = tokio::time::sleep_until(publish_by), if watch.is_none() => {
                     return Err(SessionError::NoPublish(self.ctx.config.publish_timeout_secs));
                 }
             };
-            if n == 0 {
-                return Err(SessionError::Closed);
-            }
             self.ctx.metrics.ingest_bytes.inc_by(n as u64);
             if self.publisher.is_none() {
                 self.bytes_before_publish += n;
@@ -561,13 +494,6 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
 
-        /// The handshake rejects or waits on arbitrary bytes; it never panics.
-        #[test]
-        fn handshake_survives_arbitrary_bytes(data in vec(any::<u8>(), 0..4000)) {
-            let mut handshake = Handshake::new(PeerType::Server);
-            let _ = handshake.process_bytes(&data);
-        }
-
         /// After the handshake, arbitrary chunk streams end in an error or nothing.
         #[test]
         fn session_survives_arbitrary_chunks(chunks in vec(vec(any::<u8>(), 0..600), 0..8)) {
@@ -615,6 +541,6 @@ mod tests {
         let (mut session, _) = ServerSession::new(ServerSessionConfig::new()).unwrap();
         let err = guarded_input(&mut session, &command_message(&body)).unwrap_err();
         assert!(err.to_string().contains("malformed RTMP message"), "{err}");
-        assert!(!in_guarded_parse());
+        assert!(!crate::rtmp::guard::in_guarded_parse());
     }
 }

@@ -1,25 +1,25 @@
 //! The RTMP(S) push connection of one relay: TCP or TLS (rustls, SNI), the RTMP handshake and
 //! rml_rtmp's client session up to an accepted publish, then tags out. Every step is bounded by
-//! the caller's timeouts; server input goes through the same panic guard as ingest.
+//! the caller's timeouts; server input goes through the same panic guard as ingest. The pieces
+//! shared with ingest (handshake, guard, TLS, timed writes, FLV) are in [`crate::rtmp`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
     PublishRequestType, StreamMetadata,
 };
 use rml_rtmp::time::RtmpTimestamp;
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::flv::OutTag;
 use super::target::RtmpUrl;
+use crate::rtmp::flv::OutTag;
+use crate::rtmp::guard::guard_parser;
+use crate::rtmp::handshake::{self, HandshakeError};
+use crate::rtmp::io::{read_some, write_flushed, IoError, WRITE_TIMEOUT};
 
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of server input accepted before the publish is accepted (acks, control, results).
 const MAX_SETUP_BYTES: usize = 1 << 20;
 
@@ -43,6 +43,27 @@ pub enum ClientError {
     WriteTimeout,
 }
 
+impl From<IoError> for ClientError {
+    fn from(e: IoError) -> Self {
+        match e {
+            IoError::Closed => ClientError::Closed,
+            IoError::WriteTimeout => ClientError::WriteTimeout,
+            IoError::Io(e) => ClientError::Io(e),
+        }
+    }
+}
+
+impl From<HandshakeError> for ClientError {
+    fn from(e: HandshakeError) -> Self {
+        match e {
+            HandshakeError::TooManyBytes | HandshakeError::Rejected(_) => {
+                ClientError::Handshake(e.to_string())
+            }
+            HandshakeError::Io(e) => e.into(),
+        }
+    }
+}
+
 /// onStatus codes that mean the server will not take (or no longer takes) our stream.
 fn ends_publish(code: &str) -> bool {
     [
@@ -58,48 +79,8 @@ fn ends_publish(code: &str) -> bool {
     .any(|w| code.contains(w))
 }
 
-/// Writes all of `bytes` within WRITE_TIMEOUT. TLS may keep encrypted bytes buffered after
-/// `write_all`, so the write is flushed too.
-async fn write_flushed<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), ClientError> {
-    let write = async {
-        w.write_all(bytes).await?;
-        w.flush().await
-    };
-    tokio::time::timeout(WRITE_TIMEOUT, write)
-        .await
-        .map_err(|_| ClientError::WriteTimeout)??;
-    Ok(())
-}
-
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-/// TLS settings for RTMPS targets: the public web roots plus any configured extra CAs.
-pub fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(pem) = extra_ca_pem {
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| format!("CA file: {e}"))?;
-            roots.add(cert).map_err(|e| format!("CA file: {e}"))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err("CA file: no certificate found".into());
-        }
-    }
-    // An explicit provider: the dependency tree enables more than one, so none is implied.
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
 
 /// An RTMP session being set up (one reader and writer, strictly in turn).
 struct Setup {
@@ -130,12 +111,13 @@ fn protocol<E: std::fmt::Display>(e: E) -> ClientError {
     ClientError::Protocol(e.to_string())
 }
 
-/// rml_rtmp can panic on malformed AMF0 (see ingest); a bad server must only fail this relay.
+/// rml_rtmp can panic on malformed AMF0 ([`guard_parser`]); a bad server must only fail this
+/// relay.
 fn guarded_input(
     session: &mut ClientSession,
     bytes: &[u8],
 ) -> Result<Vec<ClientSessionResult>, ClientError> {
-    crate::ingest::rtmp::guard_parser(|| session.handle_input(bytes))
+    guard_parser(|| session.handle_input(bytes))
         .map_err(|_| ClientError::Protocol("malformed message from the server".into()))?
         .map_err(protocol)
 }
@@ -153,13 +135,8 @@ impl RtmpPush {
             .map_err(|e| ClientError::Connect(address.clone(), e))?;
         let _ = tcp.set_nodelay(true);
         let io: Box<dyn Io> = if url.tls {
-            let name = ServerName::try_from(url.host.clone()).map_err(|e| {
-                ClientError::Tls(address.clone(), std::io::Error::other(e.to_string()))
-            })?;
-            let connector = tokio_rustls::TlsConnector::from(tls.clone());
             Box::new(
-                connector
-                    .connect(name, tcp)
+                crate::rtmp::tls::connect(tls, &url.host, tcp)
                     .await
                     .map_err(|e| ClientError::Tls(address.clone(), e))?,
             )
@@ -240,7 +217,7 @@ impl RtmpPush {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        write_flushed(&mut self.writer, bytes).await?;
+        write_flushed(&mut self.writer, bytes, Some(WRITE_TIMEOUT)).await?;
         self.bytes_sent += bytes.len() as u64;
         Ok(())
     }
@@ -308,41 +285,13 @@ impl RtmpPush {
 
 impl Setup {
     async fn handshake(&mut self) -> Result<Vec<u8>, ClientError> {
-        let mut handshake = Handshake::new(PeerType::Client);
-        let p0p1 = handshake
-            .generate_outbound_p0_and_p1()
-            .map_err(|e| ClientError::Handshake(e.to_string()))?;
-        self.write(&p0p1).await?;
-        let mut total = 0usize;
-        loop {
-            let n = self.io.read(&mut self.buf).await?;
-            if n == 0 {
-                return Err(ClientError::Closed);
-            }
-            total += n;
-            if total > 16 * 1024 {
-                return Err(ClientError::Handshake("too many handshake bytes".into()));
-            }
-            match handshake
-                .process_bytes(&self.buf[..n])
-                .map_err(|e| ClientError::Handshake(e.to_string()))?
-            {
-                HandshakeProcessResult::InProgress { response_bytes } => {
-                    self.write(&response_bytes).await?
-                }
-                HandshakeProcessResult::Completed {
-                    response_bytes,
-                    remaining_bytes,
-                } => {
-                    self.write(&response_bytes).await?;
-                    return Ok(remaining_bytes);
-                }
-            }
-        }
+        let done = handshake::client(&mut self.io, &mut self.buf, Some(WRITE_TIMEOUT)).await?;
+        self.bytes_sent += done.bytes_sent;
+        Ok(done.leftover)
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        write_flushed(&mut self.io, bytes).await?;
+        write_flushed(&mut self.io, bytes, Some(WRITE_TIMEOUT)).await?;
         self.bytes_sent += bytes.len() as u64;
         Ok(())
     }
@@ -369,10 +318,7 @@ impl Setup {
     ) -> Result<(), ClientError> {
         let mut received = 0usize;
         loop {
-            let n = self.io.read(&mut self.buf).await?;
-            if n == 0 {
-                return Err(ClientError::Closed);
-            }
+            let n = read_some(&mut self.io, &mut self.buf).await?;
             received += n;
             if received > MAX_SETUP_BYTES {
                 return Err(ClientError::Protocol(
@@ -408,11 +354,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn tls_config_takes_extra_roots_and_rejects_junk() {
-        assert!(tls_config(None).is_ok());
-        assert!(tls_config(Some(b"not a certificate")).is_err());
     }
 }

@@ -214,8 +214,8 @@ impl FlvMuxer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::flv::{parse_audio_tag, parse_video_tag, AudioTag, VideoTag};
     use crate::media::avc::tests::AVCC_640X360_HIGH;
+    use crate::rtmp::flv::demux::{parse_audio_tag, parse_video_tag, AudioTag, VideoTag};
 
     fn video() -> Arc<VideoConfig> {
         Arc::new(VideoConfig::h264(AVCC_640X360_HIGH).unwrap())
