@@ -1,243 +1,209 @@
-//! Feeding relays without slowing their producer: a [`Feeder`] per relay queue (the source's
-//! subscription or a ladder rung), and the [`RungFeeds`] a ladder offers its rungs' events to.
+//! Feeding relays without slowing their producer: each relay's queue is a
+//! [`GopQueue`](crate::stream::queue::GopQueue) (whole GOPs dropped when the target is slow),
+//! fed from the source's subscription or from a rendition's hub stream.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use chrono::Utc;
 
 use super::RelayState;
-use crate::media::{MediaEvent, TrackKind};
+use crate::media::MediaEvent;
 use crate::metrics::Metrics;
+use crate::stream::queue::{GopQueue, Offer};
+use crate::stream::{LiveStream, RenditionInfo, Subscription};
 
-/// Feeds one relay's queue without ever blocking the producer (a tokio task or the ladder
-/// thread): when the queue is full it drops until the next keyframe that finds room.
+/// One relay's queue and its accounting.
 pub struct Feeder {
-    tx: mpsc::Sender<MediaEvent>,
-    capacity: usize,
-    dropping: bool,
-    has_video: bool,
-    /// Configuration that arrived while dropping: sent before resuming.
-    pending_config: Vec<MediaEvent>,
+    queue: GopQueue,
     state: Arc<RelayState>,
     metrics: Arc<Metrics>,
 }
 
 impl Feeder {
-    pub(super) fn new(
-        tx: mpsc::Sender<MediaEvent>,
-        capacity: usize,
-        state: Arc<RelayState>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub(super) fn new(queue: GopQueue, state: Arc<RelayState>, metrics: Arc<Metrics>) -> Self {
         Feeder {
-            tx,
-            capacity,
-            dropping: false,
-            has_video: false,
-            pending_config: Vec::new(),
+            queue,
             state,
             metrics,
         }
     }
 
-    /// Offers one event. False once the relay has gone (its task ended).
+    pub(super) fn state(&self) -> &Arc<RelayState> {
+        &self.state
+    }
+
+    /// Offers one event. False once the relay has gone (its task ended). The end of the source
+    /// reaches the relay as its queue closing.
     pub fn offer(&mut self, event: &MediaEvent) -> bool {
-        if self.tx.is_closed() {
-            return false;
+        if matches!(event, MediaEvent::End(_)) {
+            return !self.queue.is_closed();
         }
-        match event {
-            MediaEvent::VideoConfig(_) | MediaEvent::AudioConfig(_) => {
-                self.has_video |= matches!(event, MediaEvent::VideoConfig(_));
-                if self.dropping || self.tx.try_send(event.clone()).is_err() {
-                    self.dropping = true;
-                    self.pending_config
-                        .retain(|e| std::mem::discriminant(e) != std::mem::discriminant(event));
-                    self.pending_config.push(event.clone());
+        let was_dropping = self.queue.is_dropping();
+        match self.queue.offer(event.clone(), Utc::now()) {
+            Offer::Closed => return false,
+            Offer::Dropped => {
+                if matches!(event, MediaEvent::Packet(_)) {
+                    self.state.dropped_frames.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .relay_dropped_frames
+                        .get_or_create(&self.state.labels)
+                        .inc();
                 }
-            }
-            MediaEvent::Packet(p) => {
-                let key = (p.track == TrackKind::Video && p.keyframe) || !self.has_video;
-                if self.dropping {
-                    let room = self.tx.capacity() > self.capacity / 2 + self.pending_config.len();
-                    if !(key && room) {
-                        self.drop_frame();
-                        return true;
-                    }
-                    self.dropping = false;
-                    for config in self.pending_config.drain(..) {
-                        let _ = self.tx.try_send(config);
-                    }
-                    tracing::info!(relay = %self.state.target.id, "relay caught up; resuming at a keyframe");
-                }
-                if self.tx.try_send(event.clone()).is_err() {
-                    self.dropping = true;
-                    self.drop_frame();
+                if !was_dropping {
                     tracing::warn!(relay = %self.state.target.id,
                         "relay target too slow; dropping until the next keyframe");
                 }
             }
-            // The end of the source reaches the relay as its queue closing.
-            MediaEvent::End(_) => {}
+            Offer::Resumed => {
+                tracing::info!(relay = %self.state.target.id, "relay caught up; resuming at a keyframe")
+            }
+            Offer::Queued => {}
         }
         true
     }
+}
 
-    fn drop_frame(&self) {
-        self.state.dropped_frames.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .relay_dropped_frames
-            .get_or_create(&self.state.labels)
-            .inc();
+/// The rendition a relay pushes: the one it asked for if the ladder makes it, else the tallest
+/// (never upscaled), said so in its status.
+pub(super) fn choose_rendition(
+    wanted: Option<&str>,
+    plan: &[RenditionInfo],
+    state: &RelayState,
+) -> Option<String> {
+    if let Some(w) = wanted.filter(|w| plan.iter().any(|r| r.name == *w)) {
+        return Some(w.to_string());
     }
+    let tallest = plan.iter().max_by_key(|r| r.height)?.name.clone();
+    let mut inner = state.lock();
+    inner.last_error = Some(match wanted {
+        Some(w) => {
+            format!("rung {w} is not produced for this source (never upscaled); relaying {tallest}")
+        }
+        None => format!(
+            "the source's codec cannot be relayed over RTMP (H.264/AAC only); relaying {tallest}"
+        ),
+    });
+    inner.rung = Some(tallest.clone());
+    Some(tallest)
 }
 
-/// Rung feeds a ladder serves: the transcoder thread offers each rung's events to the relays
-/// that asked for that rung. Filled in when the stream's relays are known.
-#[derive(Default)]
-pub struct RungFeeds {
-    any: AtomicBool,
-    inner: Mutex<RungFeedsInner>,
-}
-
-#[derive(Default)]
-struct RungFeedsInner {
-    feeds: Vec<(String, Feeder)>,
-    /// The ladder's rungs (name, height) once planned.
-    planned: Option<Vec<(String, u32)>>,
-    /// Each rung's latest configuration events, for relays that join after they went by.
-    configs: std::collections::HashMap<String, Vec<MediaEvent>>,
-}
-
-impl RungFeeds {
-    pub fn offer(&self, rung: &str, event: &MediaEvent) {
-        let is_config = matches!(
-            event,
-            MediaEvent::VideoConfig(_) | MediaEvent::AudioConfig(_)
-        );
-        if !is_config && !self.any.load(Ordering::Relaxed) {
+/// Feeds a relay from a ladder rendition once the stream's renditions are planned (`wanted`:
+/// the rung asked for; None: the tallest, for a source that cannot be relayed as is). A stream
+/// served as published is relayed as is.
+pub(super) async fn feed_rendition(
+    stream: Arc<LiveStream>,
+    wanted: Option<String>,
+    mut feeder: Feeder,
+) {
+    let Some(plan) = stream.renditions().await else {
+        return; // ended before anything was planned
+    };
+    let mut subscription: Subscription = if plan.is_empty() {
+        tracing::warn!(relay = %feeder.state.target.id, rung = wanted.as_deref().unwrap_or("-"),
+            "stream is not transcoded; relaying the source instead of the rung");
+        feeder.state.lock().rung = None;
+        stream.subscribe()
+    } else {
+        let Some(name) = choose_rendition(wanted.as_deref(), &plan, &feeder.state) else {
+            return;
+        };
+        let Some(rendition) = stream.rendition(&name) else {
+            return;
+        };
+        rendition.subscribe()
+    };
+    while let Some(event) = subscription.recv().await {
+        if !feeder.offer(&event) {
             return;
         }
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if is_config {
-            let configs = inner.configs.entry(rung.to_string()).or_default();
-            configs.retain(|e| std::mem::discriminant(e) != std::mem::discriminant(event));
-            configs.push(event.clone());
-        }
-        if matches!(event, MediaEvent::End(_)) {
-            // The rung is finished: closing its queues ends those relays.
-            inner.feeds.retain(|(name, _)| name != rung);
-            return;
-        }
-        inner
-            .feeds
-            .retain_mut(|(name, feeder)| name != rung || feeder.offer(event));
-    }
-
-    /// The ladder planned its rungs: a relay asking for a rung this source does not get (never
-    /// upscaled) is given the tallest one instead, and says so in its status.
-    pub fn planned(&self, rungs: &[(String, u32, u32)]) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.planned = Some(rungs.iter().map(|(n, _, h)| (n.clone(), *h)).collect());
-        let feeds = std::mem::take(&mut inner.feeds);
-        for (rung, feeder) in feeds {
-            let rung = inner.produced(&rung, &feeder.state);
-            inner.feeds.push((rung, feeder));
-        }
-    }
-
-    pub(super) fn add(&self, rung: String, mut feeder: Feeder) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let rung = inner.produced(&rung, &feeder.state);
-        for config in inner.configs.get(&rung).into_iter().flatten() {
-            feeder.offer(config);
-        }
-        inner.feeds.push((rung, feeder));
-        self.any.store(true, Ordering::Relaxed);
-    }
-}
-
-impl RungFeedsInner {
-    /// `wanted` if the ladder makes it (or is not planned yet), else its tallest rung.
-    fn produced(&self, wanted: &str, state: &RelayState) -> String {
-        let Some(planned) = &self.planned else {
-            return wanted.to_string();
-        };
-        if planned.iter().any(|(n, _)| n == wanted) {
-            return wanted.to_string();
-        }
-        let Some((tallest, _)) = planned.iter().max_by_key(|(_, h)| *h) else {
-            return wanted.to_string();
-        };
-        let mut inner = state.lock();
-        inner.last_error = Some(format!(
-            "rung {wanted} is not produced for this source (never upscaled); relaying {tallest}"
-        ));
-        inner.rung = Some(tallest.clone());
-        tallest.clone()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::avc::tests::AVCC_640X360_HIGH;
-    use crate::media::{Packet, VideoConfig};
     use crate::relay::{Platform, RelayTarget};
-    use bytes::Bytes;
+    use crate::stream::queue::gop_queue;
+    use crate::stream::Hub;
 
-    fn feeder(capacity: usize) -> (Feeder, mpsc::Receiver<MediaEvent>, Arc<RelayState>) {
+    fn state() -> Arc<RelayState> {
         let target = RelayTarget::new(
-            "u",
+            "alice",
             Platform::Custom,
-            "rtmp://127.0.0.1/app/k",
+            "rtmp://127.0.0.1:1/live/k",
             false,
-            None,
+            Some("720p"),
             &crate::config::RelayPresets::default(),
         )
         .unwrap();
-        let state = RelayState::new(target, None);
-        let (tx, rx) = mpsc::channel(capacity);
-        let feeder = Feeder::new(tx, capacity, state.clone(), Arc::new(Metrics::new()));
-        (feeder, rx, state)
+        RelayState::new(target, Some("720p".into()))
     }
 
-    fn frame(keyframe: bool) -> MediaEvent {
-        MediaEvent::Packet(Packet {
-            track: TrackKind::Video,
-            dts: 0,
-            pts: 0,
-            keyframe,
-            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
-        })
+    fn info(name: &str, height: u32) -> RenditionInfo {
+        RenditionInfo {
+            name: name.into(),
+            width: height * 16 / 9,
+            height,
+        }
     }
 
     #[test]
-    fn a_full_queue_drops_whole_gops_and_resumes_at_a_keyframe_with_room() {
-        let (mut f, mut rx, state) = feeder(16);
-        let config =
-            MediaEvent::VideoConfig(Arc::new(VideoConfig::h264(AVCC_640X360_HIGH).unwrap()));
-        assert!(f.offer(&config));
-        assert!(f.offer(&frame(true)));
-        for _ in 0..14 {
-            f.offer(&frame(false));
+    fn a_missing_rung_falls_back_to_the_tallest_and_says_so() {
+        let s = state();
+        let plan = [info("360p", 360), info("480p", 480)];
+        assert_eq!(
+            choose_rendition(Some("480p"), &plan, &s).as_deref(),
+            Some("480p")
+        );
+        assert!(s.lock().last_error.is_none());
+        assert_eq!(
+            choose_rendition(Some("720p"), &plan, &s).as_deref(),
+            Some("480p")
+        );
+        let inner = s.lock();
+        assert_eq!(inner.rung.as_deref(), Some("480p"));
+        assert!(inner
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("never upscaled"));
+    }
+
+    #[tokio::test]
+    async fn a_rendition_feed_ends_with_the_rendition() {
+        let hub = Hub::new();
+        let publisher = hub.publish("alice");
+        let stream = publisher.stream().clone();
+        let (queue, mut rx, _) = gop_queue(8);
+        let feed = tokio::spawn(feed_rendition(
+            stream.clone(),
+            Some("720p".into()),
+            Feeder::new(queue, state(), Arc::new(Metrics::new())),
+        ));
+        let rung = stream.publish_rendition("480p");
+        stream.plan_renditions(vec![info("480p", 480)]);
+        let frame = MediaEvent::Packet(crate::media::Packet {
+            track: crate::media::TrackKind::Audio,
+            dts: 0,
+            pts: 0,
+            keyframe: true,
+            data: bytes::Bytes::from_static(&[1]),
+        });
+        // The feed subscribes once the plan is out; wait for the subscription to exist.
+        for _ in 0..100 {
+            if rung.stream().summary().consumers > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        // Full: this frame and the rest of its GOP are dropped, even once there is room.
-        f.offer(&frame(false));
-        assert_eq!(state.dropped_frames.load(Ordering::Relaxed), 1);
-        for _ in 0..16 {
-            rx.try_recv().unwrap();
-        }
-        f.offer(&frame(false));
-        assert_eq!(state.dropped_frames.load(Ordering::Relaxed), 2);
-        assert!(rx.try_recv().is_err());
-        // A configuration change while dropping is kept and sent first when resuming.
-        f.offer(&config);
-        f.offer(&frame(true));
-        assert!(matches!(rx.try_recv(), Ok(MediaEvent::VideoConfig(_))));
-        assert!(matches!(rx.try_recv(), Ok(MediaEvent::Packet(p)) if p.keyframe));
-        // A relay that has gone makes the feeder say so.
-        drop(rx);
-        assert!(!f.offer(&frame(false)));
+        rung.push(frame.clone(), 1);
+        assert_eq!(rx.recv().await.map(|q| q.event), Some(frame));
+        drop(rung);
+        feed.await.unwrap();
+        assert!(
+            rx.recv().await.is_none(),
+            "the queue closes with the rendition"
+        );
     }
 }

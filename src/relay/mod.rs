@@ -4,7 +4,8 @@
 //! Per target a supervised task connects, publishes and sends, and on any failure reconnects
 //! with exponential backoff and jitter for as long as the source is live. It is fed through a
 //! bounded queue by a [`Feeder`] that never blocks its producer: when the queue is full, whole
-//! GOPs are dropped (and counted) until a keyframe finds room again. A slow or dead target
+//! GOPs are dropped (and counted) until a keyframe finds room again. A rung relay subscribes to
+//! that rung's hub rendition the way a source relay subscribes to the source. A slow or dead target
 //! therefore never slows ingest, HLS, recording or the other relays.
 
 pub mod client;
@@ -27,9 +28,10 @@ use crate::config::{Config, RelayConfig};
 use crate::media::{MediaEvent, TrackKind};
 use crate::metrics::{Metrics, RelayLabel};
 use crate::rtmp::flv::FlvMuxer;
-use crate::stream::LiveStream;
+use crate::stream::queue::{gop_queue, Queued};
+use crate::stream::{LiveStream, Subscription};
 use client::{ClientError, RtmpPush};
-pub use feed::{Feeder, RungFeeds};
+pub use feed::Feeder;
 pub use store::{RelayStore, RelayStoreError, MAX_RELAYS_PER_USER};
 pub use target::{Platform, RelayTarget, RtmpUrl, TargetError};
 
@@ -188,10 +190,9 @@ impl RelayManager {
         found
     }
 
-    /// Starts `stream`'s relays. `rung_feeds` is where relays of a ladder rung are fed from
-    /// (None: the stream is not transcoded, so every relay pushes the source).
+    /// Starts `stream`'s relays: each pushes the source, or the ladder rung it names (a hub
+    /// rendition of the stream), or the tallest rung when the source's codec cannot go over RTMP.
     pub fn start(self: &Arc<Self>, stream: &Arc<LiveStream>) {
-        let rung_feeds: Option<Arc<RungFeeds>> = None;
         if !self.config.enabled {
             return;
         }
@@ -206,9 +207,7 @@ impl RelayManager {
                 if targets.is_empty() {
                     return;
                 }
-                manager
-                    .run_relays(stream, subscription, rung_feeds, targets)
-                    .await;
+                manager.run_relays(stream, subscription, targets).await;
             }
             .instrument(span),
         );
@@ -251,8 +250,7 @@ impl RelayManager {
     async fn run_relays(
         self: Arc<Self>,
         stream: Arc<LiveStream>,
-        mut subscription: crate::stream::Subscription,
-        rung_feeds: Option<Arc<RungFeeds>>,
+        mut subscription: Subscription,
         targets: Vec<RelayTarget>,
     ) {
         let mut states = Vec::new();
@@ -265,26 +263,19 @@ impl RelayManager {
                     continue;
                 }
             };
-            let rung = match (&target.rung, &rung_feeds) {
-                (Some(r), Some(_)) => Some(r.clone()),
-                (Some(r), None) => {
-                    tracing::warn!(relay = %target.id, rung = %r,
-                        "stream is not transcoded; relaying the source instead of the rung");
-                    None
-                }
-                (None, _) => None,
-            };
+            let rung = target.rung.clone();
             let state = RelayState::new(target, rung.clone());
-            let (tx, rx) = mpsc::channel(self.config.queue_frames);
-            let feeder = Feeder::new(
-                tx,
-                self.config.queue_frames,
-                state.clone(),
-                self.metrics.clone(),
-            );
-            match (&rung, &rung_feeds) {
-                (Some(r), Some(feeds)) => feeds.add(r.clone(), feeder),
-                _ => source_feeds.push(feeder),
+            let (queue, rx, _) = gop_queue(self.config.queue_frames);
+            let feeder = Feeder::new(queue, state.clone(), self.metrics.clone());
+            match &rung {
+                Some(r) => {
+                    tokio::spawn(feed::feed_rendition(
+                        stream.clone(),
+                        Some(r.clone()),
+                        feeder,
+                    ));
+                }
+                None => source_feeds.push(feeder),
             }
             let span = tracing::info_span!("relay", id = %state.target.id,
                 platform = state.target.platform.as_str(), target = %state.target.redacted_url());
@@ -315,8 +306,6 @@ impl RelayManager {
             );
             states.push(state);
         }
-        // From here the ladder alone holds the rung feeds: its end closes those relays' queues.
-        drop(rung_feeds);
         if states.is_empty() {
             return;
         }
@@ -335,14 +324,29 @@ impl RelayManager {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        // The source relays share one subscription.
+        // The source relays share one subscription. A source codec RTMP relays cannot carry
+        // (HEVC, AV1 through the ladder) moves them to the tallest rung instead.
         while let Some(event) = subscription.recv().await {
             if source_feeds.is_empty() {
+                break;
+            }
+            let unrelayable = match &event {
+                MediaEvent::VideoConfig(v) => !v.codec.passes_through(),
+                MediaEvent::AudioConfig(a) => !a.codec.passes_through(),
+                _ => false,
+            };
+            if unrelayable {
+                for feeder in source_feeds.drain(..) {
+                    tracing::warn!(relay = %feeder.state().target.id,
+                        "the source's codec cannot be relayed over RTMP; relaying the tallest rung");
+                    tokio::spawn(feed::feed_rendition(stream.clone(), None, feeder));
+                }
                 break;
             }
             source_feeds.retain_mut(|f| f.offer(&event));
         }
         drop(source_feeds);
+        drop(subscription);
         let _ = reporter.await;
     }
 
@@ -350,7 +354,7 @@ impl RelayManager {
     async fn supervise(
         self: Arc<Self>,
         url: RtmpUrl,
-        mut rx: mpsc::Receiver<MediaEvent>,
+        mut rx: mpsc::Receiver<Queued>,
         state: Arc<RelayState>,
         stop: CancellationToken,
     ) {
@@ -374,7 +378,7 @@ impl RelayManager {
                         _ = &mut deadline => break Err(ClientError::Protocol(format!(
                             "no accepted publish within {} s", connect_timeout.as_secs()))),
                         event = rx.recv() => match event {
-                            Some(e) => waiting.push(&mut muxer, e),
+                            Some(q) => waiting.push(&mut muxer, q.event),
                             None => return self.stopped(&state),
                         },
                         _ = stop.cancelled() => return self.stopped(&state),
@@ -430,7 +434,7 @@ impl RelayManager {
                 tokio::select! {
                     _ = &mut sleep => break,
                     event = rx.recv() => match event {
-                        Some(e) => waiting.push(&mut muxer, e),
+                        Some(q) => waiting.push(&mut muxer, q.event),
                         None => return self.stopped(&state),
                     },
                     _ = stop.cancelled() => return self.stopped(&state),
@@ -444,7 +448,7 @@ impl RelayManager {
         &self,
         mut push: RtmpPush,
         backlog: Vec<MediaEvent>,
-        rx: &mut mpsc::Receiver<MediaEvent>,
+        rx: &mut mpsc::Receiver<Queued>,
         muxer: &mut FlvMuxer,
         state: &RelayState,
         stop: &CancellationToken,
@@ -467,7 +471,7 @@ impl RelayManager {
         loop {
             tokio::select! {
                 event = rx.recv() => {
-                    let Some(event) = event else {
+                    let Some(Queued { event, .. }) = event else {
                         push.finish().await;
                         return Ok(());
                     };
