@@ -7,10 +7,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::KeyStore;
+use crate::auth::{KeyStore, Keys};
 use crate::config::Config;
 use crate::hls::{self, HlsRegistry, Renditions, SegmentSubscriber};
 use crate::http::{self, AppState};
+use crate::ingest::gate::PublishGate;
 use crate::ingest::rtmp::{self, IngestContext};
 use crate::media::{EndReason, MediaEvent};
 use crate::metrics::Metrics;
@@ -52,7 +53,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let hub = Hub::new();
     let registry = HlsRegistry::new(config.hls.clone());
     let recorder = Recorder::start(&config, metrics.clone(), shutdown.clone()).await?;
-    let keys = KeyStore::new(config.keys_path());
+    let keys: Keys = Arc::new(KeyStore::new(config.keys_path()));
     let relays = RelayManager::new(&config, RelayStore::for_config(&config), metrics.clone())?;
     {
         // Every new stream is routed to the ladder or passthrough once its codecs are known; its
@@ -92,8 +93,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
 
     let ingest = Arc::new(IngestContext {
         config: config.rtmp.clone(),
-        keys: keys.clone(),
-        hub: hub.clone(),
+        gate: PublishGate::new(keys.clone(), hub.clone(), metrics.clone()),
         metrics: metrics.clone(),
     });
     let rtmps_task = match config.rtmp.tls_listen.as_str() {

@@ -1,22 +1,19 @@
-//! Stream keys: who may publish. The embedded store keeps one key hash per user in a JSON file
-//! under `data_dir`, shared by the server and the `livegate keys` CLI (a lock file serializes
-//! writers; readers see whole files because writes are atomic renames: [`JsonFile`]).
-//!
-//! Keys are 160 random bits, so a single SHA-256 is enough to store them: there is nothing to
-//! brute-force that a slow password hash would protect. Comparison is constant-time anyway.
+//! Stream keys: who may publish. One async interface, [`KeyBackend`], in front of where keys
+//! live: the embedded file store ([`KeyStore`], the default) today, a networked store (Redis)
+//! next. Every check is by SHA-256 hash, compared in constant time.
 
-use std::path::{Path, PathBuf};
+mod embedded;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
-use crate::util::{valid_user_name, JsonFile, JsonFileError};
-
-pub const KEY_PREFIX: &str = "lg_";
-/// Revoked and rotated-away key hashes remembered to name the user in refusals.
-const MAX_REVOKED: usize = 1000;
+use crate::util::JsonFileError;
+pub use embedded::{generate_key, KeyStore, RevokedEntry, KEY_PREFIX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -62,170 +59,70 @@ pub struct KeyEntry {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RevokedEntry {
-    pub user: String,
-    pub hash: String,
-    pub revoked_at: DateTime<Utc>,
+/// A boxed future of a key-store answer (the trait is used as `dyn KeyBackend`).
+pub type KeyFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, AuthError>> + Send + 'a>>;
+
+/// Where stream keys live. Async, so a networked backend never blocks a runtime thread; the
+/// embedded one does its file work on the blocking pool.
+pub trait KeyBackend: Send + Sync {
+    /// Checks a presented key.
+    fn check<'a>(&'a self, key: &'a str) -> KeyFuture<'a, KeyCheck>;
+    /// A new key for a user without one; returns it (shown once, stored hashed).
+    fn add<'a>(&'a self, user: &'a str) -> KeyFuture<'a, String>;
+    /// Replaces a user's key; the old one is refused from now on.
+    fn rotate<'a>(&'a self, user: &'a str) -> KeyFuture<'a, String>;
+    fn revoke<'a>(&'a self, user: &'a str) -> KeyFuture<'a, ()>;
+    fn list(&self) -> KeyFuture<'_, Vec<KeyEntry>>;
+    fn has_key<'a>(&'a self, user: &'a str) -> KeyFuture<'a, bool>;
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct StoreFile {
-    #[serde(default)]
-    keys: Vec<KeyEntry>,
-    #[serde(default)]
-    revoked: Vec<RevokedEntry>,
-    /// Relay targets as older versions stored them here. Never interpreted by this store, only
-    /// carried over unchanged, so a key change made before the relay store has imported them
-    /// (and removed this field) cannot lose them. Absent afterwards, and then never written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    relays: Option<serde_json::Value>,
+/// The key backend the server uses.
+pub type Keys = Arc<dyn KeyBackend>;
+
+/// Runs one embedded-store call on the blocking pool.
+fn blocking<T: Send + 'static>(
+    store: &KeyStore,
+    f: impl FnOnce(&KeyStore) -> Result<T, AuthError> + Send + 'static,
+) -> KeyFuture<'static, T> {
+    let store = store.clone();
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| AuthError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(format!("key store task: {e}")),
+            })?
+    })
 }
 
-/// The embedded key store.
-#[derive(Debug, Clone)]
-pub struct KeyStore {
-    file: JsonFile,
-}
-
-pub fn generate_key() -> String {
-    let bytes: [u8; 20] = rand::random();
-    format!("{KEY_PREFIX}{}", hex::encode(bytes))
-}
-
-fn hash_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-impl KeyStore {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        KeyStore {
-            file: JsonFile::new(path),
-        }
+impl KeyBackend for KeyStore {
+    fn check<'a>(&'a self, key: &'a str) -> KeyFuture<'a, KeyCheck> {
+        let key = key.to_string();
+        blocking(self, move |s| s.check(&key))
     }
 
-    pub fn path(&self) -> &Path {
-        self.file.path()
+    fn add<'a>(&'a self, user: &'a str) -> KeyFuture<'a, String> {
+        let user = user.to_string();
+        blocking(self, move |s| s.add(&user))
     }
 
-    fn read(&self) -> Result<StoreFile, AuthError> {
-        Ok(self.file.read()?.unwrap_or_default())
+    fn rotate<'a>(&'a self, user: &'a str) -> KeyFuture<'a, String> {
+        let user = user.to_string();
+        blocking(self, move |s| s.rotate(&user))
     }
 
-    /// Runs a read-modify-write under an exclusive lock, then replaces the file atomically.
-    fn update<T>(
-        &self,
-        f: impl FnOnce(&mut StoreFile) -> Result<T, AuthError>,
-    ) -> Result<T, AuthError> {
-        self.file.update(f)
+    fn revoke<'a>(&'a self, user: &'a str) -> KeyFuture<'a, ()> {
+        let user = user.to_string();
+        blocking(self, move |s| s.revoke(&user))
     }
 
-    fn check_user(user: &str) -> Result<(), AuthError> {
-        if valid_user_name(user) {
-            Ok(())
-        } else {
-            Err(AuthError::InvalidUser(user.to_string()))
-        }
+    fn list(&self) -> KeyFuture<'_, Vec<KeyEntry>> {
+        blocking(self, |s| s.list())
     }
 
-    fn new_entry(user: &str) -> (KeyEntry, String) {
-        let key = generate_key();
-        let entry = KeyEntry {
-            user: user.to_string(),
-            hash: hash_key(&key),
-            hint: format!("{}…", &key[..KEY_PREFIX.len() + 4]),
-            created_at: Utc::now(),
-        };
-        (entry, key)
-    }
-
-    fn remember_revoked(store: &mut StoreFile, entry: KeyEntry) {
-        store.revoked.push(RevokedEntry {
-            user: entry.user,
-            hash: entry.hash,
-            revoked_at: Utc::now(),
-        });
-        let excess = store.revoked.len().saturating_sub(MAX_REVOKED);
-        store.revoked.drain(..excess);
-    }
-
-    /// Creates a key for a new user; returns the key (the only time it exists in clear).
-    pub fn add(&self, user: &str) -> Result<String, AuthError> {
-        Self::check_user(user)?;
-        self.update(|store| {
-            if store.keys.iter().any(|k| k.user == user) {
-                return Err(AuthError::Exists(user.to_string()));
-            }
-            let (entry, key) = Self::new_entry(user);
-            store.keys.push(entry);
-            Ok(key)
-        })
-    }
-
-    /// Replaces a user's key; the old one stops working at once.
-    pub fn rotate(&self, user: &str) -> Result<String, AuthError> {
-        Self::check_user(user)?;
-        self.update(|store| {
-            let idx = store
-                .keys
-                .iter()
-                .position(|k| k.user == user)
-                .ok_or_else(|| AuthError::NotFound(user.to_string()))?;
-            let (entry, key) = Self::new_entry(user);
-            let old = std::mem::replace(&mut store.keys[idx], entry);
-            Self::remember_revoked(store, old);
-            Ok(key)
-        })
-    }
-
-    pub fn revoke(&self, user: &str) -> Result<(), AuthError> {
-        Self::check_user(user)?;
-        self.update(|store| {
-            let idx = store
-                .keys
-                .iter()
-                .position(|k| k.user == user)
-                .ok_or_else(|| AuthError::NotFound(user.to_string()))?;
-            let old = store.keys.remove(idx);
-            Self::remember_revoked(store, old);
-            Ok(())
-        })
-    }
-
-    pub fn list(&self) -> Result<Vec<KeyEntry>, AuthError> {
-        let mut keys = self.read()?.keys;
-        keys.sort_by(|a, b| a.user.cmp(&b.user));
-        Ok(keys)
-    }
-
-    /// Whether `user` has a stream key (relay targets are only for users who can publish).
-    pub fn has_key(&self, user: &str) -> Result<bool, AuthError> {
-        Self::check_user(user)?;
-        Ok(self.read()?.keys.iter().any(|k| k.user == user))
-    }
-
-    /// Checks a presented key against every stored hash in constant time per entry.
-    pub fn check(&self, key: &str) -> Result<KeyCheck, AuthError> {
-        let store = self.read()?;
-        let presented = hash_key(key);
-        let mut found = KeyCheck::Unknown;
-        for entry in &store.keys {
-            if bool::from(entry.hash.as_bytes().ct_eq(presented.as_bytes())) {
-                found = KeyCheck::Valid {
-                    user: entry.user.clone(),
-                };
-            }
-        }
-        if found == KeyCheck::Unknown {
-            for entry in &store.revoked {
-                if bool::from(entry.hash.as_bytes().ct_eq(presented.as_bytes())) {
-                    found = KeyCheck::Revoked {
-                        user: entry.user.clone(),
-                    };
-                }
-            }
-        }
-        Ok(found)
+    fn has_key<'a>(&'a self, user: &'a str) -> KeyFuture<'a, bool> {
+        let user = user.to_string();
+        blocking(self, move |s| s.has_key(&user))
     }
 }
 
@@ -233,106 +130,34 @@ impl KeyStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn add_check_rotate_revoke() {
+    #[tokio::test]
+    async fn the_embedded_store_behind_the_async_interface() {
         let dir = tempfile::tempdir().unwrap();
-        let store = KeyStore::new(dir.path().join("keys.json"));
-        let key = store.add("alice").unwrap();
-        assert!(key.starts_with(KEY_PREFIX) && key.len() == KEY_PREFIX.len() + 40);
+        let keys: Keys = Arc::new(KeyStore::new(dir.path().join("keys.json")));
+        let key = keys.add("alice").await.unwrap();
+        assert!(keys.has_key("alice").await.unwrap());
         assert_eq!(
-            store.check(&key).unwrap(),
+            keys.check(&key).await.unwrap(),
             KeyCheck::Valid {
                 user: "alice".into()
             }
         );
-        assert_eq!(store.check("lg_nope").unwrap(), KeyCheck::Unknown);
-        assert!(matches!(store.add("alice"), Err(AuthError::Exists(_))));
-
-        // The file holds no key in clear.
-        let text = std::fs::read_to_string(store.path()).unwrap();
-        assert!(!text.contains(&key));
-
-        let new_key = store.rotate("alice").unwrap();
-        assert_ne!(new_key, key);
+        let rotated = keys.rotate("alice").await.unwrap();
         assert_eq!(
-            store.check(&key).unwrap(),
+            keys.check(&key).await.unwrap(),
             KeyCheck::Revoked {
                 user: "alice".into()
             }
         );
-        assert_eq!(
-            store.check(&new_key).unwrap(),
-            KeyCheck::Valid {
-                user: "alice".into()
-            }
-        );
-        store.revoke("alice").unwrap();
-        assert_eq!(
-            store.check(&new_key).unwrap(),
-            KeyCheck::Revoked {
-                user: "alice".into()
-            }
-        );
-        assert!(store.list().unwrap().is_empty());
-        assert!(matches!(store.revoke("alice"), Err(AuthError::NotFound(_))));
+        keys.revoke("alice").await.unwrap();
         assert!(matches!(
-            store.add("Bad/Name"),
+            keys.check(&rotated).await.unwrap(),
+            KeyCheck::Revoked { .. }
+        ));
+        assert!(keys.list().await.unwrap().is_empty());
+        assert!(matches!(
+            keys.add("not a name").await,
             Err(AuthError::InvalidUser(_))
         ));
-    }
-
-    #[test]
-    fn concurrent_writers_lose_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys.json");
-        let handles: Vec<_> = (0..8)
-            .map(|i| {
-                let store = KeyStore::new(path.clone());
-                std::thread::spawn(move || store.add(&format!("user{i}")).unwrap())
-            })
-            .collect();
-        let keys: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        let store = KeyStore::new(path);
-        assert_eq!(store.list().unwrap().len(), 8);
-        for (i, k) in keys.iter().enumerate() {
-            assert_eq!(
-                store.check(k).unwrap(),
-                KeyCheck::Valid {
-                    user: format!("user{i}")
-                }
-            );
-        }
-    }
-
-    #[test]
-    fn corrupt_store_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys.json");
-        std::fs::write(&path, "{not json").unwrap();
-        let err = KeyStore::new(path).check("x").unwrap_err();
-        assert!(err.to_string().contains("corrupt"), "{err}");
-    }
-
-    #[test]
-    fn legacy_relays_are_kept_verbatim_until_removed_elsewhere() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys.json");
-        let legacy = serde_json::json!([{"id": "abc123", "user": "alice"}]);
-        std::fs::write(
-            &path,
-            serde_json::json!({"keys": [], "relays": legacy}).to_string(),
-        )
-        .unwrap();
-        let store = KeyStore::new(path.clone());
-        store.add("alice").unwrap();
-        assert!(store.has_key("alice").unwrap());
-        assert!(!store.has_key("bob").unwrap());
-        let text: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert_eq!(text["relays"], legacy);
-        // Without the field (after the relay store's import), none is written.
-        std::fs::write(&path, serde_json::json!({"keys": []}).to_string()).unwrap();
-        store.add("bob").unwrap();
-        assert!(!std::fs::read_to_string(&path).unwrap().contains("relays"));
     }
 }

@@ -15,7 +15,8 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{authorize, ApiError, AppState};
+use super::admin::authorize;
+use super::{ApiError, AppState};
 use crate::hls::PLAYLIST_CONTENT_TYPE as PLAYLIST_TYPE;
 use crate::record::session::{self, Manifest, PLAYLIST_NAME};
 use crate::record::vod::{self, RangeRequest};

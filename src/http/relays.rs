@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{authorize, blocking, ApiError, AppState};
+use super::admin::{authorize, blocking};
+use super::{ApiError, AppState};
 use crate::auth::AuthError;
 use crate::relay::{Platform, RelayStoreError, RelayTarget, TargetError};
 
@@ -127,8 +128,7 @@ pub(super) async fn add(
         &state.config.relay.presets,
     )?;
     // Relay targets are for users who can publish.
-    let (keys, user) = (state.keys.clone(), target.user.clone());
-    if !blocking(move || keys.has_key(&user)).await? {
+    if !state.keys.has_key(&target.user).await? {
         return Err(AuthError::NotFound(target.user).into());
     }
     let store = state.relays.targets().clone();

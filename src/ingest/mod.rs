@@ -1,4 +1,6 @@
-//! Ingest: publishers' protocols in, codec-neutral media events out to the hub. The RTMP
-//! pieces shared with the relays (handshake, parser guard, TLS, FLV) are in [`crate::rtmp`].
+//! Ingest: publishers' protocols in, codec-neutral media events out to the hub. Every protocol
+//! admits a publisher through the one [`gate`] (key check, takeover, hub). The RTMP pieces
+//! shared with the relays (handshake, parser guard, TLS, FLV) are in [`crate::rtmp`].
 
+pub mod gate;
 pub mod rtmp;

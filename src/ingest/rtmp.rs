@@ -19,15 +19,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::auth::{KeyCheck, KeyStore};
+use super::gate::{PublishGate, Refusal};
 use crate::config::RtmpConfig;
 use crate::metrics::Metrics;
 use crate::rtmp::flv::FlvDemuxer;
 use crate::rtmp::guard::guard_parser;
 use crate::rtmp::handshake::{self, HandshakeError};
 use crate::rtmp::io::{read_some, write_flushed, IoError, WRITE_TIMEOUT};
-use crate::stream::{Hub, LiveStream, Publisher};
-use crate::util::redact;
+use crate::stream::{LiveStream, Publisher};
 
 pub const APP_NAME: &str = "live";
 const READ_BUFFER: usize = 64 * 1024;
@@ -82,8 +81,8 @@ impl From<HandshakeError> for SessionError {
 /// What RTMP ingest needs from the rest of the server.
 pub struct IngestContext {
     pub config: RtmpConfig,
-    pub keys: KeyStore,
-    pub hub: Arc<Hub>,
+    /// Admits publishers: key check, takeover, hub.
+    pub gate: PublishGate,
     pub metrics: Arc<Metrics>,
 }
 
@@ -410,48 +409,19 @@ impl Connection {
                 .map_err(Self::protocol)?;
             return Ok((Flow::Close, r));
         }
-        let keys = self.ctx.keys.clone();
-        let checked = tokio::task::spawn_blocking(move || keys.check(&key))
-            .await
-            .map_err(|e| SessionError::Protocol(format!("key check task: {e}")))?;
-        let (code, description, reason) = match checked {
-            Ok(KeyCheck::Valid { user }) => {
-                tracing::Span::current().record("user", user.as_str());
-                let query = stream_key.split_once('?').map_or("", |(_, q)| q);
-                let publisher = self.ctx.hub.publish_with_query(&user, query);
-                tracing::info!(session = publisher.stream().session_id, "publish accepted");
-                self.ctx.metrics.publish_accepted.inc();
+        let query = stream_key.split_once('?').map_or("", |(_, q)| q);
+        let (code, description) = match self.ctx.gate.admit(&key, query).await {
+            Ok(publisher) => {
                 self.publisher = Some(publisher);
                 let r = session.accept_request(request_id).map_err(Self::protocol)?;
                 return Ok((Flow::Continue, r));
             }
-            Ok(KeyCheck::Revoked { user }) => {
-                tracing::Span::current().record("user", user.as_str());
-                tracing::warn!("publish refused: this user's stream key was revoked or rotated");
-                (
-                    "NetStream.Publish.BadName",
-                    "stream key revoked",
-                    "revoked_key",
-                )
-            }
-            Ok(KeyCheck::Unknown) => {
-                tracing::warn!(key = %redact(stream_key), "publish refused: unknown stream key");
-                (
-                    "NetStream.Publish.BadName",
-                    "invalid stream key",
-                    "unknown_key",
-                )
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "publish refused: key store unavailable");
-                (
-                    "NetStream.Publish.Failed",
-                    "server error checking the key",
-                    "key_store_error",
-                )
+            Err(Refusal::Revoked { .. }) => ("NetStream.Publish.BadName", "stream key revoked"),
+            Err(Refusal::Unknown) => ("NetStream.Publish.BadName", "invalid stream key"),
+            Err(Refusal::Unavailable(_)) => {
+                ("NetStream.Publish.Failed", "server error checking the key")
             }
         };
-        self.ctx.metrics.refused(reason);
         let r = session
             .reject_request(request_id, code, description)
             .map_err(Self::protocol)?;

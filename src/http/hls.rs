@@ -1,0 +1,80 @@
+//! Live HLS routes: master and media playlists (never cached) and init/media segments
+//! (immutable: their names are unique per stream instance).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+use super::error::{not_found, ApiError};
+use super::AppState;
+use crate::hls::{HlsFile, PLAYLIST_CONTENT_TYPE};
+
+pub(super) fn playlist_response(body: String) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(PLAYLIST_CONTENT_TYPE),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub(super) async fn master_playlist(
+    State(state): State<Arc<AppState>>,
+    Path(user): Path<String>,
+) -> Result<Response, ApiError> {
+    let hls = state.hls.get(&user).ok_or_else(|| not_found("stream"))?;
+    let text = hls
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .master_playlist()
+        .ok_or_else(|| not_found("playlist (stream starting)"))?;
+    Ok(playlist_response(text))
+}
+
+pub(super) async fn media_playlist(
+    State(state): State<Arc<AppState>>,
+    Path((user, rung)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let hls = state.hls.get(&user).ok_or_else(|| not_found("stream"))?;
+    let text = hls
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .media_playlist(&rung)
+        .ok_or_else(|| not_found("playlist"))?;
+    Ok(playlist_response(text))
+}
+
+pub(super) async fn hls_file(
+    State(state): State<Arc<AppState>>,
+    Path((user, rung, file)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let hls = state.hls.get(&user).ok_or_else(|| not_found("stream"))?;
+    let found = hls
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .file(&rung, &file)
+        .ok_or_else(|| not_found("segment"))?;
+    let (content_type, body) = match found {
+        HlsFile::Init(b) => ("video/mp4", b),
+        HlsFile::Segment(b) => ("video/iso.segment", b),
+    };
+    // Names are unique per stream instance, so a segment never changes once served.
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=86400, immutable"),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
