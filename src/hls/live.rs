@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use super::playlist::{write_media, Entry, Header, Kind};
 use super::segmenter::{InitInfo, Segment, SegmenterOutput};
 use crate::config::HlsConfig;
 use crate::media::EndReason;
@@ -291,26 +292,18 @@ impl LiveHls {
                 .take(unlisted)
                 .filter(|s| s.segment.discontinuity)
                 .count() as u64;
-        let mut segments = Vec::with_capacity(listed.len());
-        let mut previous_init = None;
-        for s in &listed {
-            let map = (previous_init != Some(s.init_version)).then(|| m3u8_rs::Map {
-                uri: self.init_uri(s.init_version),
-                ..Default::default()
-            });
-            previous_init = Some(s.init_version);
-            segments.push(m3u8_rs::MediaSegment {
+        let entries: Vec<Entry> = listed
+            .iter()
+            .map(|s| Entry {
                 uri: format!("{}-{}.m4s", self.instance, s.sequence),
-                duration: s.segment.duration as f32,
-                title: Some(String::new()),
+                init_uri: self.init_uri(s.init_version),
+                duration: s.segment.duration,
                 // Kept on the first listed segment too: hiding it there without bumping
                 // EXT-X-DISCONTINUITY-SEQUENCE would renumber it between reloads (RFC 8216 §6.2.2).
                 discontinuity: s.segment.discontinuity,
-                map,
-                program_date_time: Some(s.segment.program_date_time.fixed_offset()),
-                ..Default::default()
-            });
-        }
+                program_date_time: s.segment.program_date_time,
+            })
+            .collect();
         // One target duration for the whole ladder (RFC 8216: all media playlists agree).
         let target_duration = self
             .renditions
@@ -318,19 +311,15 @@ impl LiveHls {
             .map(|r| r.target_duration)
             .max()
             .unwrap_or(r.target_duration);
-        let playlist = m3u8_rs::MediaPlaylist {
-            version: Some(7),
+        let header = Header {
+            kind: Kind::Live,
             target_duration,
             media_sequence: first.sequence,
             discontinuity_sequence,
-            segments,
-            end_list: r.ended,
+            ended: r.ended,
             independent_segments: listed.iter().all(|s| s.segment.independent),
-            ..Default::default()
         };
-        let mut out = Vec::new();
-        playlist.write_to(&mut out).ok()?;
-        String::from_utf8(out).ok()
+        Some(write_media(&header, &entries))
     }
 
     /// The master playlist, or None until every rendition has a segment to measure.

@@ -4,6 +4,7 @@
 
 pub mod fmp4;
 pub mod live;
+pub mod playlist;
 pub mod renditions;
 pub mod segmenter;
 
@@ -14,8 +15,7 @@ use crate::stream::Subscription;
 pub use live::{HlsFile, HlsRegistry, LiveHls, SOURCE_RENDITION};
 pub use renditions::{Renditions, SegmentSubscriber};
 
-/// Content type of every playlist livegate serves (live, VOD, recordings).
-pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
+pub use playlist::PLAYLIST_CONTENT_TYPE;
 
 /// Serves a stream as published: its packets are segmented as they come, as the one `source`
 /// rendition.

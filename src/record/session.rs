@@ -5,6 +5,7 @@
 //! (one appended line per init or segment). Appending keeps the cost per segment constant for
 //! long streams; a line torn by a crash is ignored on recovery.
 
+use crate::hls::playlist::{target_duration, write_media, Entry, Header, Kind};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -264,52 +265,26 @@ impl Recording {
     /// The recording's playlist: EVENT while recording, VOD with ENDLIST once finalized.
     pub fn playlist(&self) -> String {
         let ended = self.manifest.state != RecordingState::Recording;
-        let mut previous_init = None;
-        let segments = self
+        let entries: Vec<Entry> = self
             .segments
             .iter()
-            .map(|s| {
-                let map = (previous_init != Some(s.init)).then(|| m3u8_rs::Map {
-                    uri: init_name(s.init),
-                    ..Default::default()
-                });
-                previous_init = Some(s.init);
-                m3u8_rs::MediaSegment {
-                    uri: segment_name(s.index),
-                    duration: s.duration as f32,
-                    title: Some(String::new()),
-                    discontinuity: s.discontinuity,
-                    map,
-                    program_date_time: Some(s.program_date_time.fixed_offset()),
-                    ..Default::default()
-                }
+            .map(|s| Entry {
+                uri: segment_name(s.index),
+                init_uri: init_name(s.init),
+                duration: s.duration,
+                discontinuity: s.discontinuity,
+                program_date_time: s.program_date_time,
             })
             .collect();
-        // RFC 8216 §4.3.3.1: every EXTINF, rounded to the nearest integer, ≤ the target.
-        let target_duration = self
-            .segments
-            .iter()
-            .map(|s| s.duration.round().max(1.0) as u64)
-            .max()
-            .unwrap_or(1);
-        let playlist = m3u8_rs::MediaPlaylist {
-            version: Some(7),
-            target_duration,
+        let header = Header {
+            kind: if ended { Kind::Vod } else { Kind::Event },
+            target_duration: target_duration(self.segments.iter().map(|s| s.duration)),
             media_sequence: 0,
-            segments,
-            end_list: ended,
-            playlist_type: Some(if ended {
-                m3u8_rs::MediaPlaylistType::Vod
-            } else {
-                m3u8_rs::MediaPlaylistType::Event
-            }),
+            discontinuity_sequence: 0,
+            ended,
             independent_segments: true,
-            ..Default::default()
         };
-        let mut out = Vec::new();
-        // Writing to a Vec cannot fail.
-        let _ = playlist.write_to(&mut out);
-        String::from_utf8_lossy(&out).into_owned()
+        write_media(&header, &entries)
     }
 }
 
