@@ -1,0 +1,320 @@
+//! The configuration sections, field by field, with their working defaults.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Push users' relay targets (`livegate relays add`) while they are live.
+    pub enabled: bool,
+    /// Also take targets from the publish URL's query
+    /// (`rtmp://HOST/live/KEY?youtube=…&twitch=…&facebook=…`). Anyone holding a stream key can
+    /// then push that stream anywhere, so it is off unless you want it.
+    pub allow_query_targets: bool,
+    /// Seconds to connect, finish TLS and the RTMP handshake, and be accepted to publish.
+    pub connect_timeout_secs: u64,
+    /// Longest wait between reconnection attempts (backoff doubles from 1 s, with jitter).
+    pub max_backoff_secs: u64,
+    /// Frames queued per relay before whole GOPs are dropped (a slow target never slows ingest).
+    pub queue_frames: usize,
+    /// Extra CA certificates (PEM) trusted for RTMPS targets, besides the public web roots.
+    pub ca_file: String,
+    pub presets: RelayPresets,
+}
+
+/// Base URLs of the platform presets (the stream key is appended). Point them at a regional or
+/// backup ingest server if you need to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayPresets {
+    pub youtube: String,
+    pub youtube_rtmps: String,
+    pub twitch: String,
+    pub facebook: String,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            enabled: true,
+            allow_query_targets: false,
+            connect_timeout_secs: 10,
+            max_backoff_secs: 30,
+            queue_frames: 600,
+            ca_file: String::new(),
+            presets: RelayPresets::default(),
+        }
+    }
+}
+
+impl Default for RelayPresets {
+    fn default() -> Self {
+        RelayPresets {
+            youtube: "rtmp://a.rtmp.youtube.com/live2".into(),
+            youtube_rtmps: "rtmps://a.rtmps.youtube.com:443/live2".into(),
+            twitch: "rtmp://live.twitch.tv/app".into(),
+            facebook: "rtmps://live-api-s.facebook.com:443/rtmp".into(),
+        }
+    }
+}
+
+/// Where recordings are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordBackend {
+    Local,
+    S3,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordConfig {
+    /// Record every publish session (DVR/VOD).
+    pub enabled: bool,
+    /// Users whose streams are never recorded, even when recording is on.
+    pub exclude_users: Vec<String>,
+    /// `local` (a directory) or `s3`.
+    pub backend: RecordBackend,
+    /// Rung recorded. Empty: the top rung (passthrough streams record the source).
+    pub rung: String,
+    /// Directory of the local backend. Empty: `<data_dir>/recordings`.
+    pub local_path: String,
+    /// Disk the spool (segments waiting for upload) may use, MiB. When full, new segments are
+    /// not recorded (an error is logged and counted) until uploads free room.
+    pub spool_max_mib: u64,
+    /// Delete finished recordings older than this many days. 0: keep forever.
+    pub retention_days: u64,
+    /// URL that receives a POST with the manifest (JSON) when a recording is finished. Empty: off.
+    pub webhook_url: String,
+    pub s3: S3Config,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL. Empty: AWS itself (from the region).
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    /// Key prefix: objects are `<prefix>/<user>/<session>/…`.
+    pub prefix: String,
+    /// Path-style URLs (`endpoint/bucket/key`), as most S3-compatible servers need.
+    pub force_path_style: bool,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        RecordConfig {
+            enabled: true,
+            exclude_users: Vec::new(),
+            backend: RecordBackend::Local,
+            rung: String::new(),
+            local_path: String::new(),
+            spool_max_mib: 4096,
+            retention_days: 0,
+            webhook_url: String::new(),
+            s3: S3Config::default(),
+        }
+    }
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: String::new(),
+            prefix: "recordings".into(),
+            force_path_style: false,
+        }
+    }
+}
+
+impl RecordConfig {
+    /// Whether `user`'s streams are recorded.
+    pub fn records(&self, user: &str) -> bool {
+        self.enabled && !self.exclude_users.iter().any(|u| u == user)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscodeConfig {
+    /// Transcode every stream into the ladder. `false`: serve streams as published (passthrough).
+    pub enabled: bool,
+    /// Users whose streams are always served as published, even when transcoding is on.
+    pub passthrough_users: Vec<String>,
+    /// AAC bitrate (bit/s) of the one audio encode every rung shares.
+    pub audio_bitrate: u64,
+    /// Output audio sample rate (Hz).
+    pub audio_sample_rate: u32,
+    /// Frames queued for a stream's transcoder before it drops whole GOPs to catch up.
+    pub queue_frames: usize,
+    /// x264 threads per rung (each rung encodes on its own thread already); 0 lets x264 decide.
+    pub x264_threads: u32,
+    /// The renditions, from the lowest. Rungs taller than the source are skipped (never
+    /// upscaled); for a portrait source `height` applies to the shorter side.
+    pub rungs: Vec<RungConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RungConfig {
+    /// Name in URLs (`/live/<user>/<name>/index.m3u8`).
+    pub name: String,
+    /// Output height (the width follows the source's aspect ratio, rounded to even).
+    pub height: u32,
+    /// Average video bitrate, bit/s.
+    pub video_bitrate: u64,
+    /// Peak (VBV max rate), bit/s.
+    pub maxrate: u64,
+    /// VBV buffer size, bits.
+    pub bufsize: u64,
+    /// Frame-rate cap; 0: the source's rate.
+    #[serde(default)]
+    pub max_fps: f64,
+    #[serde(default = "default_preset")]
+    pub preset: String,
+    #[serde(default = "default_profile")]
+    pub profile: String,
+}
+
+fn default_preset() -> String {
+    "veryfast".into()
+}
+
+fn default_profile() -> String {
+    "main".into()
+}
+
+impl RungConfig {
+    fn new(name: &str, height: u32, bitrate: u64, maxrate: u64, bufsize: u64) -> Self {
+        RungConfig {
+            name: name.into(),
+            height,
+            video_bitrate: bitrate,
+            maxrate,
+            bufsize,
+            max_fps: 0.0,
+            preset: default_preset(),
+            profile: default_profile(),
+        }
+    }
+}
+
+impl Default for TranscodeConfig {
+    fn default() -> Self {
+        TranscodeConfig {
+            enabled: true,
+            passthrough_users: Vec::new(),
+            audio_bitrate: 128_000,
+            audio_sample_rate: 48_000,
+            queue_frames: 300,
+            x264_threads: 1,
+            rungs: vec![
+                RungConfig::new("360p", 360, 800_000, 856_000, 1_200_000),
+                RungConfig::new("480p", 480, 1_400_000, 1_498_000, 2_100_000),
+                RungConfig::new("720p", 720, 2_800_000, 2_996_000, 4_200_000),
+            ],
+        }
+    }
+}
+
+impl TranscodeConfig {
+    /// Whether `user`'s streams go through the ladder.
+    pub fn transcodes(&self, user: &str) -> bool {
+        self.enabled && !self.passthrough_users.iter().any(|u| u == user)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// Address the RTMP listener binds. The application name is always `live`.
+    pub listen: String,
+    /// Seconds a client has to finish the RTMP handshake.
+    pub handshake_timeout_secs: u64,
+    /// Seconds without any byte from the client before the session is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds a connection has, from connecting, to start publishing.
+    pub publish_timeout_secs: u64,
+    /// Bytes a client may send before its publish is accepted (connect, createStream, publish).
+    pub max_unauthenticated_bytes: usize,
+    /// Simultaneous RTMP connections; further ones are closed at once.
+    pub max_connections: usize,
+    /// Address of the RTMPS (RTMP over TLS) listener. Empty: off.
+    pub tls_listen: String,
+    /// PEM certificate chain for RTMPS.
+    pub tls_cert: String,
+    /// PEM private key for RTMPS.
+    pub tls_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the HTTP server (HLS, API, health, metrics) binds.
+    pub listen: String,
+    /// Bearer token for the admin API (`/api/v1/keys`). Empty: the admin API is off.
+    pub admin_token: String,
+    /// Simultaneous HTTP connections; further ones are closed at once.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (also ends idle keep-alive connections).
+    pub header_read_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HlsConfig {
+    /// Target segment duration in seconds; segments are cut at the first keyframe after it.
+    pub segment_duration: f64,
+    /// Segments listed in the live playlist.
+    pub window: usize,
+    /// Memory cap for one stream's segments (MiB); the oldest beyond the window go first.
+    pub max_stream_memory_mib: u64,
+    /// Largest single segment (MiB): a source whose keyframes are further apart is cut anyway.
+    pub max_segment_mib: u64,
+    /// Seconds an ended stream's playlist (with ENDLIST) stays available.
+    pub keep_ended_secs: u64,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            listen: "0.0.0.0:1935".into(),
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 30,
+            publish_timeout_secs: 15,
+            max_unauthenticated_bytes: 64 * 1024,
+            max_connections: 1000,
+            tls_listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:8080".into(),
+            admin_token: String::new(),
+            max_connections: 10_000,
+            header_read_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            segment_duration: 2.0,
+            window: 6,
+            max_stream_memory_mib: 256,
+            max_segment_mib: 64,
+            keep_ended_secs: 60,
+        }
+    }
+}
+
+pub const ENV_PREFIX: &str = "LIVEGATE_";

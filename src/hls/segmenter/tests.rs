@@ -1,0 +1,224 @@
+use super::*;
+use crate::media::avc::tests::AVCC_640X360_HIGH;
+
+fn cfg() -> SegmenterConfig {
+    SegmenterConfig {
+        target_duration: 2.0,
+        max_segment_bytes: 1 << 20,
+    }
+}
+
+fn video_cfg() -> MediaEvent {
+    MediaEvent::VideoConfig(Arc::new(VideoConfig::h264(AVCC_640X360_HIGH).unwrap()))
+}
+
+fn audio_cfg() -> MediaEvent {
+    MediaEvent::AudioConfig(Arc::new(AudioConfig::aac(&[0x11, 0x90]).unwrap()))
+}
+
+fn vframe(ms: i64, key: bool) -> MediaEvent {
+    MediaEvent::Packet(Packet {
+        track: TrackKind::Video,
+        dts: ms * 90,
+        pts: ms * 90 + 3000,
+        keyframe: key,
+        data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+    })
+}
+
+fn aframe(ms: i64) -> MediaEvent {
+    MediaEvent::Packet(Packet {
+        track: TrackKind::Audio,
+        dts: ms * 48,
+        pts: ms * 48,
+        keyframe: true,
+        data: Bytes::from_static(&[0x21, 0x10]),
+    })
+}
+
+fn segments(out: &[SegmenterOutput]) -> Vec<&Segment> {
+    out.iter()
+        .filter_map(|o| match o {
+            SegmenterOutput::Segment(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+/// 30 fps video with a keyframe every `gop` frames, and 48 kHz audio, for `secs` seconds.
+fn feed(seg: &mut Segmenter, secs: i64, gop: i64) -> Vec<SegmenterOutput> {
+    let now = Utc::now();
+    let mut out = seg.push(video_cfg(), now);
+    out.extend(seg.push(audio_cfg(), now));
+    let mut audio_ms = 0.0f64;
+    for i in 0..secs * 30 {
+        let ms = i * 1000 / 30;
+        while audio_ms <= ms as f64 {
+            out.extend(seg.push(aframe(audio_ms.round() as i64), now));
+            audio_ms += 1024.0 / 48.0;
+        }
+        out.extend(seg.push(vframe(ms, i % gop == 0), now));
+    }
+    out
+}
+
+#[test]
+fn cuts_at_keyframes_near_target() {
+    let mut seg = Segmenter::new(cfg());
+    let mut out = feed(&mut seg, 10, 30);
+    out.extend(seg.push(MediaEvent::End(EndReason::Stopped), Utc::now()));
+    assert!(matches!(out[0], SegmenterOutput::Init { .. }));
+    let segs = segments(&out);
+    assert_eq!(segs.len(), 5, "10 s in 2 s segments");
+    for s in &segs[..4] {
+        assert!((s.duration - 2.0).abs() < 0.05, "{}", s.duration);
+        assert!(s.independent && !s.discontinuity);
+        assert_eq!(s.video_frames, 60);
+    }
+    assert!(matches!(
+        out.last(),
+        Some(SegmenterOutput::End(EndReason::Stopped))
+    ));
+    // PDT advances with media time.
+    let gap = segs[1].program_date_time - segs[0].program_date_time;
+    assert!((gap.num_milliseconds() - 2000).abs() <= 40, "{gap}");
+}
+
+#[test]
+fn long_gop_gives_long_segments() {
+    let mut seg = Segmenter::new(cfg());
+    let out = feed(&mut seg, 13, 150); // keyframe every 5 s
+    let segs = segments(&out);
+    assert_eq!(segs.len(), 2);
+    assert!((segs[0].duration - 5.0).abs() < 0.05);
+}
+
+#[test]
+fn waits_for_a_keyframe_and_trims_audio() {
+    let mut seg = Segmenter::new(cfg());
+    let now = Utc::now();
+    seg.push(video_cfg(), now);
+    seg.push(audio_cfg(), now);
+    assert!(seg.push(aframe(0), now).is_empty());
+    assert!(seg.push(vframe(0, false), now).is_empty());
+    let out = seg.push(vframe(33, true), now);
+    assert!(matches!(out[0], SegmenterOutput::Init { .. }));
+    let out = seg.push(MediaEvent::End(EndReason::Stopped), now);
+    let s = segments(&out);
+    assert_eq!(s[0].video_frames, 1);
+    assert!((s[0].start_time - 0.033).abs() < 1e-6);
+}
+
+#[test]
+fn config_change_makes_discontinuity_and_new_init() {
+    let mut seg = Segmenter::new(cfg());
+    let now = Utc::now();
+    let mut out = feed(&mut seg, 3, 30);
+    // A different SPS (level changed).
+    let mut other = AVCC_640X360_HIGH.to_vec();
+    other[3] = 0x1f;
+    other[11] = 0x1f;
+    out.extend(seg.push(
+        MediaEvent::VideoConfig(Arc::new(VideoConfig::h264(&other).unwrap())),
+        now,
+    ));
+    out.extend(seg.push(vframe(3100, true), now));
+    out.extend(seg.push(MediaEvent::End(EndReason::Stopped), now));
+    let inits = out
+        .iter()
+        .filter(|o| matches!(o, SegmenterOutput::Init { .. }))
+        .count();
+    assert_eq!(inits, 2);
+    let segs = segments(&out);
+    assert!(segs.last().unwrap().discontinuity);
+    assert_eq!(segs.iter().filter(|s| s.discontinuity).count(), 1);
+}
+
+#[test]
+fn audio_only_streams_are_segmented() {
+    let mut seg = Segmenter::new(cfg());
+    let now = Utc::now();
+    seg.push(audio_cfg(), now);
+    let mut out = Vec::new();
+    for i in 0..300 {
+        out.extend(seg.push(aframe(i * 1024 / 48), now));
+    }
+    let segs = segments(&out);
+    assert!(segs.len() >= 2);
+    assert!(
+        (segs[0].duration - 2.0).abs() < 0.05,
+        "{}",
+        segs[0].duration
+    );
+    match &out[0] {
+        SegmenterOutput::Init { info, .. } => assert!(info.video.is_none()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn audio_goes_to_the_segment_its_time_falls_in() {
+    // Video delayed by 0.5 s (an encoder's latency): audio arrives ahead of its video.
+    let mut seg = Segmenter::new(cfg());
+    let now = Utc::now();
+    let mut out = seg.push(video_cfg(), now);
+    out.extend(seg.push(audio_cfg(), now));
+    let mut audio_ms = 0.0f64;
+    for i in 0..(6 * 30) {
+        let ms = i * 1000 / 30;
+        while audio_ms <= ms as f64 + 500.0 {
+            out.extend(seg.push(aframe(audio_ms.round() as i64), now));
+            audio_ms += 1024.0 / 48.0;
+        }
+        out.extend(seg.push(vframe(ms, i % 60 == 0), now));
+    }
+    out.extend(seg.push(MediaEvent::End(EndReason::Stopped), now));
+    let segs = segments(&out);
+    assert_eq!(segs.len(), 3);
+    // Each 2 s segment holds ~2 s of audio (94 frames of 1024 at 48 kHz), not 2.5 s.
+    for s in &segs[..2] {
+        let audio_frames = s.data.windows(2).filter(|w| w == &[0x21, 0x10]).count();
+        assert!((93..=95).contains(&audio_frames), "{audio_frames}");
+    }
+}
+
+#[test]
+fn audio_before_the_first_keyframe_is_kept_from_its_time() {
+    let mut seg = Segmenter::new(cfg());
+    let now = Utc::now();
+    seg.push(video_cfg(), now);
+    seg.push(audio_cfg(), now);
+    for i in 0..20 {
+        seg.push(aframe(i * 1024 / 48), now); // 0 .. ~406 ms
+    }
+    seg.push(vframe(200, true), now);
+    let out = seg.push(MediaEvent::End(EndReason::Stopped), now);
+    let s = segments(&out);
+    let audio_frames = s[0].data.windows(2).filter(|w| w == &[0x21, 0x10]).count();
+    // Frames from ~200 ms on: about 10 of the 20.
+    assert!((9..=11).contains(&audio_frames), "{audio_frames}");
+}
+
+proptest::proptest! {
+    /// Arbitrary interleavings and timestamps never panic, and every segment is non-empty.
+    #[test]
+    fn arbitrary_packets(events in proptest::collection::vec((0u8..4, -5000i64..500_000, proptest::prelude::any::<bool>()), 0..300)) {
+        let mut seg = Segmenter::new(cfg());
+        let now = Utc::now();
+        seg.push(video_cfg(), now);
+        seg.push(audio_cfg(), now);
+        for (kind, ts, key) in events {
+            let ev = match kind {
+                0 | 1 => vframe(ts, key),
+                2 => aframe(ts),
+                _ => audio_cfg(),
+            };
+            for o in seg.push(ev, now) {
+                if let SegmenterOutput::Segment(s) = o {
+                    proptest::prop_assert!(!s.data.is_empty());
+                    proptest::prop_assert!(s.duration >= 0.0);
+                }
+            }
+        }
+    }
+}

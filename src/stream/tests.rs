@@ -1,0 +1,147 @@
+use super::*;
+use crate::media::Packet;
+use bytes::Bytes;
+
+fn video(dts: i64, key: bool) -> MediaEvent {
+    MediaEvent::Packet(Packet {
+        track: TrackKind::Video,
+        dts,
+        pts: dts,
+        keyframe: key,
+        data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+    })
+}
+
+fn config() -> MediaEvent {
+    MediaEvent::VideoConfig(Arc::new(
+        VideoConfig::h264(crate::media::avc::tests::AVCC_640X360_HIGH).unwrap(),
+    ))
+}
+
+#[tokio::test]
+async fn late_joiner_starts_at_keyframe_with_config() {
+    let hub = Hub::new();
+    let publisher = hub.publish("alice");
+    publisher.push(config(), 10);
+    publisher.push(video(0, true), 10);
+    publisher.push(video(3000, false), 10);
+    publisher.push(video(6000, true), 10);
+    publisher.push(video(9000, false), 10);
+    let mut sub = hub.get("alice").unwrap().subscribe();
+    assert!(matches!(sub.recv().await, Some(MediaEvent::VideoConfig(_))));
+    assert_eq!(sub.recv().await, Some(video(6000, true)));
+    assert_eq!(sub.recv().await, Some(video(9000, false)));
+    drop(publisher);
+    assert_eq!(sub.recv().await, Some(MediaEvent::End(EndReason::Stopped)));
+    assert_eq!(sub.recv().await, None);
+    assert!(hub.get("alice").is_none());
+}
+
+#[tokio::test]
+async fn slow_consumer_skips_without_blocking_others() {
+    let hub = Hub::new();
+    let publisher = hub.publish("bob");
+    let stream = hub.get("bob").unwrap();
+    let mut slow = stream.subscribe();
+    let mut fast = stream.subscribe();
+    publisher.push(config(), 10);
+    let total = RING_CAPACITY as i64 * 3;
+    for i in 0..total {
+        publisher.push(video(i * 3000, i % 30 == 0), 10);
+        // The fast one keeps up.
+        loop {
+            match fast.recv().await {
+                Some(MediaEvent::Packet(p)) => {
+                    assert_eq!(p.dts, i * 3000);
+                    break;
+                }
+                Some(_) => continue,
+                None => panic!("ended early"),
+            }
+        }
+    }
+    // The slow one lagged, resynchronises on a keyframe with the config first.
+    assert!(matches!(
+        slow.recv().await,
+        Some(MediaEvent::VideoConfig(_))
+    ));
+    match slow.recv().await {
+        Some(MediaEvent::Packet(p)) => assert!(p.keyframe, "{p:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(stream.summary().consumer_lag_drops > 0);
+}
+
+#[tokio::test]
+async fn takeover_ends_the_old_session() {
+    let hub = Hub::new();
+    let first = hub.publish("carol");
+    let old = hub.get("carol").unwrap();
+    let mut old_sub = old.subscribe();
+    let second = hub.publish("carol");
+    assert_eq!(
+        old_sub.recv().await,
+        Some(MediaEvent::End(EndReason::Replaced))
+    );
+    // The old connection is told to stop.
+    tokio::time::timeout(Duration::from_secs(1), old.stopped())
+        .await
+        .unwrap();
+    // Dropping the old publisher does not remove the new session.
+    drop(first);
+    assert_eq!(
+        hub.get("carol").unwrap().session_id,
+        second.stream().session_id
+    );
+    drop(second);
+    assert!(hub.get("carol").is_none());
+}
+
+#[tokio::test]
+async fn renditions_are_fanned_out_like_the_source() {
+    let hub = Hub::new();
+    let publisher = hub.publish("erin");
+    let stream = publisher.stream().clone();
+    let waiter = tokio::spawn({
+        let stream = stream.clone();
+        async move { stream.renditions().await }
+    });
+    let rung = stream.publish_rendition("360p");
+    stream.plan_renditions(vec![RenditionInfo {
+        name: "360p".into(),
+        width: 640,
+        height: 360,
+    }]);
+    let plan = waiter.await.unwrap().unwrap();
+    assert_eq!(plan[0].name, "360p");
+    rung.push(config(), 0);
+    rung.push(video(0, true), 0);
+    let mut sub = stream.rendition("360p").unwrap().subscribe();
+    assert!(matches!(sub.recv().await, Some(MediaEvent::VideoConfig(_))));
+    assert_eq!(sub.recv().await, Some(video(0, true)));
+    assert!(
+        hub.get("erin/360p").is_none(),
+        "renditions are not listed as streams"
+    );
+    drop(rung);
+    assert_eq!(sub.recv().await, Some(MediaEvent::End(EndReason::Stopped)));
+}
+
+#[tokio::test]
+async fn a_stream_ending_unplanned_releases_waiters() {
+    let hub = Hub::new();
+    let publisher = hub.publish("frank");
+    let stream = publisher.stream().clone();
+    drop(publisher);
+    assert_eq!(stream.renditions().await, None);
+}
+
+#[test]
+fn listeners_see_new_streams_first() {
+    let hub = Hub::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    hub.on_new_stream(move |stream| s.lock().unwrap().push(stream.name.clone()));
+    let _p = hub.publish("dave");
+    assert_eq!(*seen.lock().unwrap(), vec!["dave".to_string()]);
+}
