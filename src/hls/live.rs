@@ -153,7 +153,7 @@ impl LiveHls {
     }
 
     /// Applies one segmenter output from the publish session `generation`.
-    pub fn apply(&mut self, generation: u64, rung: &str, output: SegmenterOutput) {
+    pub fn apply(&mut self, generation: u64, rendition: &str, output: SegmenterOutput) {
         if generation != self.generation {
             // A replaced session's last words arrive after its successor attached: drop them
             // unless nothing of the new session is listed yet.
@@ -167,7 +167,7 @@ impl LiveHls {
             }
         }
         if let SegmenterOutput::End(EndReason::Stopped) = output {
-            if let Some(r) = self.renditions.iter_mut().find(|r| r.name == rung) {
+            if let Some(r) = self.renditions.iter_mut().find(|r| r.name == rendition) {
                 r.ended = true;
             }
             // All renditions finished (or none was ever made: the publisher sent no media).
@@ -178,12 +178,12 @@ impl LiveHls {
         }
         let config = self.config.clone();
         if matches!(output, SegmenterOutput::Init { .. })
-            && !self.renditions.iter().any(|r| r.name == rung)
+            && !self.renditions.iter().any(|r| r.name == rendition)
         {
             self.renditions
-                .push(Rendition::new(rung, config.segment_duration));
+                .push(Rendition::new(rendition, config.segment_duration));
         }
-        let Some(r) = self.renditions.iter_mut().find(|r| r.name == rung) else {
+        let Some(r) = self.renditions.iter_mut().find(|r| r.name == rendition) else {
             return;
         };
         match output {
@@ -250,12 +250,12 @@ impl LiveHls {
         }
     }
 
-    fn rendition(&self, rung: &str) -> Option<&Rendition> {
-        self.renditions.iter().find(|r| r.name == rung)
+    fn rendition(&self, rendition: &str) -> Option<&Rendition> {
+        self.renditions.iter().find(|r| r.name == rendition)
     }
 
-    pub fn file(&self, rung: &str, name: &str) -> Option<HlsFile> {
-        let r = self.rendition(rung)?;
+    pub fn file(&self, rendition: &str, name: &str) -> Option<HlsFile> {
+        let r = self.rendition(rendition)?;
         let rest = name.strip_prefix(&self.instance)?.strip_prefix('-')?;
         if let Some(v) = rest
             .strip_prefix("init")
@@ -280,8 +280,8 @@ impl LiveHls {
     }
 
     /// The media playlist, or None before the first segment.
-    pub fn media_playlist(&self, rung: &str) -> Option<String> {
-        let r = self.rendition(rung)?;
+    pub fn media_playlist(&self, rendition: &str) -> Option<String> {
+        let r = self.rendition(rendition)?;
         let window = self.config.window;
         let listed: Vec<&StoredSegment> = r.listed(window).collect();
         let first = listed.first()?;

@@ -40,26 +40,26 @@ pub(super) async fn master_playlist(
 
 pub(super) async fn media_playlist(
     State(state): State<Arc<AppState>>,
-    Path((user, rung)): Path<(String, String)>,
+    Path((user, rendition)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let hls = state.hls.get(&user).ok_or_else(|| not_found("stream"))?;
     let text = hls
         .read()
         .unwrap_or_else(|e| e.into_inner())
-        .media_playlist(&rung)
+        .media_playlist(&rendition)
         .ok_or_else(|| not_found("playlist"))?;
     Ok(playlist_response(text))
 }
 
 pub(super) async fn hls_file(
     State(state): State<Arc<AppState>>,
-    Path((user, rung, file)): Path<(String, String, String)>,
+    Path((user, rendition, file)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let hls = state.hls.get(&user).ok_or_else(|| not_found("stream"))?;
     let found = hls
         .read()
         .unwrap_or_else(|e| e.into_inner())
-        .file(&rung, &file)
+        .file(&rendition, &file)
         .ok_or_else(|| not_found("segment"))?;
     let (content_type, body) = match found {
         HlsFile::Init(b) => ("video/mp4", b),

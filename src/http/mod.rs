@@ -44,8 +44,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .expose_headers(Any);
     let hls = Router::new()
         .route("/live/{user}/index.m3u8", get(hls::master_playlist))
-        .route("/live/{user}/{rung}/index.m3u8", get(hls::media_playlist))
-        .route("/live/{user}/{rung}/{file}", get(hls::hls_file))
+        .route(
+            "/live/{user}/{rendition}/index.m3u8",
+            get(hls::media_playlist),
+        )
+        .route("/live/{user}/{rendition}/{file}", get(hls::hls_file))
         .layer(cors);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
