@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (measurements, not tests). Usage: scripts/bench.sh ingest|ladder [SECONDS]
+# Benchmarks (measurements, not tests). Usage: scripts/bench.sh ingest|ladder|codecs [SECONDS]
 #
 # ladder: livegate's in-process ladder against the reference ffmpeg-CLI ladder
 #   (ffmpeg/reference-ladder.sh) on generated 720p30 and 1080p30 inputs: CPU-s per media-s and
@@ -14,6 +14,11 @@
 #   median and p95 (pass 1, playlist polled every 2 ms); the server's CPU-seconds and peak RSS
 #   (CPU in pass 2, polled every second like one player, so the polling does not dominate;
 #   peak RSS after pass 1).
+# codecs: the same 720p30 picture published as H.264 (legacy FLV), HEVC and AV1 (Enhanced RTMP,
+#   from MP4s encoded by libx265 / libsvtav1, sent by examples/pace_publish.rs) through the
+#   default ladder for SECONDS (default 30): the server's CPU-seconds per media-second for each,
+#   and HEVC's and AV1's as a ratio of H.264's measured in the same run (what decoding them costs
+#   on top of the ladder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-ingest}
@@ -23,7 +28,8 @@ cargo build --release --locked -q --bin livegate --example pace_publish
 case "$mode" in
   ingest) ;;
   ladder) exec python3 scripts/bench_ladder.py "$secs" ;;
-  *) echo "usage: scripts/bench.sh ingest|ladder [SECONDS]" >&2; exit 2 ;;
+  codecs) exec bash scripts/bench_codecs.sh "${2:-30}" ;;
+  *) echo "usage: scripts/bench.sh ingest|ladder|codecs [SECONDS]" >&2; exit 2 ;;
 esac
 bin=$PWD/target/release/livegate
 work=$(mktemp -d /tmp/livegate-bench.XXXXXX)

@@ -1,6 +1,7 @@
-//! x264 (through libavcodec with global headers) emits Annex B: start-code-delimited NAL units,
-//! and SPS/PPS as extradata. CMAF wants length-prefixed NAL units and an avcC record. Hand-written:
-//! two dozen lines with no crate that does just this.
+//! Annex B (start-code-delimited NAL units: x264's output, RTP depacketizers' natural form) ↔
+//! length-prefixed NAL units (the payload format of H.264/HEVC [`Packet`](super::Packet)s, as in
+//! MP4, FLV and CMAF), and the avcC record from Annex B parameter sets. Hand-written: a few dozen
+//! lines with no crate that does just this.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -46,6 +47,29 @@ pub fn to_avcc(data: &[u8]) -> Bytes {
         out.put_slice(nal);
     }
     out.freeze()
+}
+
+/// Length-prefixed NAL units (`length_size` of 1, 2 or 4 bytes) → Annex B with 4-byte start
+/// codes. None if a length points past the end (or the size is not 1, 2 or 4).
+pub fn to_annex_b(data: &[u8], length_size: u8) -> Option<Bytes> {
+    let size = usize::from(length_size);
+    if !matches!(size, 1 | 2 | 4) {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(data.len() + 16);
+    let mut pos = 0;
+    while pos < data.len() {
+        let prefix = data.get(pos..pos + size)?;
+        let len = prefix
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        pos += size;
+        let nal = data.get(pos..pos.checked_add(len)?)?;
+        out.put_slice(&[0, 0, 0, 1]);
+        out.put_slice(nal);
+        pos += len;
+    }
+    Some(out.freeze())
 }
 
 /// Builds an AVCDecoderConfigurationRecord (4-byte NAL lengths) from Annex B SPS/PPS.
@@ -109,11 +133,46 @@ mod tests {
         assert!(avcc_record(&[0, 0, 1, 0x68, 1]).is_none());
     }
 
+    #[test]
+    fn length_prefixed_to_annex_b_and_back() {
+        let prefixed = [0, 0, 0, 3, 0x65, 9, 9, 0, 0, 0, 2, 0x41, 7];
+        let annex_b = to_annex_b(&prefixed, 4).unwrap();
+        assert_eq!(&annex_b[..], &[0, 0, 0, 1, 0x65, 9, 9, 0, 0, 0, 1, 0x41, 7]);
+        assert_eq!(&to_avcc(&annex_b)[..], &prefixed[..]);
+        assert_eq!(
+            &to_annex_b(&[0, 2, 0x65, 1], 2).unwrap()[..],
+            &[0, 0, 0, 1, 0x65, 1]
+        );
+        assert!(to_annex_b(&[0, 0, 0, 9, 0x65], 4).is_none());
+        assert!(to_annex_b(&prefixed, 3).is_none());
+    }
+
     proptest::proptest! {
         #[test]
-        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+                                       size in 0u8..6) {
             let _ = to_avcc(&data);
             let _ = avcc_record(&data);
+            let _ = to_annex_b(&data, size);
+        }
+
+        /// NAL units without start-code-like bytes survive the round trip.
+        #[test]
+        fn round_trips(nals in proptest::collection::vec(
+            proptest::collection::vec(4u8..=255, 1..40), 1..8)) {
+            let mut prefixed = Vec::new();
+            for n in &nals {
+                prefixed.extend_from_slice(&(n.len() as u32).to_be_bytes());
+                prefixed.extend_from_slice(n);
+            }
+            let back = to_avcc(&to_annex_b(&prefixed, 4).unwrap());
+            // to_avcc drops SPS/PPS (types 7, 8); compare with those removed.
+            let kept: Vec<u8> = nals.iter().filter(|n| !matches!(n[0] & 0x1f, 7 | 8)).flat_map(|n| {
+                let mut v = (n.len() as u32).to_be_bytes().to_vec();
+                v.extend_from_slice(n);
+                v
+            }).collect();
+            proptest::prop_assert_eq!(&back[..], &kept[..]);
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod avc;
 mod bits;
 pub mod codec;
 pub mod hevc;
+pub mod opus;
 pub mod timeline;
 
 use std::sync::Arc;

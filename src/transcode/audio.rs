@@ -286,3 +286,99 @@ fn drain_encoder(enc: &mut Encoder, out: &mut Vec<Packet>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ff::format::sample::{Sample, Type};
+    use ff::Dictionary;
+
+    /// One second of a 440 Hz tone as Opus packets of `frame_ms` (libopus through libav).
+    fn opus_packets(frame_ms: &str) -> Vec<Packet> {
+        super::super::libav::init_libav();
+        let codec = ff::encoder::find_by_name("libopus").expect("libopus in Debian's FFmpeg");
+        let ctx = codec::context::Context::new_with_codec(codec);
+        let mut enc = ctx.encoder().audio().expect("audio encoder");
+        enc.set_rate(48_000);
+        enc.set_channel_layout(ChannelLayout::MONO);
+        enc.set_channels(1);
+        enc.set_format(Sample::I16(Type::Packed));
+        enc.set_bit_rate(64_000);
+        enc.set_time_base(Rational::new(1, 48_000));
+        let mut options = Dictionary::new();
+        options.set("frame_duration", frame_ms);
+        let mut enc = enc.open_with(options).expect("open libopus");
+        let n = enc.frame_size() as usize;
+        let mut packets = Vec::new();
+        let drain = |enc: &mut codec::encoder::Audio, packets: &mut Vec<Packet>| {
+            let mut p = AvPacket::empty();
+            while enc.receive_packet(&mut p).is_ok() {
+                if let (Some(pts), Some(data)) = (p.pts(), p.data()) {
+                    packets.push(Packet {
+                        track: TrackKind::Audio,
+                        dts: pts,
+                        pts,
+                        keyframe: true,
+                        data: Bytes::copy_from_slice(data),
+                    });
+                }
+            }
+        };
+        let mut t = 0usize;
+        while t < 48_000 {
+            let mut frame = frame::Audio::new(Sample::I16(Type::Packed), n, ChannelLayout::MONO);
+            frame.set_rate(48_000);
+            frame.set_pts(Some(t as i64));
+            for (i, sample) in frame.data_mut(0).chunks_exact_mut(2).enumerate() {
+                let phase = (t + i) as f64 * 440.0 * std::f64::consts::TAU / 48_000.0;
+                sample.copy_from_slice(&((phase.sin() * 8000.0) as i16).to_le_bytes());
+            }
+            enc.send_frame(&frame).expect("encode");
+            drain(&mut enc, &mut packets);
+            t += n;
+        }
+        let _ = enc.send_eof();
+        drain(&mut enc, &mut packets);
+        packets
+    }
+
+    /// Opus at 10 ms and 40 ms frames comes out as one continuous AAC track of 1024-sample
+    /// frames covering the second that went in.
+    #[test]
+    fn any_opus_frame_size_becomes_continuous_aac() {
+        for frame_ms in ["10", "40"] {
+            let input = opus_packets(frame_ms);
+            assert!(input.len() >= 20, "{frame_ms} ms: {} packets", input.len());
+            let mut audio = AudioTranscoder::new(96_000, 48_000);
+            let mut out = Vec::new();
+            let config = Arc::new(AudioConfig::opus_from_channels(1).expect("OpusHead"));
+            let opened = audio
+                .configure(config.clone(), &mut out)
+                .expect("configure");
+            assert_eq!(
+                opened.as_ref().map(|c| c.codec_string()),
+                Some("mp4a.40.2".into())
+            );
+            // The same configuration again changes nothing.
+            assert!(audio.configure(config, &mut out).expect("again").is_none());
+            for p in &input {
+                audio.decode(p, &mut out).expect("decode");
+            }
+            audio.flush(&mut out).expect("flush");
+            assert_eq!(audio.output_timing(), (48_000, 1024));
+            let steps: Vec<i64> = out.windows(2).map(|w| w[1].pts - w[0].pts).collect();
+            assert!(
+                steps.iter().all(|&s| s == 1024),
+                "{frame_ms} ms: steps {steps:?}"
+            );
+            let covered = out.len() as f64 * 1024.0 / 48_000.0;
+            assert!(
+                (0.9..=1.2).contains(&covered),
+                "{frame_ms} ms: {covered} s of AAC"
+            );
+            assert!(out
+                .iter()
+                .all(|p| !p.data.is_empty() && p.track == TrackKind::Audio));
+        }
+    }
+}
