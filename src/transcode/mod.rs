@@ -158,10 +158,14 @@ pub fn spawn_ladder<S: LadderSink + Send + 'static>(
             let mut last_report = Instant::now();
             while let Some(event) = subscription.recv().await {
                 let was_dropping = queue.is_dropping();
+                let frame = matches!(event, MediaEvent::Packet(_));
                 match queue.offer(event, Utc::now()) {
                     Offer::Closed => break,
                     Offer::Dropped => {
-                        metrics.transcode_dropped_frames.inc();
+                        // Configuration and the end are held, not dropped.
+                        if frame {
+                            metrics.transcode_dropped_frames.inc();
+                        }
                         if !was_dropping {
                             tracing::warn!(
                                 queue = capacity,
