@@ -13,12 +13,13 @@ use crate::hls::{self, HlsRegistry, Renditions, SegmentSubscriber};
 use crate::http::{self, AppState};
 use crate::ingest::gate::PublishGate;
 use crate::ingest::rtmp::{self, IngestContext};
-use crate::media::{EndReason, MediaEvent};
+use crate::media::EndReason;
 use crate::metrics::Metrics;
 use crate::record::{RecordError, Recorder};
 use crate::relay::{RelayError, RelayManager, RelayStore};
 use crate::stream::{Hub, Subscription};
-use crate::transcode::{self, route, route::Route};
+use crate::transcode;
+use crate::transcode::route::{self, Lookahead, Route};
 use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
@@ -162,12 +163,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     Ok(())
 }
 
-/// Events held before the route is known, at most this many (a source that sends configuration
-/// but no frame is decided at its first frame; beyond this it is decided with what is known).
-const LOOKAHEAD_EVENTS: usize = 64;
-
-/// Serves a new stream through the ladder or as published, decided once its codecs are known
-/// (at its first frame).
+/// Events held before the route is known, at most (~10 s of audio at 48 kHz): a source that never
+/// completes its configuration is decided with what is known by then.
+const LOOKAHEAD_EVENTS: usize = 512;
+/// Serves a new stream through the ladder or as published, decided once its codecs are known:
+/// at its first frame after a video configuration, or after 3 s of audio frames without one.
 fn route_stream(
     mut subscription: Subscription,
     mut renditions: Renditions,
@@ -179,24 +179,21 @@ fn route_stream(
     tokio::spawn(
         async move {
             let mut seen = Vec::new();
-            let (mut video, mut audio) = (None, None);
+            let mut lookahead = Lookahead::default();
             while let Some(event) = subscription.recv().await {
-                match &event {
-                    MediaEvent::VideoConfig(v) => video = Some(v.codec),
-                    MediaEvent::AudioConfig(a) => audio = Some(a.codec),
-                    _ => {}
-                }
-                let decide = !matches!(
-                    event,
-                    MediaEvent::VideoConfig(_) | MediaEvent::AudioConfig(_)
-                );
+                let decide = lookahead.observe(&event);
                 seen.push(event);
                 if decide || seen.len() >= LOOKAHEAD_EVENTS {
                     break;
                 }
             }
             subscription.unread(seen);
-            match route::choose(&config.transcode, &stream.name, video, audio) {
+            match route::choose(
+                &config.transcode,
+                &stream.name,
+                lookahead.video,
+                lookahead.audio,
+            ) {
                 Route::Ladder => transcode::spawn_ladder(
                     subscription,
                     renditions,

@@ -2,8 +2,9 @@
 //! record/relay → http; a consumer may import its producers and the shared leaves, a producer
 //! never imports its consumers, and no two modules import each other.
 //!
-//! This reads every `crate::…` path in `src/` (a small scan instead of a tool: the rules are a
-//! table and a cycle check). `LIVEGATE_PRINT_GRAPH=1 cargo test --test layering -- --nocapture`
+//! This reads every `crate::…` path in `src/`, outside comments and strings (a small scan
+//! instead of a tool: the rules are a table and a cycle check; the crate's modules refer to each
+//! other only as `crate::…`, `super::` staying inside a module). `LIVEGATE_PRINT_GRAPH=1 cargo test --test layering -- --nocapture`
 //! prints the graph (`scripts/import-graph.sh`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -69,14 +70,52 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Top-level module names after `crate::` in `code` (comments removed), including each name in a
+/// `code` without comments, string literals and char literals (so `"rtmp://…"` or a path in a
+/// doc comment is not taken for an import). Raw strings are rare in this crate and treated as
+/// plain ones.
+fn code_only(code: &str) -> String {
+    let chars: Vec<char> = code.chars().collect();
+    let mut out = String::with_capacity(code.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let (c, next) = (chars[i], chars.get(i + 1).copied());
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            i += 2;
+            while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+        } else if c == '"' {
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+            out.push_str("\"\"");
+        } else if c == '\'' && chars.get(i + 2) == Some(&'\'') {
+            i += 3; // 'x'
+        } else if c == '\'' && next == Some('\\') {
+            i += 2;
+            while i < chars.len() && chars[i] != '\'' {
+                i += 1;
+            }
+            i += 1;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Top-level module names after `crate::` in `code`, including each name in a
 /// `crate::{a::x, b}` group.
 fn imported_modules(code: &str) -> BTreeSet<String> {
-    let code: String = code
-        .lines()
-        .map(|l| l.split("//").next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let code = code_only(code);
     let mut found = BTreeSet::new();
     let mut rest = code.as_str();
     while let Some(at) = rest.find("crate::") {
@@ -228,6 +267,13 @@ fn the_scan_sees_grouped_and_plain_paths() {
     let code = "use crate::{a::X, b::{c, d}, e};\nfn f() { crate::g::h(); } // crate::comment";
     let found: Vec<_> = imported_modules(code).into_iter().collect();
     assert_eq!(found, vec!["a", "b", "e", "g"]);
+}
+
+#[test]
+fn strings_and_comments_are_not_code() {
+    let code = "let u = \"rtmp://x crate::no\"; crate::yes::f(); /* crate::block */ let c = '\"'; crate::after::g();";
+    let found: Vec<_> = imported_modules(code).into_iter().collect();
+    assert_eq!(found, vec!["after", "yes"]);
 }
 
 #[test]

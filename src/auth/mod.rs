@@ -85,11 +85,12 @@ fn blocking<T: Send + 'static>(
     f: impl FnOnce(&KeyStore) -> Result<T, AuthError> + Send + 'static,
 ) -> KeyFuture<'static, T> {
     let store = store.clone();
+    let path = store.path().to_path_buf();
     Box::pin(async move {
         tokio::task::spawn_blocking(move || f(&store))
             .await
             .map_err(|e| AuthError::Io {
-                path: PathBuf::new(),
+                path,
                 source: std::io::Error::other(format!("key store task: {e}")),
             })?
     })

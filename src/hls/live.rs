@@ -250,6 +250,18 @@ impl LiveHls {
         }
     }
 
+    /// Ends every rendition (ENDLIST) when the current publish session `generation` ends
+    /// without having produced any: the stream is over.
+    pub fn end_all(&mut self, generation: u64) {
+        if generation != self.generation {
+            return;
+        }
+        for r in &mut self.renditions {
+            r.ended = true;
+        }
+        self.ended_at = Some(Instant::now());
+    }
+
     fn rendition(&self, rendition: &str) -> Option<&Rendition> {
         self.renditions.iter().find(|r| r.name == rendition)
     }

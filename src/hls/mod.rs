@@ -10,7 +10,7 @@ pub mod segmenter;
 
 use tracing::Instrument;
 
-use crate::media::EndReason;
+use crate::media::{EndReason, MediaEvent};
 use crate::stream::Subscription;
 pub use live::{HlsFile, HlsRegistry, LiveHls, SOURCE_RENDITION};
 pub use renditions::{Renditions, SegmentSubscriber};
@@ -26,6 +26,21 @@ pub fn spawn_passthrough(mut subscription: Subscription, mut renditions: Renditi
     tokio::spawn(
         async move {
             while let Some(event) = subscription.recv().await {
+                // fMP4 passthrough writes what it gets as H.264/AAC: anything else (a codec
+                // switch mid-stream) ends the session with the reason instead of bad output.
+                let unservable = match &event {
+                    MediaEvent::VideoConfig(v) => {
+                        (!v.codec.passes_through()).then(|| v.codec.name())
+                    }
+                    MediaEvent::AudioConfig(a) => {
+                        (!a.codec.passes_through()).then(|| a.codec.name())
+                    }
+                    _ => None,
+                };
+                if let Some(codec) = unservable {
+                    stream.abort(&crate::transcode::route::refusal(codec));
+                    break;
+                }
                 renditions.push(SOURCE_RENDITION, event);
             }
             renditions.finish(EndReason::Stopped);

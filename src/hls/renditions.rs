@@ -138,13 +138,17 @@ impl Renditions {
 
     /// Ends every rendition that has not ended yet (the producer stopped without an `End`).
     /// With no rendition at all (no media came), the live window is ended directly.
+    /// Idempotent.
     pub fn finish(&mut self, reason: EndReason) {
         if self.segmenters.is_empty() {
-            self.hls.write().unwrap_or_else(|e| e.into_inner()).apply(
-                self.generation,
-                "",
-                SegmenterOutput::End(reason),
-            );
+            // Nothing of this session reached the window; if it stopped (not replaced), the
+            // stream is over, including what a session it took over left open.
+            if reason == EndReason::Stopped {
+                self.hls
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .end_all(self.generation);
+            }
             return;
         }
         let mut names: Vec<String> = self
@@ -176,6 +180,10 @@ impl LadderSink for Renditions {
 
     fn set_clock_anchor(&mut self, media_us: i64, wall: DateTime<Utc>) {
         Renditions::set_clock_anchor(self, media_us, wall);
+    }
+
+    fn finish(&mut self, reason: EndReason) {
+        Renditions::finish(self, reason);
     }
 }
 
@@ -260,6 +268,33 @@ mod tests {
         assert!(hls.is_ended());
         assert!(hls
             .media_playlist("360p")
+            .unwrap()
+            .contains("#EXT-X-ENDLIST"));
+    }
+
+    #[test]
+    fn a_session_that_ends_without_media_ends_the_window_it_took_over() {
+        let config = HlsConfig::default();
+        let registry = HlsRegistry::new(config.clone());
+        let metrics = Arc::new(Metrics::new());
+        let (hls, first) = registry.attach("bob");
+        let mut old = Renditions::new(hls.clone(), first, &config, metrics.clone(), Vec::new());
+        let video = VideoConfig::h264(crate::media::avc::tests::AVCC_640X360_HIGH).unwrap();
+        old.push("source", MediaEvent::VideoConfig(Arc::new(video)));
+        for i in 0..(config.segment_duration * 30.0) as i64 * 2 + 1 {
+            old.push("source", frame(i * 3000, i % 60 == 0));
+        }
+        // Taken over: the old session ends as replaced, the new one is refused with no media.
+        old.push("source", MediaEvent::End(EndReason::Replaced));
+        let (same, second) = registry.attach("bob");
+        assert!(Arc::ptr_eq(&same, &hls));
+        let mut refused = Renditions::new(hls.clone(), second, &config, metrics, Vec::new());
+        assert!(!hls.read().unwrap().is_ended());
+        refused.finish(EndReason::Stopped);
+        let hls = hls.read().unwrap();
+        assert!(hls.is_ended());
+        assert!(hls
+            .media_playlist("source")
             .unwrap()
             .contains("#EXT-X-ENDLIST"));
     }

@@ -255,7 +255,10 @@ impl Connection {
             };
             let n = tokio::select! {
                 _ = stopped => {
-                    tracing::info!("session replaced by a newer publish with the same key (or stopped by an operator); closing");
+                    match watch.as_ref().and_then(|s| s.abort_reason()) {
+                        Some(reason) => tracing::warn!(%reason, "stream cannot be served; closing the session"),
+                        None => tracing::info!("session replaced by a newer publish with the same key (or stopped by an operator); closing"),
+                    }
                     return Ok(());
                 }
                 read = tokio::time::timeout(Duration::from_secs(idle), read_some(&mut socket, &mut buf)) => {

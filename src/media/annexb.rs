@@ -35,7 +35,8 @@ pub fn nal_units(data: &[u8]) -> Vec<&[u8]> {
     units
 }
 
-/// Annex B → 4-byte length-prefixed NAL units. Parameter sets are dropped (they live in avcC).
+/// H.264 Annex B → 4-byte length-prefixed NAL units. Parameter sets are dropped (they live in
+/// the avcC). H.264 only: it reads the 1-byte H.264 NAL header (HEVC's is 2 bytes, other types).
 pub fn to_avcc(data: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(data.len() + 16);
     for nal in nal_units(data) {

@@ -29,6 +29,10 @@ impl AudioConfig {
         if head[18] == 0 && channels > 2 {
             return Err(err("channel mapping family 0 allows at most 2 channels"));
         }
+        // Other families carry a mapping table: stream count, coupled count, one byte a channel.
+        if head[18] != 0 && head.len() < 21 + usize::from(channels) {
+            return Err(err("OpusHead shorter than its channel mapping table"));
+        }
         Ok(AudioConfig {
             codec: AudioCodec::Opus,
             record: Bytes::copy_from_slice(head),
@@ -72,6 +76,11 @@ mod tests {
         assert!(AudioConfig::opus(&head).is_err());
         assert!(AudioConfig::opus_from_channels(0).is_err());
         assert!(AudioConfig::opus_from_channels(6).is_err());
+        let mut family1 = AudioConfig::opus_from_channels(2).unwrap().record.to_vec();
+        family1[18] = 1;
+        assert!(AudioConfig::opus(&family1).is_err(), "no mapping table");
+        family1.extend_from_slice(&[1, 1, 0, 1]);
+        assert!(AudioConfig::opus(&family1).is_ok());
     }
 
     proptest::proptest! {

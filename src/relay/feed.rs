@@ -29,10 +29,6 @@ impl Feeder {
         }
     }
 
-    pub(super) fn state(&self) -> &Arc<RelayState> {
-        &self.state
-    }
-
     /// Offers one event. False once the relay has gone (its task ended). The end of the source
     /// reaches the relay as its queue closing.
     pub fn offer(&mut self, event: &MediaEvent) -> bool {
@@ -168,6 +164,39 @@ mod tests {
             .as_deref()
             .unwrap_or("")
             .contains("never upscaled"));
+    }
+
+    fn frame(keyframe: bool) -> MediaEvent {
+        MediaEvent::Packet(crate::media::Packet {
+            track: crate::media::TrackKind::Video,
+            dts: 0,
+            pts: 0,
+            keyframe,
+            data: bytes::Bytes::from_static(&[0; 8]),
+        })
+    }
+
+    #[test]
+    fn drops_are_counted_per_relay_and_a_gone_relay_is_reported() {
+        let (queue, rx, _) = gop_queue(2);
+        let s = state();
+        let metrics = Arc::new(Metrics::new());
+        let mut feeder = Feeder::new(queue, s.clone(), metrics.clone());
+        let config = MediaEvent::VideoConfig(Arc::new(
+            crate::media::VideoConfig::h264(crate::media::avc::tests::AVCC_640X360_HIGH).unwrap(),
+        ));
+        assert!(feeder.offer(&config));
+        assert!(feeder.offer(&frame(true)));
+        // Full: the next frames are dropped and counted, not queued.
+        assert!(feeder.offer(&frame(false)));
+        assert!(feeder.offer(&frame(false)));
+        assert_eq!(s.dropped_frames.load(Ordering::Relaxed), 2);
+        let counted = metrics.relay_dropped_frames.get_or_create(&s.labels).get();
+        assert_eq!(counted, 2);
+        // The end is not queued (the queue closing tells the relay).
+        assert!(feeder.offer(&MediaEvent::End(crate::media::EndReason::Stopped)));
+        drop(rx);
+        assert!(!feeder.offer(&frame(true)), "the relay has gone");
     }
 
     #[tokio::test]

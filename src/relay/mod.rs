@@ -267,18 +267,15 @@ impl RelayManager {
             let state = RelayState::new(target, rung.clone());
             let (queue, rx, _) = gop_queue(self.config.queue_frames);
             let feeder = Feeder::new(queue, state.clone(), self.metrics.clone());
-            match &rung {
-                Some(r) => {
-                    tokio::spawn(feed::feed_rendition(
-                        stream.clone(),
-                        Some(r.clone()),
-                        feeder,
-                    ));
-                }
-                None => source_feeds.push(feeder),
-            }
             let span = tracing::info_span!("relay", id = %state.target.id,
                 platform = state.target.platform.as_str(), target = %state.target.redacted_url());
+            match &rung {
+                Some(r) => {
+                    let feed = feed::feed_rendition(stream.clone(), Some(r.clone()), feeder);
+                    tokio::spawn(feed.instrument(span.clone()));
+                }
+                None => source_feeds.push((feeder, span.clone())),
+            }
             tracing::info!(parent: &span, rung = rung.as_deref().unwrap_or("source"), "relay starting");
             let stop = CancellationToken::new();
             let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
@@ -336,14 +333,15 @@ impl RelayManager {
                 _ => false,
             };
             if unrelayable {
-                for feeder in source_feeds.drain(..) {
-                    tracing::warn!(relay = %feeder.state().target.id,
+                for (feeder, span) in source_feeds.drain(..) {
+                    tracing::warn!(parent: &span,
                         "the source's codec cannot be relayed over RTMP; relaying the tallest rung");
-                    tokio::spawn(feed::feed_rendition(stream.clone(), None, feeder));
+                    let feed = feed::feed_rendition(stream.clone(), None, feeder);
+                    tokio::spawn(feed.instrument(span));
                 }
                 break;
             }
-            source_feeds.retain_mut(|f| f.offer(&event));
+            source_feeds.retain_mut(|(f, _)| f.offer(&event));
         }
         drop(source_feeds);
         drop(subscription);

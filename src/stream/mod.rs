@@ -128,6 +128,8 @@ pub struct LiveStream {
     status: Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
     plan: tokio::sync::watch::Sender<RenditionPlan>,
     renditions: Mutex<HashMap<String, Arc<LiveStream>>>,
+    /// Why a consumer ended this session (e.g. a codec nothing here can serve).
+    abort_reason: Mutex<Option<String>>,
 }
 
 impl Hub {
@@ -227,6 +229,7 @@ impl LiveStream {
             status: Mutex::new(std::collections::BTreeMap::new()),
             plan: tokio::sync::watch::Sender::new(RenditionPlan::Pending),
             renditions: Mutex::new(HashMap::new()),
+            abort_reason: Mutex::new(None),
         }
     }
 
@@ -235,7 +238,13 @@ impl LiveStream {
     pub fn abort(&self, reason: &str) {
         tracing::error!(stream = %self.name, session = self.session_id, reason, "ending the publish session");
         self.set_status("error", serde_json::Value::String(reason.to_string()));
+        *lock(&self.abort_reason) = Some(reason.to_string());
         self.stop.cancel();
+    }
+
+    /// Why the session was ended by [`LiveStream::abort`], if it was.
+    pub fn abort_reason(&self) -> Option<String> {
+        lock(&self.abort_reason).clone()
     }
 
     /// The source's current configuration.
@@ -319,6 +328,12 @@ impl LiveStream {
     }
 
     fn push(&self, event: MediaEvent) {
+        if let MediaEvent::End(reason) = event {
+            // An end pushed by the publisher (the ladder's rungs) ends the fan-out exactly as
+            // dropping the publisher does, so late subscribers see the end and nothing after.
+            self.end(reason);
+            return;
+        }
         let mut fanout = lock(&self.fanout);
         if fanout.ended.is_some() {
             return;
@@ -351,7 +366,7 @@ impl LiveStream {
                     fanout.gop_bytes = 0;
                 }
             }
-            MediaEvent::End(reason) => fanout.ended = Some(*reason),
+            MediaEvent::End(_) => {}
         }
         if let Some(sender) = &fanout.sender {
             // An error only means nobody is subscribed right now.
@@ -500,6 +515,11 @@ impl Subscription {
     pub async fn recv(&mut self) -> Option<MediaEvent> {
         loop {
             if let Some(e) = self.backlog.pop_front() {
+                if matches!(e, MediaEvent::End(_)) {
+                    // Nothing follows an end, even if the ring is still open.
+                    self.backlog.clear();
+                    self.rx = None;
+                }
                 return Some(e);
             }
             let rx = self.rx.as_mut()?;

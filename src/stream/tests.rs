@@ -145,3 +145,44 @@ fn listeners_see_new_streams_first() {
     let _p = hub.publish("dave");
     assert_eq!(*seen.lock().unwrap(), vec!["dave".to_string()]);
 }
+
+#[tokio::test]
+async fn a_late_subscriber_to_an_ended_rendition_sees_the_end_and_nothing_more() {
+    let hub = Hub::new();
+    let publisher = hub.publish("gina");
+    let stream = publisher.stream().clone();
+    let rung = stream.publish_rendition("360p");
+    rung.push(config(), 0);
+    rung.push(video(0, true), 0);
+    // The ladder ends the rung with an End event while still holding its publisher.
+    rung.push(MediaEvent::End(EndReason::Stopped), 0);
+    let mut late = stream.rendition("360p").unwrap().subscribe();
+    let mut seen = Vec::new();
+    let all = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(e) = late.recv().await {
+            seen.push(e);
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "the subscription ends: {seen:?}");
+    assert_eq!(seen.last(), Some(&MediaEvent::End(EndReason::Stopped)));
+    assert!(
+        !seen.iter().any(|e| matches!(e, MediaEvent::Packet(_))),
+        "no replay of the ended GOP: {seen:?}"
+    );
+    drop(rung);
+}
+
+#[test]
+fn abort_ends_the_session_with_a_reason() {
+    let hub = Hub::new();
+    let publisher = hub.publish("hal");
+    let stream = publisher.stream().clone();
+    assert_eq!(stream.abort_reason(), None);
+    stream.abort("HEVC cannot be served");
+    assert_eq!(
+        stream.abort_reason().as_deref(),
+        Some("HEVC cannot be served")
+    );
+    assert!(stream.summary().consumer_status.contains_key("error"));
+}

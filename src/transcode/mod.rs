@@ -111,6 +111,10 @@ impl<S: LadderSink> LadderSink for RungOutput<S> {
     fn set_clock_anchor(&mut self, media_us: i64, wall: DateTime<Utc>) {
         self.sink.set_clock_anchor(media_us, wall);
     }
+
+    fn finish(&mut self, reason: EndReason) {
+        self.sink.finish(reason);
+    }
 }
 
 /// Starts the ladder for a stream whose route is decided.
@@ -216,6 +220,7 @@ fn run_pipeline<S: LadderSink>(
     let mut busy = Duration::ZERO;
     let mut pipeline = Pipeline::new(settings, sink);
     let mut ended = false;
+    let mut end_reason = EndReason::Stopped;
     let mut failed = false;
     let set_state = |state: &'static str,
                      pipeline: &Pipeline<RungOutput<S>>,
@@ -257,7 +262,10 @@ fn run_pipeline<S: LadderSink>(
                 sink.set_clock_anchor(media_us + OUTPUT_OFFSET_SECS * 1_000_000, arrived);
             }
         }
-        ended |= matches!(event, MediaEvent::End(_));
+        if let MediaEvent::End(reason) = &event {
+            ended = true;
+            end_reason = *reason;
+        }
         let t0 = Instant::now();
         let result = pipeline.handle(event);
         busy += t0.elapsed();
@@ -284,6 +292,7 @@ fn run_pipeline<S: LadderSink>(
         let _ = pipeline.finish(EndReason::Stopped);
         set_state("ended", &pipeline, busy, None);
     }
+    pipeline.sink().finish(end_reason);
     tracing::info!(
         media_seconds = pipeline.media_seconds,
         busy_seconds = busy.as_secs_f64(),

@@ -40,6 +40,9 @@ pub trait LadderSink {
     }
     /// Output media time (µs) ↔ wall clock, fixed at the first packet, shared by every rung.
     fn set_clock_anchor(&mut self, _media_us: i64, _wall: chrono::DateTime<chrono::Utc>) {}
+    /// The ladder has stopped for good (after every rung's `End`): end whatever has not ended,
+    /// e.g. a stream that stopped before any rung existed.
+    fn finish(&mut self, _reason: EndReason) {}
 }
 
 /// Settings the pipeline needs, taken from the config.
@@ -165,7 +168,7 @@ impl<S: LadderSink> Pipeline<S> {
             return Ok(());
         }
         self.flush_video()?;
-        let planned = self.plan(&config);
+        // The decoder first: a stream nothing can decode must not announce a ladder.
         let mut ctx = codec::context::Context::new_with_codec(video_decoder(config.codec)?);
         if !config.record.is_empty() {
             set_extradata(&mut ctx, &config.record)?;
@@ -173,6 +176,7 @@ impl<S: LadderSink> Pipeline<S> {
         let mut decoder = ctx.decoder();
         decoder.set_packet_time_base(Rational::new(1, VIDEO_TIMESCALE as i32));
         let decoder = decoder.video().map_err(av("opening the video decoder"))?;
+        let planned = self.plan(&config);
         let fps = config.fps.unwrap_or(30.0);
         let mut rungs = Vec::with_capacity(planned.len());
         for plan in &planned {

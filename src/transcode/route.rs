@@ -2,7 +2,44 @@
 //! unit-tested without libav.
 
 use crate::config::TranscodeConfig;
-use crate::media::{AudioCodec, VideoCodec};
+use crate::media::{AudioCodec, MediaEvent, TrackKind, VideoCodec};
+
+/// A source that sends audio frames but no video configuration for this long is audio-only (the
+/// ladder waits as long before serving audio alone).
+const AUDIO_ONLY_AFTER_SECS: i64 = 3;
+
+/// Watches a stream's first events until its codecs are known: at its first frame after a video
+/// configuration, or after 3 s of audio frames without one, or at its end.
+#[derive(Debug, Default)]
+pub struct Lookahead {
+    pub video: Option<VideoCodec>,
+    pub audio: Option<AudioCodec>,
+    audio_rate: i64,
+    first_audio: Option<i64>,
+}
+
+impl Lookahead {
+    /// True once the route can be decided (this event included).
+    pub fn observe(&mut self, event: &MediaEvent) -> bool {
+        match event {
+            MediaEvent::VideoConfig(v) => {
+                self.video = Some(v.codec);
+                false
+            }
+            MediaEvent::AudioConfig(a) => {
+                self.audio = Some(a.codec);
+                self.audio_rate = i64::from(a.sample_rate);
+                false
+            }
+            MediaEvent::Packet(p) if self.video.is_none() && p.track == TrackKind::Audio => {
+                let first = *self.first_audio.get_or_insert(p.pts);
+                self.audio_rate > 0 && p.pts - first >= AUDIO_ONLY_AFTER_SECS * self.audio_rate
+            }
+            MediaEvent::Packet(_) => self.video.is_some(),
+            MediaEvent::End(_) => true,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -36,11 +73,12 @@ pub fn choose(
     }
 }
 
-/// Why a codec that cannot be carried as is stops a stream when there is no ladder.
+/// Why a codec that cannot be carried as is stops a stream that is not transcoded.
 pub fn refusal(codec: &str) -> String {
     format!(
-        "{codec} cannot be served as published (HLS passthrough carries H.264 and AAC) and \
-         transcoding is off on this server (transcode.enabled); publish H.264/AAC or enable it"
+        "{codec} cannot be served as published (HLS passthrough carries H.264 and AAC) and this \
+         stream is not transcoded (transcode.enabled is off, or the codec changed mid-stream); \
+         publish H.264/AAC or enable transcoding"
     )
 }
 
@@ -54,6 +92,54 @@ mod tests {
             passthrough_users: passthrough_users.iter().map(|u| u.to_string()).collect(),
             ..TranscodeConfig::default()
         }
+    }
+
+    fn audio_frame(pts: i64) -> MediaEvent {
+        MediaEvent::Packet(crate::media::Packet {
+            track: TrackKind::Audio,
+            dts: pts,
+            pts,
+            keyframe: true,
+            data: bytes::Bytes::from_static(&[1]),
+        })
+    }
+
+    fn hevc_config() -> MediaEvent {
+        MediaEvent::VideoConfig(std::sync::Arc::new(
+            crate::media::VideoConfig::hevc(crate::media::hevc::tests::HVCC_426X240).unwrap(),
+        ))
+    }
+
+    fn aac_config() -> MediaEvent {
+        MediaEvent::AudioConfig(std::sync::Arc::new(
+            crate::media::AudioConfig::aac(&[0x11, 0x90]).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn audio_first_publishers_are_decided_when_the_video_shows_up() {
+        let mut l = Lookahead::default();
+        assert!(!l.observe(&aac_config()));
+        // Audio frames before the video configuration do not decide (under 3 s of them).
+        for i in 0..100 {
+            assert!(!l.observe(&audio_frame(i * 1024)));
+        }
+        assert!(!l.observe(&hevc_config()));
+        assert!(l.observe(&audio_frame(100 * 1024)));
+        assert_eq!(
+            (l.video, l.audio),
+            (Some(VideoCodec::Hevc), Some(AudioCodec::Aac))
+        );
+    }
+
+    #[test]
+    fn audio_only_is_decided_after_three_seconds_and_an_end_decides_at_once() {
+        let mut l = Lookahead::default();
+        l.observe(&aac_config());
+        let decided = (0..200).position(|i| l.observe(&audio_frame(i * 1024)));
+        assert_eq!(decided, Some(141), "3 s of 1024-sample frames at 48 kHz");
+        let mut l = Lookahead::default();
+        assert!(l.observe(&MediaEvent::End(crate::media::EndReason::Stopped)));
     }
 
     #[test]
