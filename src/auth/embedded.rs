@@ -120,15 +120,20 @@ impl KeyStore {
         })
     }
 
+    /// Where `user`'s key is in the store.
+    fn index_of(store: &StoreFile, user: &str) -> Result<usize, AuthError> {
+        store
+            .keys
+            .iter()
+            .position(|k| k.user == user)
+            .ok_or_else(|| AuthError::NotFound(user.to_string()))
+    }
+
     /// Replaces a user's key; the old one stops working at once.
     pub fn rotate(&self, user: &str) -> Result<String, AuthError> {
         Self::check_user(user)?;
         self.update(|store| {
-            let idx = store
-                .keys
-                .iter()
-                .position(|k| k.user == user)
-                .ok_or_else(|| AuthError::NotFound(user.to_string()))?;
+            let idx = Self::index_of(store, user)?;
             let (entry, key) = Self::new_entry(user);
             let old = std::mem::replace(&mut store.keys[idx], entry);
             Self::remember_revoked(store, old);
@@ -139,11 +144,7 @@ impl KeyStore {
     pub fn revoke(&self, user: &str) -> Result<(), AuthError> {
         Self::check_user(user)?;
         self.update(|store| {
-            let idx = store
-                .keys
-                .iter()
-                .position(|k| k.user == user)
-                .ok_or_else(|| AuthError::NotFound(user.to_string()))?;
+            let idx = Self::index_of(store, user)?;
             let old = store.keys.remove(idx);
             Self::remember_revoked(store, old);
             Ok(())
