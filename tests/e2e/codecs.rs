@@ -97,6 +97,19 @@ fn into_the_ladder(codec: &str, fourcc_prefix: &str) {
         ok,
         "hls.js plays the {codec} source through the ladder: {report}"
     );
+    // The transcoder decodes it once into one rung, keeping real time.
+    let (_, streams) = server.get("/api/v1/streams");
+    let streams: serde_json::Value = serde_json::from_str(&streams).expect("streams JSON");
+    let transcode = streams
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == user.as_str()))
+        .map(|s| s["transcode"].clone())
+        .unwrap_or_default();
+    assert_eq!(transcode["state"], "running", "{transcode}");
+    assert_eq!(transcode["rungs"][0]["name"], "240p", "{transcode}");
+    assert_eq!(transcode["dropped_frames"], 0, "{transcode}");
+    // Media seconds per second of transcoder work (decode + ladder): the headroom.
+    eprintln!("{codec} → ladder while live: {transcode}");
     publisher.join().expect("publisher thread");
 
     // Smaller than every default rung: one rung at the source size, never upscaled, in H.264.
@@ -122,9 +135,6 @@ fn into_the_ladder(codec: &str, fourcc_prefix: &str) {
     assert!(probed.iter().any(|(c, _, _)| c == "aac"), "{probed:?}");
     let logs = server.logs();
     assert!(!logs.contains("transcoder failed"), "{logs}");
-    // How hard decoding and the ladder worked: media seconds per busy second (headroom).
-    let (_, streams) = server.get("/api/v1/streams");
-    eprintln!("{codec} → ladder: streams API after the run: {streams}");
 }
 
 #[test]
