@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod datadir;
 pub mod hls;
 pub mod http;
 pub mod ingest;

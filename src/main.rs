@@ -1,4 +1,4 @@
-//! The `livegate` command line: `serve`, `keys …`, `relays …`, `check-config`.
+//! The `livegate` command line: `serve`, `health`, `keys …`, `relays …`, `check-config`.
 
 use std::path::PathBuf;
 
@@ -40,6 +40,8 @@ enum Command {
     },
     /// Validate the configuration and print it with every default filled in.
     CheckConfig,
+    /// Ask the local server's `/healthz` (exit 0 if it answers 200): the container HEALTHCHECK.
+    Health,
 }
 
 #[derive(Subcommand)]
@@ -117,26 +119,80 @@ fn print_new_key(config: &Config, user: &str, key: &str, verb: &str) {
     println!("{key}");
 }
 
+/// The first SIGTERM or Ctrl-C starts a graceful shutdown (`token`); a second one exits at once.
 async fn shutdown_signal(token: CancellationToken) {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => Some(term),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C shuts down gracefully");
+            None
+        }
+    };
+    for first in [true, false] {
+        #[cfg(unix)]
+        {
+            let terminated = async {
+                match term.as_mut() {
+                    Some(term) => {
+                        term.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
             }
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        if first {
+            tracing::info!("shutting down gracefully (a second signal exits at once)");
+            token.cancel();
+        }
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutting down");
-    token.cancel();
+    tracing::warn!("second signal: exiting now, without finishing the shutdown");
+    std::process::exit(1);
+}
+
+/// GETs `/healthz` from the server configured in `config`, on loopback when it listens on all
+/// addresses. Plain std I/O: the container image has no curl, and its `/bin/sh` (dash) has no
+/// `/dev/tcp`.
+fn health_check(config: &Config) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+
+    let listen = &config.http.listen;
+    let mut addr: SocketAddr = listen
+        .to_socket_addrs()
+        .with_context(|| format!("http.listen {listen:?}"))?
+        .next()
+        .with_context(|| format!("http.listen {listen:?} names no address"))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        });
+    }
+    let timeout = Duration::from_secs(3);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut head = Vec::new();
+    stream
+        .take(1024)
+        .read_to_end(&mut head)
+        .with_context(|| format!("reading the answer of {addr}"))?;
+    let status_line = String::from_utf8_lossy(&head);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    if status_line.split_whitespace().nth(1) != Some("200") {
+        anyhow::bail!("{addr}/healthz answered {status_line:?}");
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -152,6 +208,8 @@ fn main() -> anyhow::Result<()> {
                 tokio::spawn(shutdown_signal(token.clone()));
                 livegate::server::run(config, token).await
             })?;
+            // The drain is over: what is still running (closing HTTP connections) may be cut.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
         }
         Command::Keys { action } => {
             let config = load_config(cli.config.as_ref())?;
@@ -243,6 +301,11 @@ fn main() -> anyhow::Result<()> {
                     );
                 }
             }
+        }
+        Command::Health => {
+            let config = load_config(cli.config.as_ref())?;
+            health_check(&config)?;
+            println!("ok");
         }
         Command::CheckConfig => {
             let mut config = load_config(cli.config.as_ref())?;

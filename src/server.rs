@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{KeyStore, Keys};
 use crate::config::Config;
+use crate::datadir::DataDirLock;
 use crate::hls::{self, HlsRegistry, Renditions, SegmentSubscriber};
 use crate::http::{self, AppState};
 use crate::ingest::gate::PublishGate;
@@ -36,6 +37,8 @@ pub enum ServerError {
     Relay(#[from] RelayError),
     #[error("RTMPS: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Lock(#[from] crate::datadir::LockError),
     #[error("cannot create data_dir {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
@@ -43,17 +46,24 @@ pub enum ServerError {
     },
 }
 
-/// Runs the server until `shutdown` is cancelled.
+/// Runs the server until `shutdown` is cancelled, then shuts down gracefully: no new connection
+/// or publish is accepted, every live stream ends as if its publisher had stopped, and the
+/// recordings are stored, for at most `shutdown_grace_secs`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
+    // Before anything reads the spool: another instance's live recordings are not ours.
+    let lock = DataDirLock::acquire(&config.data_dir)?;
+    tracing::debug!(lock = %lock.path().display(), "data_dir locked");
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new();
     let registry = HlsRegistry::new(config.hls.clone());
-    let recorder = Recorder::start(&config, metrics.clone(), shutdown.clone()).await?;
+    // `shutdown` starts the drain; `stop` ends whatever is left once the drain is over.
+    let stop = CancellationToken::new();
+    let recorder = Recorder::start(&config, metrics.clone(), stop.clone()).await?;
     let keys: Keys = Arc::new(KeyStore::new(config.keys_path()));
     let relays = RelayManager::new(&config, RelayStore::for_config(&config), metrics.clone())?;
     {
@@ -121,7 +131,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let rtmp_task = tokio::spawn(rtmp::serve(rtmp_listener, ingest, shutdown.clone(), None));
 
     let sweep_registry = registry.clone();
-    let sweep_shutdown = shutdown.clone();
+    let sweep_shutdown = stop.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
@@ -135,11 +145,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let state = Arc::new(AppState {
         config: config.clone(),
         hub: hub.clone(),
-        hls: registry,
+        hls: registry.clone(),
         keys,
         metrics,
-        recorder,
-        relays,
+        recorder: recorder.clone(),
+        relays: relays.clone(),
     });
     let app = http::router(state);
 
@@ -154,13 +164,92 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         tracing::info!("admin API off (set http.admin_token to manage keys over HTTP)");
     }
 
-    serve_http(http_listener, app, &config.http, shutdown.clone()).await;
-    shutdown.cancel();
+    let http_task = tokio::spawn(serve_http(
+        http_listener,
+        app,
+        config.http.clone(),
+        shutdown.clone(),
+        stop.clone(),
+    ));
+    shutdown.cancelled().await;
     let _ = rtmp_task.await;
     if let Some(task) = rtmps_task {
         let _ = task.await;
     }
+    let drain = Drain {
+        hub,
+        registry,
+        recorder,
+        relays,
+    };
+    drain
+        .run(Duration::from_secs(config.shutdown_grace_secs))
+        .await;
+    stop.cancel();
+    let _ = http_task.await;
+    drop(lock);
     Ok(())
+}
+
+/// What a graceful shutdown waits for.
+struct Drain {
+    hub: Arc<Hub>,
+    registry: Arc<HlsRegistry>,
+    recorder: Arc<Recorder>,
+    relays: Arc<RelayManager>,
+}
+
+impl Drain {
+    /// Ends every live stream and waits, for at most `grace`, until their HLS has ended, their
+    /// recordings are stored and their relays have closed.
+    async fn run(&self, grace: Duration) {
+        let started = std::time::Instant::now();
+        let live = self.hub.close();
+        tracing::info!(
+            live_streams = live,
+            grace_secs = grace.as_secs(),
+            "shutting down: ending live streams, storing recordings"
+        );
+        loop {
+            let pending = self.pending();
+            if pending == Pending::default() {
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "shutdown drained: every stream ended and every recording stored"
+                );
+                return;
+            }
+            if started.elapsed() >= grace {
+                tracing::warn!(
+                    streams = pending.streams,
+                    playlists = pending.playlists,
+                    recordings = pending.recordings,
+                    relays = pending.relays,
+                    "shutdown grace is over with work left; unstored recording segments stay in \
+                     the spool and are stored at the next start"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pending(&self) -> Pending {
+        Pending {
+            streams: self.hub.len(),
+            playlists: self.registry.live_count(),
+            recordings: self.recorder.active_count(),
+            relays: self.relays.running_count(),
+        }
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Pending {
+    streams: usize,
+    playlists: usize,
+    recordings: usize,
+    relays: usize,
 }
 
 /// Events held before the route is known, at most (~10 s of audio at 48 kHz): a source that never
@@ -218,11 +307,15 @@ fn route_stream(
 /// The HTTP accept loop: hyper with a header-read timeout (which also ends idle keep-alive
 /// connections) and a connection cap, so idle or slow clients cannot use up the process's file
 /// descriptors (which RTMP ingest shares). axum's own `serve` offers neither.
+///
+/// Stops accepting when `shutdown` is cancelled; open connections keep being served (viewers
+/// get the final playlists) until `stop`, then close gracefully.
 async fn serve_http(
     listener: TcpListener,
     app: axum::Router,
-    config: &crate::config::HttpConfig,
+    config: crate::config::HttpConfig,
     shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
@@ -237,7 +330,7 @@ async fn serve_http(
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -254,18 +347,23 @@ async fn serve_http(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let builder = builder.clone();
-        let shutdown = shutdown.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
-                _ = shutdown.cancelled() => {
+                _ = stop.cancelled() => {
                     connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
                 }
             }
             drop(permit);
         });
     }
+    drop(listener);
+    // Every connection returns its slot when it closes.
+    stop.cancelled().await;
+    let all = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(all)).await;
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 /// Module → what it may import. Leaves first, then down the data flow; `server` wires them all.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("util", &[]),
+    ("datadir", &[]),
     ("config", &["util"]),
     ("metrics", &["util"]),
     ("media", &["util"]),

@@ -34,6 +34,9 @@ pub struct Config {
     pub public_http_url: String,
     /// Host name publishers use to reach the RTMP listener (printed in logs). Empty: derived.
     pub public_rtmp_host: String,
+    /// Seconds SIGTERM/Ctrl-C waits for live streams to end and recordings to be stored before
+    /// the process exits anyway (what is still spooled is resumed at the next start).
+    pub shutdown_grace_secs: u64,
     pub rtmp: RtmpConfig,
     pub http: HttpConfig,
     pub hls: HlsConfig,
@@ -48,6 +51,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             public_http_url: String::new(),
             public_rtmp_host: String::new(),
+            shutdown_grace_secs: 8,
             rtmp: RtmpConfig::default(),
             http: HttpConfig::default(),
             hls: HlsConfig::default(),
@@ -100,6 +104,9 @@ impl Config {
                 "hls.segment_duration",
                 "must be between 0.5 and 30 seconds",
             ));
+        }
+        if self.shutdown_grace_secs > 3600 {
+            return Err(invalid("shutdown_grace_secs", "must be at most 3600"));
         }
         if !(3..=100).contains(&self.hls.window) {
             return Err(invalid("hls.window", "must be between 3 and 100 segments"));

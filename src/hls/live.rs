@@ -438,6 +438,16 @@ impl HlsRegistry {
         self.streams.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Streams whose HLS has not ended yet (shutdown waits for these to write their ENDLIST).
+    pub fn live_count(&self) -> usize {
+        self.streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|hls| !hls.read().unwrap_or_else(|e| e.into_inner()).is_ended())
+            .count()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

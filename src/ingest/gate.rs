@@ -48,7 +48,14 @@ impl PublishGate {
     /// followed the key in the publish URL (relay targets may be named there; never logged).
     /// The current span gets a `user` field once the user is known.
     pub async fn admit(&self, key: &str, query: &str) -> Result<Publisher, Refusal> {
-        let refusal = match self.keys.check(key).await {
+        let checked = self.keys.check(key).await;
+        // Checked after the (possibly slow) key lookup, right before the stream is created.
+        if self.hub.is_closed() {
+            tracing::info!("publish refused: the server is shutting down");
+            self.metrics.refused("shutting_down");
+            return Err(Refusal::Unavailable("the server is shutting down".into()));
+        }
+        let refusal = match checked {
             Ok(KeyCheck::Valid { user }) => {
                 tracing::Span::current().record("user", user.as_str());
                 let publisher = self.hub.publish_with_query(&user, query);

@@ -171,6 +171,11 @@ impl Recorder {
         self.lock_active().contains_key(id)
     }
 
+    /// Recordings whose writer or uploader still runs (shutdown waits for these to be stored).
+    pub fn active_count(&self) -> usize {
+        self.lock_active().len()
+    }
+
     fn lock_active(&self) -> MutexGuard<'_, HashMap<String, Arc<SessionShared>>> {
         lock(&self.active)
     }

@@ -179,6 +179,11 @@ impl RelayManager {
         &self.targets
     }
 
+    /// Relay pushes still running (shutdown waits for them to end their RTMP sessions).
+    pub fn running_count(&self) -> usize {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Stops a running relay (its target was removed). Returns whether one was running.
     pub fn stop(&self, user: &str, id: &str) -> bool {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());

@@ -45,6 +45,8 @@ pub struct Hub {
     streams: Mutex<HashMap<String, Arc<LiveStream>>>,
     listeners: Mutex<Vec<StreamListener>>,
     next_session: AtomicU64,
+    /// Set by [`Hub::close`]: the server is shutting down and admits no new publish.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Snapshot of a live stream for the API.
@@ -193,6 +195,32 @@ impl Hub {
             }
             None => false,
         }
+    }
+
+    /// Shutdown: no new publish is admitted from now on and every live session is told to end,
+    /// so each ends as if its publisher had stopped (last segments, ENDLIST, recording
+    /// finalized). Returns how many sessions were live.
+    pub fn close(&self) -> usize {
+        self.closed.store(true, Ordering::SeqCst);
+        let streams = lock(&self.streams);
+        for stream in streams.values() {
+            stream.stop.cancel();
+        }
+        streams.len()
+    }
+
+    /// Whether [`Hub::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// How many publish sessions are live.
+    pub fn len(&self) -> usize {
+        lock(&self.streams).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn remove_if_current(&self, stream: &LiveStream) {

@@ -11,4 +11,5 @@ mod ladder;
 mod record;
 mod relay;
 mod rtmp_hls;
+mod shutdown;
 mod sinks;

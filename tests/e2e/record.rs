@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use crate::garage::{self, Garage};
 
-const ADMIN: &str = "test-admin-token";
+pub(crate) const ADMIN: &str = "test-admin-token";
 
-fn start(env: &[(String, String)], passthrough: bool) -> Server {
+pub(crate) fn start(env: &[(String, String)], passthrough: bool) -> Server {
     let mut all: Vec<(&str, &str)> = vec![("LIVEGATE_HTTP_ADMIN_TOKEN", ADMIN)];
     if passthrough {
         all.push(("LIVEGATE_TRANSCODE_ENABLED", "false"));
@@ -22,7 +22,7 @@ fn start(env: &[(String, String)], passthrough: bool) -> Server {
 }
 
 /// What a storage backend holds, keyed `<user>/<session>/<file>`, read without livegate.
-struct Stored<'a> {
+pub(crate) struct Stored<'a> {
     objects: HashMap<String, u64>,
     backend: Backend<'a>,
 }
@@ -43,7 +43,7 @@ impl Stored<'_> {
     }
 }
 
-fn stored_in_garage(garage: &Garage) -> Stored<'_> {
+pub(crate) fn stored_in_garage(garage: &Garage) -> Stored<'_> {
     let prefix = format!("{}/", garage::PREFIX);
     let objects = garage
         .list(&prefix)
@@ -57,7 +57,7 @@ fn stored_in_garage(garage: &Garage) -> Stored<'_> {
     }
 }
 
-fn stored_locally(server: &Server) -> Stored<'static> {
+pub(crate) fn stored_locally(server: &Server) -> Stored<'static> {
     let root = server.dir.path().join("data/recordings");
     let mut objects = HashMap::new();
     let mut stack = vec![root.clone()];
@@ -79,7 +79,7 @@ fn stored_locally(server: &Server) -> Stored<'static> {
 }
 
 /// Waits until `user` has exactly one recording in `state` and returns its manifest.
-fn wait_recording(
+pub(crate) fn wait_recording(
     server: &Server,
     user: &str,
     state: &str,
@@ -129,7 +129,7 @@ fn video_seconds_read(probe: &serde_json::Value) -> f64 {
 /// The checks every finished recording must pass, whatever the backend: the stored playlist is
 /// VOD with ENDLIST, every file it lists is stored, its durations add up to `expected` seconds
 /// (± one segment), and livegate plays it (`/vod/…`) and downloads it (one MP4, with Range).
-fn check_recording(
+pub(crate) fn check_recording(
     server: &Server,
     stored: &Stored,
     manifest: &serde_json::Value,
