@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("util", &[]),
     ("config", &["util"]),
     ("metrics", &["util"]),
+    ("net", &[]),
     ("media", &["util"]),
     ("stream", &["media", "metrics", "util"]),
     ("auth", &["config", "util"]),
@@ -22,7 +23,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "ingest",
         &[
-            "auth", "rtmp", "stream", "media", "config", "metrics", "util",
+            "auth", "rtmp", "stream", "media", "config", "metrics", "net", "util",
         ],
     ),
     (
@@ -54,6 +55,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "media",
             "config",
             "metrics",
+            "net",
             "util",
         ],
     ),
