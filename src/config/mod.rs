@@ -163,7 +163,9 @@ impl Config {
             return Err(invalid("rtmp.*_timeout_secs", "must be at least 1"));
         }
         let r = &self.rtmp;
-        if r.max_connections == 0 || r.max_connections_per_ip == 0 || r.max_unauthenticated_per_ip == 0
+        if r.max_connections == 0
+            || r.max_connections_per_ip == 0
+            || r.max_unauthenticated_per_ip == 0
         {
             return Err(invalid("rtmp.max_connections*", "must be at least 1"));
         }
@@ -192,8 +194,7 @@ impl Config {
                 "timeouts and h2 limits must be at least 1",
             ));
         }
-        if !h.metrics_listen.is_empty()
-            && h.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        if !h.metrics_listen.is_empty() && h.metrics_listen.parse::<std::net::SocketAddr>().is_err()
         {
             return Err(invalid(
                 "http.metrics_listen",

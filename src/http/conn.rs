@@ -61,7 +61,11 @@ impl<S> ServerIo<S> {
     }
 
     /// Maps a write-side poll: progress resets the stall timer, `Pending` runs it.
-    fn timed<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         match polled {
             Poll::Ready(r) => {
                 self.pending_since = None;

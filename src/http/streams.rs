@@ -120,7 +120,10 @@ mod tests {
         });
         public_status(&mut status);
         let text = status.to_string();
-        assert!(!text.contains("bucket") && !text.contains("10.0.0.9"), "{text}");
+        assert!(
+            !text.contains("bucket") && !text.contains("10.0.0.9"),
+            "{text}"
+        );
         assert!(!text.contains("refused"), "{text}");
         assert_eq!(status["relays"][0]["state"], "reconnecting");
         assert_eq!(status["state"], "recording");

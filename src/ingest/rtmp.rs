@@ -250,8 +250,8 @@ struct Connection {
 impl Connection {
     fn new(ctx: Arc<IngestContext>, preauth: ConnPermit, accepted_at: Instant) -> Self {
         let publish_by = accepted_at + Duration::from_secs(ctx.config.publish_timeout_secs);
-        let handshake_by = publish_by
-            .min(accepted_at + Duration::from_secs(ctx.config.handshake_timeout_secs));
+        let handshake_by =
+            publish_by.min(accepted_at + Duration::from_secs(ctx.config.handshake_timeout_secs));
         Connection {
             ctx,
             preauth: Some(preauth),

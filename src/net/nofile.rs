@@ -51,6 +51,8 @@ pub fn raise_soft_limit() -> Result<(u64, u64), NofileError> {
             break;
         }
     }
+    // rlim_t is u64 on Linux but not on every target.
+    #[allow(clippy::unnecessary_cast)]
     Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
 }
 
@@ -87,7 +89,10 @@ mod tests {
 
     #[test]
     fn caps_that_fit_pass_and_the_error_names_the_limit_and_settings() {
-        let caps = [("rtmp.max_connections", 1000), ("http.max_connections", 10_000)];
+        let caps = [
+            ("rtmp.max_connections", 1000),
+            ("http.max_connections", 10_000),
+        ];
         assert_eq!(check(1 << 20, 1 << 20, &caps).unwrap(), 12_024);
         let err = check(4096, 4096, &caps).unwrap_err().to_string();
         assert!(err.contains("RLIMIT_NOFILE) is 4096"), "{err}");

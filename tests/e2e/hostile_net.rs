@@ -79,9 +79,15 @@ fn silent_partial_and_idle_h2c_connections_neither_lock_out_nor_stay_open() {
     hostile[0].0 = "lone P";
     hostile[0].1.write_all(b"P").unwrap();
     hostile[1].0 = "idle h2c";
-    hostile[1].1.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    hostile[1]
+        .1
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .unwrap();
     // An empty SETTINGS frame, then nothing.
-    hostile[1].1.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    hostile[1]
+        .1
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .unwrap();
     let opened = Instant::now();
 
     // Other clients are still served while the attacker holds its sockets.
@@ -116,7 +122,9 @@ fn silent_partial_and_idle_h2c_connections_neither_lock_out_nor_stay_open() {
     }
     let metrics = server.get("/metrics").1;
     assert!(
-        metrics.contains("livegate_http_connections_refused_total{reason=\"connection_limit_per_ip\"} 3"),
+        metrics.contains(
+            "livegate_http_connections_refused_total{reason=\"connection_limit_per_ip\"} 3"
+        ),
         "{metrics}"
     );
 }
@@ -219,8 +227,14 @@ fn one_address_opening_40_silent_connections_a_second_does_not_keep_publishers_o
         still_open.len()
     );
     assert!(attempts >= 100, "the attack was too slow: {attempts}");
-    assert!(longest <= Duration::from_millis(4500), "an attacker held a slot for {longest:?}");
-    assert!(oldest_open <= Duration::from_millis(4500), "still open: {oldest_open:?}");
+    assert!(
+        longest <= Duration::from_millis(4500),
+        "an attacker held a slot for {longest:?}"
+    );
+    assert!(
+        oldest_open <= Duration::from_millis(4500),
+        "still open: {oldest_open:?}"
+    );
     let metrics = server.get("/metrics").1;
     assert!(
         metrics.contains("livegate_publish_refused_total{reason=\"preauth_limit_per_ip\"}"),
@@ -243,7 +257,14 @@ fn a_key_typed_into_the_server_url_or_query_is_never_logged() {
     ] {
         let mut cmd = Command::new("ffmpeg");
         cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=160x90:rate=10", "-t", "1"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=160x90:rate=10",
+                "-t",
+                "1",
+            ])
             .args(["-c:v", "libx264", "-f", "flv"])
             .arg(&url)
             .stdout(std::process::Stdio::null())
@@ -280,18 +301,24 @@ fn the_public_streams_view_hides_errors_and_relay_targets_the_admin_view_shows()
         "POST",
         "/api/v1/relays",
         Some(ADMIN),
-        Some(&serde_json::json!({"user": "quinn", "platform": "custom", "url": target}).to_string()),
+        Some(
+            &serde_json::json!({"user": "quinn", "platform": "custom", "url": target}).to_string(),
+        ),
     );
     assert_eq!(status, 201, "{text}");
     let clip = source_clip(320, 180, 15, 6);
     let publisher = publish_file(&server.rtmp_url(&key), &clip);
     let mut admin_view = String::new();
-    server.wait_until(Duration::from_secs(15), "the relay error (admin view)", || {
-        admin_view = server
-            .request("GET", "/api/v1/streams", Some(ADMIN), None)
-            .1;
-        admin_view.contains("refused")
-    });
+    server.wait_until(
+        Duration::from_secs(15),
+        "the relay error (admin view)",
+        || {
+            admin_view = server
+                .request("GET", "/api/v1/streams", Some(ADMIN), None)
+                .1;
+            admin_view.contains("refused")
+        },
+    );
     let (_, public) = server.get("/api/v1/streams");
     let _ = wait_child(publisher, Duration::from_secs(20));
     let origin = format!("127.0.0.1:{closed_port}");
@@ -317,18 +344,29 @@ fn metrics_can_have_their_own_listener_and_token() {
         ("LIVEGATE_HTTP_METRICS_LISTEN", listen.as_str()),
         ("LIVEGATE_HTTP_METRICS_TOKEN", "scrape-token"),
     ]);
-    assert_eq!(server.get("/metrics").0, 404, "/metrics on the main listener");
+    assert_eq!(
+        server.get("/metrics").0,
+        404,
+        "/metrics on the main listener"
+    );
     let scrape = |token: Option<&str>| {
         let mut s = TcpStream::connect(&listen).unwrap();
         let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
     };
     assert!(scrape(None).starts_with("HTTP/1.1 401"));
     let ok = scrape(Some("scrape-token"));
-    assert!(ok.starts_with("HTTP/1.1 200") && ok.contains("livegate_rtmp_connections_total"), "{ok}");
+    assert!(
+        ok.starts_with("HTTP/1.1 200") && ok.contains("livegate_rtmp_connections_total"),
+        "{ok}"
+    );
 }
 
 #[test]
