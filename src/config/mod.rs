@@ -194,6 +194,15 @@ impl Config {
                 "timeouts and h2 limits must be at least 1",
             ));
         }
+        if h.per_ip_exempt
+            .iter()
+            .any(|a| a.parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(invalid(
+                "http.per_ip_exempt",
+                "IP addresses only, e.g. [\"10.0.0.5\"]",
+            ));
+        }
         if !h.metrics_listen.is_empty() && h.metrics_listen.parse::<std::net::SocketAddr>().is_err()
         {
             return Err(invalid(

@@ -272,6 +272,9 @@ pub struct HttpConfig {
     pub header_read_timeout_secs: u64,
     /// Simultaneous connections from one address (IPv6: one /64).
     pub max_connections_per_ip: usize,
+    /// Addresses held to `max_connections` only, not `max_connections_per_ip` (e.g. edge caches
+    /// or a reverse proxy in front, whose connections all come from one address).
+    pub per_ip_exempt: Vec<String>,
     /// Seconds a new connection has to send enough bytes to tell HTTP/1 from HTTP/2.
     pub first_byte_timeout_secs: u64,
     /// Seconds a connection may stay open with no request in flight (HTTP/2 included).
@@ -333,6 +336,7 @@ impl Default for HttpConfig {
             max_connections: 10_000,
             header_read_timeout_secs: 30,
             max_connections_per_ip: 100,
+            per_ip_exempt: Vec::new(),
             first_byte_timeout_secs: 10,
             idle_timeout_secs: 30,
             write_timeout_secs: 30,

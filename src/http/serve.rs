@@ -48,7 +48,13 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let limiter = ConnLimiter::new(max_connections, config.max_connections_per_ip);
+    // Validated with the configuration.
+    let exempt = config
+        .per_ip_exempt
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let limiter = ConnLimiter::with_exempt(max_connections, config.max_connections_per_ip, exempt);
     let refused_log = LogThrottle::new(Duration::from_secs(10));
     let secs = Duration::from_secs;
     let timeouts = Timeouts {

@@ -37,6 +37,8 @@ struct Counts {
 struct Shared {
     max_total: usize,
     max_per_address: usize,
+    /// Addresses held to `max_total` only (e.g. an edge cache in front).
+    exempt: Vec<IpAddr>,
     counts: Mutex<Counts>,
 }
 
@@ -76,10 +78,16 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
 
 impl ConnLimiter {
     pub fn new(max_total: usize, max_per_address: usize) -> Self {
+        Self::with_exempt(max_total, max_per_address, Vec::new())
+    }
+
+    /// As [`ConnLimiter::new`], with addresses that only the total cap applies to.
+    pub fn with_exempt(max_total: usize, max_per_address: usize, exempt: Vec<IpAddr>) -> Self {
         ConnLimiter {
             shared: Arc::new(Shared {
                 max_total,
                 max_per_address,
+                exempt: exempt.into_iter().map(address_key).collect(),
                 counts: Mutex::new(Counts::default()),
             }),
         }
@@ -93,7 +101,7 @@ impl ConnLimiter {
             return Err(LimitRefusal::Total);
         }
         let from_address = counts.per_address.entry(address).or_insert(0);
-        if *from_address >= self.shared.max_per_address {
+        if *from_address >= self.shared.max_per_address && !self.shared.exempt.contains(&address) {
             return Err(LimitRefusal::PerAddress);
         }
         *from_address += 1;
@@ -209,6 +217,18 @@ mod tests {
         assert_eq!(limiter.open_from(ip("10.0.0.1")), 1);
         let _c1 = limiter.try_acquire(ip("10.0.0.3")).unwrap();
         assert_eq!(limiter.open(), 3);
+    }
+
+    #[test]
+    fn exempt_addresses_are_held_to_the_total_only() {
+        let limiter = ConnLimiter::with_exempt(3, 1, vec![ip("10.0.0.9")]);
+        let _held: Vec<_> = (0..3)
+            .map(|_| limiter.try_acquire(ip("10.0.0.9")).unwrap())
+            .collect();
+        assert_eq!(
+            limiter.try_acquire(ip("10.0.0.9")).unwrap_err(),
+            LimitRefusal::Total
+        );
     }
 
     #[test]

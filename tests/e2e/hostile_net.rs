@@ -243,6 +243,59 @@ fn one_address_opening_40_silent_connections_a_second_does_not_keep_publishers_o
 }
 
 #[test]
+fn a_slow_handshake_then_a_trickle_is_closed_at_the_pre_auth_deadline_from_accept() {
+    let server = Server::start_passthrough(&[
+        ("LIVEGATE_RECORD_ENABLED", "false"),
+        ("LIVEGATE_RTMP_HANDSHAKE_TIMEOUT_SECS", "2"),
+        ("LIVEGATE_RTMP_PUBLISH_TIMEOUT_SECS", "3"),
+    ]);
+    let mut socket = connect_from_attacker(server.rtmp_port).expect("connect");
+    let accepted = Instant::now();
+    // C0+C1 in two parts, the second just inside the handshake timeout.
+    let mut handshake = rml_rtmp::handshake::Handshake::new(rml_rtmp::handshake::PeerType::Client);
+    let c0c1 = handshake.generate_outbound_p0_and_p1().unwrap();
+    socket.write_all(&c0c1[..1000]).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    socket.write_all(&c0c1[1000..]).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut buf).expect("server handshake");
+        assert!(n > 0, "closed during the handshake");
+        match handshake.process_bytes(&buf[..n]).unwrap() {
+            rml_rtmp::handshake::HandshakeProcessResult::InProgress { response_bytes } => {
+                socket.write_all(&response_bytes).unwrap();
+            }
+            rml_rtmp::handshake::HandshakeProcessResult::Completed { response_bytes, .. } => {
+                socket.write_all(&response_bytes).unwrap();
+                break;
+            }
+        }
+    }
+    let handshaken = accepted.elapsed();
+    // Then the header of a 128-byte command message, and its body a byte every 200 ms: enough
+    // to keep any idle timer from firing, never a complete message.
+    let header = [0x03, 0, 0, 0, 0, 0, 0x80, 0x14, 0, 0, 0, 0];
+    let mut closed_after = None;
+    for byte in header.iter().copied().chain(std::iter::repeat(0)).take(60) {
+        if socket.write_all(&[byte]).is_err() || closed_by_server(&mut socket) {
+            closed_after = Some(accepted.elapsed());
+            break;
+        }
+        let _ = socket.set_nonblocking(false);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let closed_after = closed_after.expect("the trickling connection was never closed");
+    eprintln!("handshake done after {handshaken:?}; closed {closed_after:?} after accept");
+    assert!(
+        closed_after <= Duration::from_millis(3600),
+        "closed {closed_after:?} after accept (deadline 3 s from accept)"
+    );
+}
+
+#[test]
 fn a_key_typed_into_the_server_url_or_query_is_never_logged() {
     let server = Server::start_passthrough(&[("LIVEGATE_RECORD_ENABLED", "false")]);
     let key = server.add_key("pia");
