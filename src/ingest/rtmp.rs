@@ -403,7 +403,11 @@ impl Connection {
                     // Redacted: a server URL typed as rtmp://HOST/KEY or rtmp://HOST/live/KEY/…
                     // puts the stream key into the app name (the tcUrl is never logged either).
                     let first = app_name.split('/').next().unwrap_or_default();
-                    tracing::warn!(app = %redact(first), "connect refused: unknown application (use rtmp://HOST/live)");
+                    if first == APP_NAME {
+                        tracing::warn!("connect refused: the server URL goes on after /live (use rtmp://HOST/live and put the key in the stream key field)");
+                    } else {
+                        tracing::warn!(app = %redact(first), "connect refused: unknown application (use rtmp://HOST/live)");
+                    }
                     self.ctx.metrics.refused("unknown_app");
                     let r = session
                         .reject_request(

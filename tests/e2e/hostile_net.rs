@@ -306,6 +306,7 @@ fn a_key_typed_into_the_server_url_or_query_is_never_logged() {
         format!("{base}/{key}"),
         format!("{base}/{key}/stream"),
         format!("{base}/live{key}/x"),
+        format!("{base}/live/{key}/{key}"),
         format!("{base}/live/lg_wrong{key}?token={query_secret}"),
     ] {
         let mut cmd = Command::new("ffmpeg");
@@ -327,6 +328,7 @@ fn a_key_typed_into_the_server_url_or_query_is_never_logged() {
     }
     server.wait_until(Duration::from_secs(5), "the refusals in the log", || {
         server.logs().matches("unknown application").count() >= 3
+            && server.logs().contains("goes on after /live")
             && server.logs().contains("unknown stream key")
     });
     let logs = server.logs();
