@@ -165,3 +165,62 @@ async fn serve_connection(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A client that requests 64 MiB and never reads is cut off once the server's writes have
+    /// made no progress for `write_timeout_secs`, instead of pinning the connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_is_disconnected() {
+        let chunk = axum::body::Bytes::from(vec![7u8; 64 * 1024]);
+        let app = axum::Router::new().route(
+            "/big",
+            axum::routing::get(move || {
+                let chunks = std::iter::repeat_n(chunk.clone(), 1024).map(Ok::<_, std::io::Error>);
+                async move { axum::body::Body::from_stream(tokio_stream::iter(chunks)) }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = HttpConfig {
+            write_timeout_secs: 1,
+            ..HttpConfig::default()
+        };
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(Metrics::new());
+        let token = shutdown.clone();
+        let server = tokio::spawn(async move {
+            serve(listener, app, &config, 16, metrics, token).await;
+        });
+        let total = tokio::task::spawn_blocking(move || {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            std::io::Write::write_all(&mut client, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            // Stop reading long enough for the server to give up, then drain what was sent.
+            std::thread::sleep(Duration::from_secs(3));
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut total = 0usize;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                match client.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+            total
+        })
+        .await
+        .unwrap();
+        shutdown.cancel();
+        let _ = server.await;
+        assert!(
+            total < 32 * 1024 * 1024,
+            "the server kept sending to a client that did not read: {total} bytes"
+        );
+    }
+}
