@@ -13,6 +13,7 @@ pub mod http;
 pub mod ingest;
 pub mod media;
 pub mod metrics;
+pub mod net;
 pub mod record;
 pub mod relay;
 pub mod rtmp;

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub relay_dropped_frames: Family<RelayLabel, Counter>,
     pub relay_up: Family<RelayLabel, Gauge>,
     pub relays_live: Gauge,
+    pub http_refused: Family<ReasonLabel, Counter>,
+    pub http_closed: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -75,6 +77,8 @@ impl Metrics {
             relay_dropped_frames: Family::default(),
             relay_up: Family::default(),
             relays_live: Gauge::default(),
+            http_refused: Family::default(),
+            http_closed: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -192,10 +196,21 @@ impl Metrics {
             "Relays connected and publishing now",
             m.relays_live.clone(),
         );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed at accept, by reason (connection_limit, connection_limit_per_ip)",
+            m.http_refused.clone(),
+        );
+        registry.register(
+            "http_connections_timed_out",
+            "HTTP connections closed by a timeout, by reason (first_byte, idle, stalled)",
+            m.http_closed.clone(),
+        );
         Metrics { registry, ..m }
     }
 
-    pub fn refused(&self, reason: &str) {
+    /// Label values are `'static` on purpose: no label may carry an error text, a path or a URL.
+    pub fn refused(&self, reason: &'static str) {
         self.publish_refused
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
@@ -203,8 +218,24 @@ impl Metrics {
             .inc();
     }
 
-    pub fn session_ended(&self, reason: &str) {
+    pub fn session_ended(&self, reason: &'static str) {
         self.sessions_ended
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn http_refused(&self, reason: &'static str) {
+        self.http_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn http_timed_out(&self, reason: &'static str) {
+        self.http_closed
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })

@@ -39,6 +39,8 @@ pub enum ServerError {
     Tls(String),
     #[error(transparent)]
     Lock(#[from] crate::datadir::LockError),
+    #[error(transparent)]
+    Nofile(#[from] crate::net::nofile::NofileError),
     #[error("cannot create data_dir {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
@@ -46,10 +48,33 @@ pub enum ServerError {
     },
 }
 
+/// Connections `http.metrics_listen` takes at once (scrapers; one address may take them all).
+const METRICS_MAX_CONNECTIONS: usize = 16;
+
+/// Raises the open-file limit and checks that the connection caps fit in it.
+fn check_nofile(config: &Config) -> Result<(), ServerError> {
+    let (soft, hard) = crate::net::nofile::raise_soft_limit()?;
+    let mut caps = vec![
+        ("rtmp.max_connections", config.rtmp.max_connections as u64),
+        ("http.max_connections", config.http.max_connections as u64),
+    ];
+    if !config.http.metrics_listen.is_empty() {
+        caps.push(("metrics listener", METRICS_MAX_CONNECTIONS as u64));
+    }
+    let needed = crate::net::nofile::check(soft, hard, &caps)?;
+    tracing::info!(
+        nofile = soft,
+        needed,
+        "open-file limit checked against the connection caps"
+    );
+    Ok(())
+}
+
 /// Runs the server until `shutdown` is cancelled, then shuts down gracefully: no new connection
 /// or publish is accepted, every live stream ends as if its publisher had stopped, and the
 /// recordings are stored, for at most `shutdown_grace_secs`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServerError> {
+    check_nofile(&config)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -106,6 +131,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         config: config.rtmp.clone(),
         gate: PublishGate::new(keys.clone(), hub.clone(), metrics.clone()),
         metrics: metrics.clone(),
+        slots: rtmp::Slots::new(&config.rtmp),
     });
     let rtmps_task = match config.rtmp.tls_listen.as_str() {
         "" => None,
@@ -147,10 +173,42 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         hub: hub.clone(),
         hls: registry.clone(),
         keys,
-        metrics,
+        metrics: metrics.clone(),
         recorder: recorder.clone(),
         relays: relays.clone(),
     });
+    let metrics_task = match config.http.metrics_listen.as_str() {
+        "" => None,
+        addr => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    what: "metrics",
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            tracing::info!(metrics = %addr, "/metrics listening");
+            let app = http::metrics_router(state.clone());
+            let (http_config, metrics, shutdown, stop) = (
+                config.http.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+                stop.clone(),
+            );
+            Some(tokio::spawn(async move {
+                http::serve(
+                    listener,
+                    app,
+                    &http_config,
+                    METRICS_MAX_CONNECTIONS,
+                    metrics,
+                    shutdown,
+                    stop,
+                )
+                .await
+            }))
+        }
+    };
     let app = http::router(state);
 
     tracing::info!(rtmp = %config.rtmp.listen, http = %config.http.listen,
@@ -164,13 +222,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         tracing::info!("admin API off (set http.admin_token to manage keys over HTTP)");
     }
 
-    let http_task = tokio::spawn(serve_http(
-        http_listener,
-        app,
-        config.http.clone(),
-        shutdown.clone(),
-        stop.clone(),
-    ));
+    let http_task = {
+        let (http_config, metrics, shutdown, stop) = (
+            config.http.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let max = http_config.max_connections;
+            http::serve(
+                http_listener,
+                app,
+                &http_config,
+                max,
+                metrics,
+                shutdown,
+                stop,
+            )
+            .await
+        })
+    };
     shutdown.cancelled().await;
     let _ = rtmp_task.await;
     if let Some(task) = rtmps_task {
@@ -187,6 +259,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .await;
     stop.cancel();
     let _ = http_task.await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     drop(lock);
     Ok(())
 }
@@ -302,68 +377,4 @@ fn route_stream(
         }
         .instrument(span),
     );
-}
-
-/// The HTTP accept loop: hyper with a header-read timeout (which also ends idle keep-alive
-/// connections) and a connection cap, so idle or slow clients cannot use up the process's file
-/// descriptors (which RTMP ingest shares). axum's own `serve` offers neither.
-///
-/// Stops accepting when `shutdown` is cancelled; open connections keep being served (viewers
-/// get the final playlists) until `stop`, then close gracefully.
-async fn serve_http(
-    listener: TcpListener,
-    app: axum::Router,
-    config: crate::config::HttpConfig,
-    shutdown: CancellationToken,
-    stop: CancellationToken,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
-
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(config.header_read_timeout_secs))
-        .keep_alive(true);
-    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "HTTP connection limit reached; closing new connection");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let builder = builder.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
-                }
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    // Every connection returns its slot when it closes.
-    stop.cancelled().await;
-    let all = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(all)).await;
 }

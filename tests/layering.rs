@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("datadir", &[]),
     ("config", &["util"]),
     ("metrics", &["util"]),
+    ("net", &[]),
     ("media", &["util"]),
     ("stream", &["media", "metrics", "util"]),
     ("auth", &["config", "util"]),
@@ -23,7 +24,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "ingest",
         &[
-            "auth", "rtmp", "stream", "media", "config", "metrics", "util",
+            "auth", "rtmp", "stream", "media", "config", "metrics", "net", "util",
         ],
     ),
     (
@@ -55,6 +56,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "media",
             "config",
             "metrics",
+            "net",
             "util",
         ],
     ),

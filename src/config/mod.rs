@@ -169,6 +169,54 @@ impl Config {
         if self.rtmp.publish_timeout_secs == 0 || self.rtmp.handshake_timeout_secs == 0 {
             return Err(invalid("rtmp.*_timeout_secs", "must be at least 1"));
         }
+        let r = &self.rtmp;
+        if r.max_connections == 0
+            || r.max_connections_per_ip == 0
+            || r.max_unauthenticated_per_ip == 0
+        {
+            return Err(invalid("rtmp.max_connections*", "must be at least 1"));
+        }
+        if r.max_unauthenticated == 0 || r.max_unauthenticated >= r.max_connections {
+            return Err(invalid(
+                "rtmp.max_unauthenticated",
+                "at least 1 and below rtmp.max_connections (the rest is kept for publishers)",
+            ));
+        }
+        let h = &self.http;
+        if h.max_connections == 0 || h.max_connections_per_ip == 0 {
+            return Err(invalid("http.max_connections*", "must be at least 1"));
+        }
+        if [
+            h.header_read_timeout_secs,
+            h.first_byte_timeout_secs,
+            h.idle_timeout_secs,
+            h.write_timeout_secs,
+            h.h2_keep_alive_secs,
+        ]
+        .contains(&0)
+            || h.h2_max_concurrent_streams == 0
+        {
+            return Err(invalid(
+                "http.*_timeout_secs",
+                "timeouts and h2 limits must be at least 1",
+            ));
+        }
+        if h.per_ip_exempt
+            .iter()
+            .any(|a| a.parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(invalid(
+                "http.per_ip_exempt",
+                "IP addresses only, e.g. [\"10.0.0.5\"]",
+            ));
+        }
+        if !h.metrics_listen.is_empty() && h.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "http.metrics_listen",
+                "must be an address like 127.0.0.1:9100",
+            ));
+        }
         if !self.rtmp.tls_listen.is_empty() {
             if self
                 .rtmp

@@ -232,16 +232,25 @@ impl TranscodeConfig {
 pub struct RtmpConfig {
     /// Address the RTMP listener binds. The application name is always `live`.
     pub listen: String,
-    /// Seconds a client has to finish the RTMP handshake.
+    /// Seconds from accepting the TCP connection to the end of the TLS (RTMPS) and RTMP
+    /// handshakes; never more than `publish_timeout_secs`, which runs from the same instant.
     pub handshake_timeout_secs: u64,
     /// Seconds without any byte from the client before the session is closed.
     pub idle_timeout_secs: u64,
-    /// Seconds a connection has, from connecting, to start publishing.
+    /// The pre-auth deadline: seconds from accepting the TCP connection to an accepted publish
+    /// (TLS, handshake, connect, createStream, publish with a valid key).
     pub publish_timeout_secs: u64,
     /// Bytes a client may send before its publish is accepted (connect, createStream, publish).
     pub max_unauthenticated_bytes: usize,
-    /// Simultaneous RTMP connections; further ones are closed at once.
+    /// Simultaneous RTMP and RTMPS connections together; further ones are closed at once.
     pub max_connections: usize,
+    /// Simultaneous connections from one address (IPv6: one /64), publishing or not.
+    pub max_connections_per_ip: usize,
+    /// Connections not yet accepted to publish, in total. The other `max_connections -
+    /// max_unauthenticated` slots can only be held by publishers with a valid key.
+    pub max_unauthenticated: usize,
+    /// Connections not yet accepted to publish from one address (IPv6: one /64).
+    pub max_unauthenticated_per_ip: usize,
     /// Address of the RTMPS (RTMP over TLS) listener. Empty: off.
     pub tls_listen: String,
     /// PEM certificate chain for RTMPS.
@@ -261,6 +270,28 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Seconds a client has to send a request's headers (also ends idle keep-alive connections).
     pub header_read_timeout_secs: u64,
+    /// Simultaneous connections from one address (IPv6: one /64).
+    pub max_connections_per_ip: usize,
+    /// Addresses held to `max_connections` only, not `max_connections_per_ip` (e.g. edge caches
+    /// or a reverse proxy in front, whose connections all come from one address).
+    pub per_ip_exempt: Vec<String>,
+    /// Seconds a new connection has to send enough bytes to tell HTTP/1 from HTTP/2.
+    pub first_byte_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in flight (HTTP/2 included).
+    pub idle_timeout_secs: u64,
+    /// Seconds a response may make no progress (a client that stops reading), and a handler may
+    /// take to start its response; the connection is closed after that.
+    pub write_timeout_secs: u64,
+    /// HTTP/2: streams one connection may have open at once.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: seconds between keep-alive pings; a ping not answered within as long closes the
+    /// connection.
+    pub h2_keep_alive_secs: u64,
+    /// Separate listener for `/metrics` (e.g. `127.0.0.1:9100`). Empty: served on `listen`.
+    pub metrics_listen: String,
+    /// Bearer token `/metrics` requires. Empty: none (bind `metrics_listen` to a private address
+    /// instead, or leave both empty on a trusted network).
+    pub metrics_token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -282,11 +313,14 @@ impl Default for RtmpConfig {
     fn default() -> Self {
         RtmpConfig {
             listen: "0.0.0.0:1935".into(),
-            handshake_timeout_secs: 10,
+            handshake_timeout_secs: 5,
             idle_timeout_secs: 30,
-            publish_timeout_secs: 15,
+            publish_timeout_secs: 10,
             max_unauthenticated_bytes: 64 * 1024,
             max_connections: 1000,
+            max_connections_per_ip: 20,
+            max_unauthenticated: 100,
+            max_unauthenticated_per_ip: 4,
             tls_listen: String::new(),
             tls_cert: String::new(),
             tls_key: String::new(),
@@ -301,6 +335,15 @@ impl Default for HttpConfig {
             admin_token: String::new(),
             max_connections: 10_000,
             header_read_timeout_secs: 30,
+            max_connections_per_ip: 100,
+            per_ip_exempt: Vec::new(),
+            first_byte_timeout_secs: 10,
+            idle_timeout_secs: 30,
+            write_timeout_secs: 30,
+            h2_max_concurrent_streams: 100,
+            h2_keep_alive_secs: 20,
+            metrics_listen: String::new(),
+            metrics_token: String::new(),
         }
     }
 }

@@ -2,11 +2,13 @@
 //! (axum on hyper). Only the admin guard stands between the API's write side and the world.
 
 mod admin;
+mod conn;
 mod error;
 mod hls;
 mod keys;
 mod recordings;
 mod relays;
+mod serve;
 mod streams;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use crate::record::Recorder;
 use crate::relay::RelayManager;
 use crate::stream::Hub;
 pub use error::ApiError;
+pub use serve::serve;
 
 pub struct AppState {
     pub config: Arc<Config>,
@@ -35,7 +38,16 @@ pub struct AppState {
     pub relays: Arc<RelayManager>,
 }
 
+/// `/metrics` alone, for `http.metrics_listen`.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(streams::metrics))
+        .with_state(state)
+}
+
+/// The main listener's routes (with `/metrics` unless it has a listener of its own).
 pub fn router(state: Arc<AppState>) -> Router {
+    let metrics_here = state.config.http.metrics_listen.is_empty();
     // Players load HLS from pages on other origins; every HLS response carries CORS headers.
     let cors = CorsLayer::new()
         .allow_origin(Any)
@@ -50,9 +62,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/live/{user}/{rendition}/{file}", get(hls::hls_file))
         .layer(cors);
-    Router::new()
+    let mut router = Router::new();
+    if metrics_here {
+        router = router.route("/metrics", get(streams::metrics));
+    }
+    router
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(streams::metrics))
         .route("/api/v1/streams", get(streams::list_streams))
         .route("/api/v1/keys", get(keys::list_keys).post(keys::add_key))
         .route(

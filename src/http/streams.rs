@@ -1,15 +1,21 @@
 //! `/api/v1/streams` (who is live, with each stream's ladder, recording and relay status) and
 //! `/metrics`.
+//!
+//! The streams list is public, so by default it shows what a viewer may see: each consumer's
+//! status without its errors (which carry paths, bucket keys and peer messages) and without
+//! relay destinations. With the admin token (`Authorization: Bearer <http.admin_token>`) the
+//! same route shows everything.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use subtle::ConstantTimeEq;
 
-use super::AppState;
+use super::{admin, ApiError, AppState};
 use crate::stream::StreamSummary;
 
 #[derive(Serialize)]
@@ -19,25 +25,73 @@ pub(super) struct StreamView {
     hls_url: String,
 }
 
-pub(super) async fn list_streams(State(state): State<Arc<AppState>>) -> Json<Vec<StreamView>> {
+/// Whether a status field stays out of the public view: errors of any kind (their texts name
+/// files, buckets and peers) and where relays go.
+fn private_field(name: &str) -> bool {
+    name.contains("error") || matches!(name, "target" | "url" | "origin" | "path" | "key")
+}
+
+/// `value` without its private fields, at any depth.
+fn public_status(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|name, _| !private_field(name));
+            map.values_mut().for_each(public_status);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(public_status),
+        _ => {}
+    }
+}
+
+pub(super) async fn list_streams(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<StreamView>>, ApiError> {
+    // No Authorization header: the public view; one that is wrong: refused, so a mistyped token
+    // is noticed rather than silently showing less.
+    let admin = headers.contains_key(header::AUTHORIZATION);
+    if admin {
+        admin::authorize(&state, &headers)?;
+    }
     let base = state.config.http_base_url();
-    Json(
+    Ok(Json(
         state
             .hub
             .list()
             .into_iter()
             .map(|s| {
-                let summary = s.summary();
+                let mut summary = s.summary();
+                if !admin {
+                    summary
+                        .consumer_status
+                        .retain(|name, _| !private_field(name));
+                    summary.consumer_status.values_mut().for_each(public_status);
+                }
                 StreamView {
                     hls_url: format!("{base}/live/{}/index.m3u8", summary.name),
                     summary,
                 }
             })
             .collect(),
-    )
+    ))
 }
 
-pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub(super) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let token = state.config.http.metrics_token.as_bytes();
+    if !token.is_empty() {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !bool::from(presented.as_bytes().ct_eq(token)) {
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "/metrics needs http.metrics_token as a bearer token".into(),
+            )
+            .into_response();
+        }
+    }
     state
         .metrics
         .live_streams
@@ -50,4 +104,29 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_public_status_drops_errors_and_destinations_at_any_depth() {
+        let mut status = serde_json::json!({
+            "state": "recording",
+            "last_error": "S3 put s3://bucket/recordings/alice/1/seg-4.m4s: denied",
+            "relays": [{"id": "r1", "platform": "custom", "target": "rtmp://10.0.0.9:1935",
+                        "state": "reconnecting", "last_error": "connection refused"}],
+        });
+        public_status(&mut status);
+        let text = status.to_string();
+        assert!(
+            !text.contains("bucket") && !text.contains("10.0.0.9"),
+            "{text}"
+        );
+        assert!(!text.contains("refused"), "{text}");
+        assert_eq!(status["relays"][0]["state"], "reconnecting");
+        assert_eq!(status["state"], "recording");
+        assert!(private_field("error") && !private_field("state"));
+    }
 }

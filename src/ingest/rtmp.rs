@@ -3,8 +3,15 @@
 //!
 //! The stream key is checked before `NetStream.Publish.Start` is sent; a refused publish gets an
 //! error status and the connection closes. Every read is bounded (buffer size, pre-auth byte
-//! budget; a message is at most 16 MiB by RTMP's 24-bit length) and timed (handshake, publish
-//! deadline, idle); any error ends this session only.
+//! budget; a message is at most 16 MiB by RTMP's 24-bit length) and timed (one pre-auth deadline
+//! from accept to an accepted publish, idle); any error ends this session only.
+//!
+//! Slots (shared by RTMP and RTMPS): every connection holds one of `max_connections`
+//! (`max_connections_per_ip` per address); until its publish is accepted it also holds one of
+//! `max_unauthenticated` pre-auth slots (`max_unauthenticated_per_ip` per address), which it
+//! gives back once publishing. Connections that never authenticate can thus hold at most
+//! `max_unauthenticated` slots, each for at most `publish_timeout_secs`; the rest are kept for
+//! publishers with a valid key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,18 +22,20 @@ use rml_rtmp::sessions::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::gate::{PublishGate, Refusal};
 use crate::config::RtmpConfig;
 use crate::metrics::Metrics;
+use crate::net::{ConnLimiter, ConnPermit, LogThrottle};
 use crate::rtmp::flv::FlvDemuxer;
 use crate::rtmp::guard::guard_parser;
 use crate::rtmp::handshake::{self, HandshakeError};
 use crate::rtmp::io::{read_some, write_flushed, IoError, WRITE_TIMEOUT};
 use crate::stream::{LiveStream, Publisher};
+use crate::util::redact;
 
 pub const APP_NAME: &str = "live";
 const READ_BUFFER: usize = 64 * 1024;
@@ -84,17 +93,50 @@ pub struct IngestContext {
     /// Admits publishers: key check, takeover, hub.
     pub gate: PublishGate,
     pub metrics: Arc<Metrics>,
+    pub slots: Slots,
 }
 
-/// Accepts connections until `shutdown` is cancelled; with `tls`, RTMPS (TLS first, its
-/// handshake bounded by the RTMP handshake timeout).
+/// The connection slots of RTMP and RTMPS ingest (see the module documentation).
+pub struct Slots {
+    /// Every connection.
+    all: ConnLimiter,
+    /// Connections not yet accepted to publish.
+    preauth: ConnLimiter,
+    refused_log: LogThrottle,
+}
+
+impl Slots {
+    pub fn new(config: &RtmpConfig) -> Self {
+        Slots {
+            all: ConnLimiter::new(config.max_connections, config.max_connections_per_ip),
+            preauth: ConnLimiter::new(
+                config.max_unauthenticated,
+                config.max_unauthenticated_per_ip,
+            ),
+            refused_log: LogThrottle::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// A connection slot and a pre-auth slot for a new connection from `ip`, or the metric label
+    /// of why not.
+    fn admit(&self, ip: std::net::IpAddr) -> Result<(ConnPermit, ConnPermit), &'static str> {
+        let all = self.all.try_acquire(ip).map_err(|r| r.label())?;
+        let preauth = self.preauth.try_acquire(ip).map_err(|r| match r {
+            crate::net::LimitRefusal::Total => "preauth_limit",
+            crate::net::LimitRefusal::PerAddress => "preauth_limit_per_ip",
+        })?;
+        Ok((all, preauth))
+    }
+}
+
+/// Accepts connections until `shutdown` is cancelled; with `tls`, RTMPS (TLS first, within the
+/// handshake deadline).
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<IngestContext>,
     shutdown: CancellationToken,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -108,11 +150,18 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = ctx.config.max_connections,
-                "RTMP connection limit reached; closing new connection");
-            ctx.metrics.refused("connection_limit");
-            continue;
+        let accepted_at = Instant::now();
+        let (permit, preauth) = match ctx.slots.admit(peer.ip()) {
+            Ok(permits) => permits,
+            Err(reason) => {
+                ctx.metrics.refused(reason);
+                // A flood of refusals is one line per 10 s, not one per connection.
+                if let Some(held) = ctx.slots.refused_log.allow() {
+                    tracing::warn!(%peer, reason, similar_since_last_line = held,
+                        "RTMP connection refused: slots full; closing it");
+                }
+                continue;
+            }
         };
         ctx.metrics.rtmp_connections.inc();
         let ctx = ctx.clone();
@@ -123,12 +172,12 @@ pub async fn serve(
             async move {
                 ctx.metrics.rtmp_active.inc();
                 let _ = socket.set_nodelay(true);
-                let mut conn = Connection::new(ctx.clone());
+                let mut conn = Connection::new(ctx.clone(), preauth, accepted_at);
                 let result = match tls {
                     None => conn.run(socket).await,
                     Some(acceptor) => {
-                        let limit = Duration::from_secs(ctx.config.handshake_timeout_secs);
-                        match tokio::time::timeout(limit, acceptor.accept(socket)).await {
+                        let by = conn.handshake_by;
+                        match tokio::time::timeout_at(by, acceptor.accept(socket)).await {
                             Ok(Ok(stream)) => conn.run(stream).await,
                             Ok(Err(e)) => Err(SessionError::Tls(e.to_string())),
                             Err(_) => Err(SessionError::HandshakeTimeout),
@@ -149,7 +198,9 @@ pub async fn serve(
                     Err(e) => {
                         ctx.metrics.session_ended(match e {
                             SessionError::Protocol(_) => "protocol_error",
-                            SessionError::Idle(_) | SessionError::HandshakeTimeout => "timeout",
+                            SessionError::Idle(_)
+                            | SessionError::HandshakeTimeout
+                            | SessionError::NoPublish(_) => "timeout",
                             _ => "error",
                         });
                         tracing::warn!(error = %e, "RTMP session ended")
@@ -184,6 +235,12 @@ enum Flow {
 
 struct Connection {
     ctx: Arc<IngestContext>,
+    /// The pre-auth slot, held until a publish is accepted.
+    preauth: Option<ConnPermit>,
+    /// TLS and RTMP handshakes end by then.
+    handshake_by: Instant,
+    /// The pre-auth deadline: a publish is accepted by then, or the connection ends.
+    publish_by: Instant,
     publisher: Option<Publisher>,
     demuxer: FlvDemuxer,
     bytes_before_publish: usize,
@@ -191,9 +248,15 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(ctx: Arc<IngestContext>) -> Self {
+    fn new(ctx: Arc<IngestContext>, preauth: ConnPermit, accepted_at: Instant) -> Self {
+        let publish_by = accepted_at + Duration::from_secs(ctx.config.publish_timeout_secs);
+        let handshake_by =
+            publish_by.min(accepted_at + Duration::from_secs(ctx.config.handshake_timeout_secs));
         Connection {
             ctx,
+            preauth: Some(preauth),
+            handshake_by,
+            publish_by,
             publisher: None,
             demuxer: FlvDemuxer::new(),
             bytes_before_publish: 0,
@@ -217,11 +280,10 @@ impl Connection {
         &mut self,
         mut socket: S,
     ) -> Result<(), SessionError> {
-        let handshake_timeout = Duration::from_secs(self.ctx.config.handshake_timeout_secs);
         let mut handshake_buf = vec![0u8; HANDSHAKE_BUFFER];
-        // Handshake writes are bounded by the handshake timeout alone.
+        // Handshake writes are bounded by the handshake deadline alone.
         let shake = handshake::server(&mut socket, &mut handshake_buf, None);
-        let leftover = tokio::time::timeout(handshake_timeout, shake)
+        let leftover = tokio::time::timeout_at(self.handshake_by, shake)
             .await
             .map_err(|_| SessionError::HandshakeTimeout)??
             .leftover;
@@ -239,10 +301,9 @@ impl Connection {
         }
 
         let idle = self.ctx.config.idle_timeout_secs;
-        // A connection must publish within this time: a trickle of bytes that resets the idle
-        // timer must not hold a connection slot forever.
-        let publish_by =
-            tokio::time::Instant::now() + Duration::from_secs(self.ctx.config.publish_timeout_secs);
+        // A connection must publish by this deadline (from accept): a trickle of bytes that
+        // resets the idle timer must not hold a slot longer.
+        let publish_by = self.publish_by;
         let mut buf = vec![0u8; READ_BUFFER];
         loop {
             let watch: Option<Arc<LiveStream>> =
@@ -339,10 +400,14 @@ impl Connection {
                 app_name,
             } => {
                 if app_name.trim_end_matches('/') != APP_NAME {
-                    // Only the first path segment: a server URL typed as rtmp://HOST/live/KEY
-                    // puts the stream key into the app name.
-                    let shown = app_name.split('/').next().unwrap_or_default();
-                    tracing::warn!(app = %shown, "connect refused: unknown application (use rtmp://HOST/live)");
+                    // Redacted: a server URL typed as rtmp://HOST/KEY or rtmp://HOST/live/KEY/…
+                    // puts the stream key into the app name (the tcUrl is never logged either).
+                    let first = app_name.split('/').next().unwrap_or_default();
+                    if first == APP_NAME {
+                        tracing::warn!("connect refused: the server URL goes on after /live (use rtmp://HOST/live and put the key in the stream key field)");
+                    } else {
+                        tracing::warn!(app = %redact(first), "connect refused: unknown application (use rtmp://HOST/live)");
+                    }
                     self.ctx.metrics.refused("unknown_app");
                     let r = session
                         .reject_request(
@@ -416,6 +481,8 @@ impl Connection {
         let (code, description) = match self.ctx.gate.admit(&key, query).await {
             Ok(publisher) => {
                 self.publisher = Some(publisher);
+                // Authenticated: this connection now holds a publishing slot only.
+                self.preauth = None;
                 let r = session.accept_request(request_id).map_err(Self::protocol)?;
                 return Ok((Flow::Continue, r));
             }

@@ -28,10 +28,15 @@ fn add_relay(server: &Server, body: serde_json::Value) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// The relays' status of `user`'s live stream (empty when not live or without relays).
+/// The relays' status of `user`'s live stream (empty when not live or without relays), from the
+/// admin view (errors and targets are not public).
 fn relays_of(server: &Server, user: &str) -> Vec<serde_json::Value> {
-    let streams: serde_json::Value =
-        serde_json::from_str(&server.get("/api/v1/streams").1).unwrap_or_default();
+    let streams: serde_json::Value = serde_json::from_str(
+        &server
+            .request("GET", "/api/v1/streams", Some(ADMIN), None)
+            .1,
+    )
+    .unwrap_or_default();
     streams
         .as_array()
         .into_iter()

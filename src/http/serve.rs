@@ -1,0 +1,232 @@
+//! The HTTP accept loop on hyper (axum's own `serve` has no connection limits or timeouts).
+//!
+//! Every connection holds a slot of `max_connections` (`max_connections_per_ip` per address) and
+//! is timed from accept to close: `first_byte_timeout_secs` to tell HTTP/1 from HTTP/2 (silent
+//! sockets and a lone "P" end there), `header_read_timeout_secs` for HTTP/1 headers,
+//! `idle_timeout_secs` without a request in flight (HTTP/1 keep-alive and HTTP/2 alike),
+//! `write_timeout_secs` without progress while a response is being sent (a client that stops
+//! reading, or an HTTP/2 client that never opens its window), HTTP/2 keep-alive pings and a cap on
+//! concurrent streams.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{read_preface, service, Activity, ServerIo};
+use crate::config::HttpConfig;
+use crate::metrics::Metrics;
+use crate::net::{ConnLimiter, LogThrottle};
+
+/// How long a connection ended for being idle may take to finish what it is writing.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long in-flight responses get on shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The watchdog never sleeps less than this (a connection that just turned idle).
+const MIN_CHECK: Duration = Duration::from_millis(50);
+/// HTTP/2 header block limit (hyper's default is much larger).
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    first_byte: Duration,
+    idle: Duration,
+    write: Duration,
+}
+
+/// Serves `app` on `listener` with at most `max_connections` connections (per address: at most
+/// `max_connections_per_ip`). Stops accepting when `shutdown` is cancelled; open connections
+/// keep being served (players get the final playlists of a draining server) until `stop`, then
+/// finish their responses within a grace period, and this returns once they have.
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    config: &HttpConfig,
+    max_connections: usize,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+) {
+    // Validated with the configuration.
+    let exempt = config
+        .per_ip_exempt
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let limiter = ConnLimiter::with_exempt(max_connections, config.max_connections_per_ip, exempt);
+    let refused_log = LogThrottle::new(Duration::from_secs(10));
+    let secs = Duration::from_secs;
+    let timeouts = Timeouts {
+        first_byte: secs(config.first_byte_timeout_secs),
+        idle: secs(config.idle_timeout_secs),
+        write: secs(config.write_timeout_secs),
+    };
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(secs(config.header_read_timeout_secs))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.h2_max_concurrent_streams)
+        .keep_alive_interval(Some(secs(config.h2_keep_alive_secs)))
+        .keep_alive_timeout(secs(config.h2_keep_alive_secs))
+        .max_header_list_size(H2_MAX_HEADER_LIST);
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let permit = match limiter.try_acquire(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                metrics.http_refused(refusal.label());
+                if let Some(held) = refused_log.allow() {
+                    tracing::warn!(%peer, reason = refusal.label(), similar_since_last_line = held,
+                        "HTTP connection refused; closing it");
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (app, builder, metrics) = (app.clone(), builder.clone(), metrics.clone());
+        let stop = stop.clone();
+        connections.spawn(async move {
+            serve_connection(stream, app, builder, timeouts, metrics, stop).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    app: axum::Router,
+    builder: Builder<TokioExecutor>,
+    timeouts: Timeouts,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let prefix = tokio::select! {
+        _ = stop.cancelled() => return,
+        read = tokio::time::timeout(timeouts.first_byte, read_preface(&mut stream)) => match read {
+            Ok(Ok(prefix)) => prefix,
+            Ok(Err(_)) => return,
+            Err(_) => {
+                metrics.http_timed_out("first_byte");
+                return;
+            }
+        },
+    };
+    let activity = Activity::new();
+    let io = TokioIo::new(ServerIo::new(stream, prefix, timeouts.write));
+    let service = service(app, activity.clone(), timeouts.write);
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    let mut connection = std::pin::pin!(connection);
+    loop {
+        // Sleep until the connection could have become idle or stalled, then look again.
+        let limit = if activity.in_flight() == 0 {
+            timeouts.idle
+        } else {
+            timeouts.write
+        };
+        let check_in = limit.saturating_sub(activity.quiet_for()).max(MIN_CHECK);
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = stop.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+                return;
+            }
+            _ = tokio::time::sleep(check_in) => {
+                let quiet = activity.quiet_for();
+                if activity.in_flight() == 0 && quiet >= timeouts.idle {
+                    metrics.http_timed_out("idle");
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, connection).await;
+                    return;
+                }
+                if activity.in_flight() > 0 && quiet >= timeouts.write {
+                    // Requests in flight but no progress: a handler or a response that stalls
+                    // (e.g. an HTTP/2 client that never opens its flow-control window).
+                    metrics.http_timed_out("stalled");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A client that requests 64 MiB and never reads is cut off once the server's writes have
+    /// made no progress for `write_timeout_secs`, instead of pinning the connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_is_disconnected() {
+        let chunk = axum::body::Bytes::from(vec![7u8; 64 * 1024]);
+        let app = axum::Router::new().route(
+            "/big",
+            axum::routing::get(move || {
+                let chunks = std::iter::repeat_n(chunk.clone(), 1024).map(Ok::<_, std::io::Error>);
+                async move { axum::body::Body::from_stream(tokio_stream::iter(chunks)) }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = HttpConfig {
+            write_timeout_secs: 1,
+            ..HttpConfig::default()
+        };
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(Metrics::new());
+        let token = shutdown.clone();
+        let server = tokio::spawn(async move {
+            serve(listener, app, &config, 16, metrics, token.clone(), token).await;
+        });
+        let total = tokio::task::spawn_blocking(move || {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            std::io::Write::write_all(&mut client, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            // Stop reading long enough for the server to give up, then drain what was sent.
+            std::thread::sleep(Duration::from_secs(3));
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut total = 0usize;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                match client.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+            total
+        })
+        .await
+        .unwrap();
+        shutdown.cancel();
+        let _ = server.await;
+        assert!(
+            total < 32 * 1024 * 1024,
+            "the server kept sending to a client that did not read: {total} bytes"
+        );
+    }
+}
