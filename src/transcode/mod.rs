@@ -11,6 +11,7 @@
 pub mod audio;
 pub mod keyframes;
 mod libav;
+pub mod limits;
 pub mod pipeline;
 pub mod plan;
 pub mod route;
