@@ -155,8 +155,8 @@ pub struct TranscodeConfig {
     /// Ladders running at once; a publish beyond it is served as published when its codecs
     /// allow (H.264/AAC), otherwise refused. 0: no limit. About one 720p ladder per core.
     pub max_ladders: usize,
-    /// Nice value (0-19) of every ladder thread (decoder, scalers, encoders), so ingest and HTTP
-    /// keep their share of the CPU when ladders saturate it. 0: same priority.
+    /// Nice increment (0-19) of every ladder thread (decoder, scalers, encoders) over the
+    /// process, so ingest and HTTP keep their share of the CPU when ladders saturate it.
     pub ladder_nice: i32,
     /// Largest source picture (width × height) accepted, checked on every configuration record
     /// and every decoded frame, in the ladder and in passthrough.

@@ -95,7 +95,10 @@ pub(crate) mod tests {
         }
         let mut sps = vec![0x67];
         let mut zeros = 0;
-        for byte in bits.chunks(8).map(|b| b.iter().fold(0u8, |a, &x| a << 1 | u8::from(x))) {
+        for byte in bits
+            .chunks(8)
+            .map(|b| b.iter().fold(0u8, |a, &x| a << 1 | u8::from(x)))
+        {
             if zeros >= 2 && byte <= 3 {
                 sps.push(3); // emulation prevention
                 zeros = 0;

@@ -93,7 +93,10 @@ mod tests {
     fn a_gap_gives_one_keyframe() {
         let mut g = KeyframeGrid::new(180_000);
         let mut keys = Vec::new();
-        for pts in (0..60).map(|i| i * 3000).chain((0..90).map(|i| 1_000_000 + i * 3000)) {
+        for pts in (0..60)
+            .map(|i| i * 3000)
+            .chain((0..90).map(|i| 1_000_000 + i * 3000))
+        {
             if g.is_keyframe(pts) {
                 keys.push(pts);
             }

@@ -161,7 +161,13 @@ mod tests {
     #[test]
     fn default_size_limit_takes_1440p_either_way_round_and_refuses_4k_and_strips() {
         let l = limits();
-        for (w, h) in [(1920, 1080), (1080, 1920), (2560, 1440), (1440, 2560), (320, 240)] {
+        for (w, h) in [
+            (1920, 1080),
+            (1080, 1920),
+            (2560, 1440),
+            (1440, 2560),
+            (320, 240),
+        ] {
             assert_eq!(l.check_size(w, h), Ok(()), "{w}x{h}");
         }
         for (w, h) in [(3840, 2160), (16384, 16384), (8192, 16), (16, 4100)] {
@@ -182,9 +188,14 @@ mod tests {
             let (w, h) = (mbs_w * 16, mbs_h * 16);
             assert_eq!((config.width, config.height), (w, h));
             let e = limits().check_config(&config).unwrap_err();
-            assert!(e.to_string().starts_with(&format!("source picture {w}x{h}")), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("source picture {w}x{h}")),
+                "{e}"
+            );
         }
-        let small = crate::media::VideoConfig::h264(crate::media::avc::tests::AVCC_640X360_HIGH).unwrap();
+        let small =
+            crate::media::VideoConfig::h264(crate::media::avc::tests::AVCC_640X360_HIGH).unwrap();
         assert_eq!(limits().check_config(&small), Ok(()));
     }
 
