@@ -90,7 +90,7 @@ pub(crate) mod tests {
         put(0, 1); // frame_cropping_flag
         put(0, 1); // vui_parameters_present_flag
         put(1, 1); // rbsp_stop_one_bit
-        while bits.len() % 8 != 0 {
+        while !bits.len().is_multiple_of(8) {
             bits.push(false);
         }
         let mut sps = vec![0x67];

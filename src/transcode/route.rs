@@ -213,8 +213,7 @@ mod tests {
         ] {
             match without_ladder(3, v, a) {
                 Route::Refuse(reason) => assert!(
-                    reason.starts_with(&format!("all 3 ladders are in use"))
-                        && reason.contains(name),
+                    reason.starts_with("all 3 ladders are in use") && reason.contains(name),
                     "{reason}"
                 ),
                 other => panic!("{other:?}"),
