@@ -53,6 +53,13 @@ impl VideoConfig {
     }
 }
 
+/// The picture size an SPS NAL unit (with its header byte) declares.
+pub(super) fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
+    let nal = RefNal::new(nal, &[], true);
+    let sps = SeqParameterSet::from_bits(nal.rbsp_bits()).ok()?;
+    sps.pixel_dimensions().ok()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -125,6 +132,37 @@ pub(crate) mod tests {
         assert_eq!((c.width, c.height), (16384, 2176));
         assert!(VideoConfig::h264(&avcc_sized(1024, 1024)).is_err());
         assert!(VideoConfig::h264(&avcc_sized(1025, 1)).is_err());
+    }
+
+    #[test]
+    fn in_band_sps_sizes_are_read_from_frames() {
+        let config = VideoConfig::h264(AVCC_640X360_HIGH).unwrap();
+        let huge = avcc_sized(1024, 136);
+        let sps = &huge[8..8 + usize::from(u16::from_be_bytes([huge[6], huge[7]]))];
+        // A frame: an AUD, the SPS, then a slice; 4-byte lengths as the record says.
+        let mut frame = Vec::new();
+        for nal in [&[0x09, 0xf0][..], sps, &[0x65, 0x88, 0x84][..]] {
+            frame.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+            frame.extend_from_slice(nal);
+        }
+        let size = crate::media::codec::inband_sps_size(&config, &frame);
+        assert_eq!(size, Some((16384, 2176)));
+        assert_eq!(
+            crate::media::codec::inband_sps_size(&config, &frame[..20]),
+            None
+        );
+        assert_eq!(
+            crate::media::codec::inband_sps_size(&config, &frame[17..]),
+            None
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn in_band_scan_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let config = VideoConfig::h264(AVCC_640X360_HIGH).unwrap();
+            let _ = crate::media::codec::inband_sps_size(&config, &data);
+        }
     }
 
     #[test]

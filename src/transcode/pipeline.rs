@@ -291,6 +291,12 @@ impl<S: LadderSink> Pipeline<S> {
         let Some(chain) = self.video.as_mut() else {
             return Ok(());
         };
+        // The decoder follows an in-band SPS: check its size before the decoder allocates for it
+        // (max_pixels would only make it fail silently, frame after frame).
+        if let Some((width, height)) = crate::media::codec::inband_sps_size(&chain.source, &p.data)
+        {
+            self.settings.limits.check_size(width, height)?;
+        }
         let mut packet = AvPacket::copy(&p.data);
         packet.set_pts(Some(p.pts));
         packet.set_dts(Some(p.dts));

@@ -203,11 +203,11 @@ fn inband_clip(width: u32, height: u32) -> (tempfile::TempDir, Vec<Tag>) {
 }
 
 #[test]
-fn an_in_band_sps_switching_to_an_oversized_picture_is_refused_at_the_decoded_frame() {
+fn an_in_band_sps_switching_to_an_oversized_picture_is_refused() {
     let _cpu = heavy();
     let server = Server::start();
     // The record says 320x240; the frames carry their own SPS for 4112x16: few pixels, but wider
-    // than max_source_dimension. Only the decoded picture shows it.
+    // than max_source_dimension. Only the frames show it (the SPS in them, and the picture).
     let small = flv_publish::read_flv(&source_clip(320, 240, 30, 2));
     let record = small.iter().find(|t| is_sequence_header(t)).unwrap();
     let (_dir, wide) = inband_clip(4112, 16);
