@@ -125,6 +125,8 @@ class Server:
         self.env = dict(os.environ, LIVEGATE_DATA_DIR=os.path.join(workdir, "data"),
                         LIVEGATE_RTMP_LISTEN=f"127.0.0.1:{self.rtmp}",
                         LIVEGATE_HTTP_LISTEN=f"127.0.0.1:{self.http}", LIVEGATE_LOG="warn",
+                        # Measures how many ladders fit: no admission limit.
+                        LIVEGATE_TRANSCODE_MAX_LADDERS="0",
                         **(extra_env or {}))
         self.log = open(os.path.join(workdir, "server.log"), "ab")
         self.proc = subprocess.Popen([BIN, "serve"], env=self.env, stderr=self.log)

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub live_streams: Gauge,
     pub transcoders: Gauge,
     pub transcode_dropped_frames: Counter,
+    pub transcode_not_admitted: Family<ReasonLabel, Counter>,
     pub record_segments: Counter,
     pub record_uploads: Counter,
     pub record_upload_errors: Counter,
@@ -63,6 +64,7 @@ impl Metrics {
             live_streams: Gauge::default(),
             transcoders: Gauge::default(),
             transcode_dropped_frames: Counter::default(),
+            transcode_not_admitted: Family::default(),
             record_segments: Counter::default(),
             record_uploads: Counter::default(),
             record_upload_errors: Counter::default(),
@@ -130,6 +132,12 @@ impl Metrics {
             "transcode_dropped_frames",
             "Frames dropped (whole GOPs) because a transcoder fell behind real time",
             m.transcode_dropped_frames.clone(),
+        );
+        registry.register(
+            "transcode_not_admitted",
+            "Publishes the ladder would serve, not admitted because transcode.max_ladders ladders \
+             were running: served_as_published or refused",
+            m.transcode_not_admitted.clone(),
         );
         registry.register(
             "record_segments",

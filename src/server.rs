@@ -16,10 +16,12 @@ use crate::ingest::gate::PublishGate;
 use crate::ingest::rtmp::{self, IngestContext};
 use crate::media::EndReason;
 use crate::metrics::Metrics;
+use crate::metrics::ReasonLabel;
 use crate::record::{RecordError, Recorder};
 use crate::relay::{RelayError, RelayManager, RelayStore};
 use crate::stream::{Hub, Subscription};
 use crate::transcode;
+use crate::transcode::limits::SourceLimits;
 use crate::transcode::route::{self, Lookahead, Route};
 use tracing::Instrument;
 
@@ -97,6 +99,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         let (registry, config, metrics) = (registry.clone(), config.clone(), metrics.clone());
         let recorder = recorder.clone();
         let relays = relays.clone();
+        let ladders = transcode::LadderSlots::new(config.transcode.max_ladders);
         hub.on_new_stream(move |stream| {
             // Subscribe now, synchronously, so no event published after this call is missed.
             let subscription = stream.subscribe();
@@ -108,7 +111,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             let renditions =
                 Renditions::new(hls, generation, &config.hls, metrics.clone(), subscribers);
             relays.start(stream);
-            route_stream(subscription, renditions, config.clone(), metrics.clone());
+            route_stream(
+                subscription,
+                renditions,
+                config.clone(),
+                metrics.clone(),
+                ladders.clone(),
+            );
         });
     }
 
@@ -337,6 +346,7 @@ fn route_stream(
     mut renditions: Renditions,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
+    ladders: transcode::LadderSlots,
 ) {
     let stream = subscription.stream().clone();
     let span = tracing::info_span!(parent: None, "route", stream = %stream.name, session = stream.session_id);
@@ -352,22 +362,67 @@ fn route_stream(
                 }
             }
             subscription.unread(seen);
-            match route::choose(
+            let limits = SourceLimits::from_config(&config.transcode);
+            let mut route = route::choose(
                 &config.transcode,
                 &stream.name,
                 lookahead.video,
                 lookahead.audio,
-            ) {
-                Route::Ladder => transcode::spawn_ladder(
-                    subscription,
-                    renditions,
-                    &config.transcode,
-                    &config.hls,
-                    metrics,
-                ),
+            );
+            // The size limit applies whatever the route (passthrough checks later records).
+            if let Some(Err(e)) = lookahead
+                .video_config
+                .map(|v| limits.check_size(v.width, v.height))
+            {
+                route = Route::Refuse(e.to_string());
+            }
+            let mut slot = None;
+            if route == Route::Ladder {
+                slot = ladders.try_acquire();
+                if slot.is_none() {
+                    route = route::without_ladder(ladders.max(), lookahead.video, lookahead.audio);
+                    let outcome = match &route {
+                        Route::Passthrough => "served_as_published",
+                        _ => "refused",
+                    };
+                    metrics
+                        .transcode_not_admitted
+                        .get_or_create(&ReasonLabel {
+                            reason: outcome.into(),
+                        })
+                        .inc();
+                    if route == Route::Passthrough {
+                        tracing::warn!(
+                            max_ladders = ladders.max(),
+                            "every ladder slot is in use (transcode.max_ladders); serving this \
+                             stream as published"
+                        );
+                        stream.set_status(
+                            "transcode",
+                            serde_json::json!({
+                                "state": "not_admitted",
+                                "reason": "transcode.max_ladders reached: served as published",
+                            }),
+                        );
+                    }
+                }
+            }
+            match route {
+                Route::Ladder => {
+                    if let Some(slot) = slot {
+                        transcode::spawn_ladder(
+                            subscription,
+                            renditions,
+                            slot,
+                            &config.transcode,
+                            &config.hls,
+                            metrics,
+                        )
+                    }
+                }
                 Route::Passthrough => {
                     stream.plan_renditions(Vec::new());
-                    hls::spawn_passthrough(subscription, renditions);
+                    hls::spawn_passthrough(subscription, renditions, limits);
                 }
                 Route::Refuse(reason) => {
                     stream.abort(&reason);

@@ -163,6 +163,18 @@ impl Config {
                 "32000, 44100 or 48000",
             ));
         }
+        if !(0..=19).contains(&t.ladder_nice) {
+            return Err(invalid("transcode.ladder_nice", "between 0 and 19"));
+        }
+        if t.max_source_pixels < 64 * 64 || !(64..=16384).contains(&t.max_source_dimension) {
+            return Err(invalid(
+                "transcode.max_source_*",
+                "max_source_pixels at least 4096, max_source_dimension 64 to 16384",
+            ));
+        }
+        if !(1.0..=480.0).contains(&t.max_source_fps) {
+            return Err(invalid("transcode.max_source_fps", "between 1 and 480"));
+        }
         if t.queue_frames < 16 {
             return Err(invalid("transcode.queue_frames", "at least 16"));
         }

@@ -152,6 +152,19 @@ pub struct TranscodeConfig {
     pub queue_frames: usize,
     /// x264 threads per rung (each rung encodes on its own thread already); 0 lets x264 decide.
     pub x264_threads: u32,
+    /// Ladders running at once; a publish beyond it is served as published when its codecs
+    /// allow (H.264/AAC), otherwise refused. 0: no limit. About one 720p ladder per core.
+    pub max_ladders: usize,
+    /// Nice increment (0-19) of every ladder thread (decoder, scalers, encoders) over the
+    /// process, so ingest and HTTP keep their share of the CPU when ladders saturate it.
+    pub ladder_nice: i32,
+    /// Largest source picture (width × height) accepted, checked on every configuration record
+    /// and every decoded frame, in the ladder and in passthrough.
+    pub max_source_pixels: u64,
+    /// Largest source width or height accepted (either orientation).
+    pub max_source_dimension: u32,
+    /// Highest source frame rate accepted (declared in the SPS, or measured on decoded frames).
+    pub max_source_fps: f64,
     /// The renditions, from the lowest. Rungs taller than the source are skipped (never
     /// upscaled); for a portrait source `height` applies to the shorter side.
     pub rungs: Vec<RungConfig>,
@@ -211,6 +224,11 @@ impl Default for TranscodeConfig {
             audio_sample_rate: 48_000,
             queue_frames: 300,
             x264_threads: 1,
+            max_ladders: 2,
+            ladder_nice: 10,
+            max_source_pixels: 2560 * 1440,
+            max_source_dimension: 4096,
+            max_source_fps: 60.0,
             rungs: vec![
                 RungConfig::new("360p", 360, 800_000, 856_000, 1_200_000),
                 RungConfig::new("480p", 480, 1_400_000, 1_498_000, 2_100_000),

@@ -19,7 +19,13 @@ pub use playlist::PLAYLIST_CONTENT_TYPE;
 
 /// Serves a stream as published: its packets are segmented as they come, as the one `source`
 /// rendition.
-pub fn spawn_passthrough(mut subscription: Subscription, mut renditions: Renditions) {
+/// `limits`: the configured source size applies here too (no decoding cost, but the same rule
+/// whatever the route).
+pub fn spawn_passthrough(
+    mut subscription: Subscription,
+    mut renditions: Renditions,
+    limits: crate::transcode::limits::SourceLimits,
+) {
     let stream = subscription.stream().clone();
     renditions.add(SOURCE_RENDITION);
     let span = tracing::info_span!(parent: None, "hls", stream = %stream.name, session = stream.session_id);
@@ -40,6 +46,12 @@ pub fn spawn_passthrough(mut subscription: Subscription, mut renditions: Renditi
                 if let Some(codec) = unservable {
                     stream.abort(&crate::transcode::route::refusal(codec));
                     break;
+                }
+                if let MediaEvent::VideoConfig(v) = &event {
+                    if let Err(e) = limits.check_size(v.width, v.height) {
+                        stream.abort(&e.to_string());
+                        break;
+                    }
                 }
                 renditions.push(SOURCE_RENDITION, event);
             }

@@ -53,6 +53,13 @@ impl VideoConfig {
     }
 }
 
+/// The picture size an SPS NAL unit (with its header byte) declares.
+pub(super) fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
+    let nal = RefNal::new(nal, &[], true);
+    let sps = SeqParameterSet::from_bits(nal.rbsp_bits()).ok()?;
+    sps.pixel_dimensions().ok()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -64,6 +71,99 @@ pub(crate) mod tests {
         0x0f, 0x16, 0x2d, 0x96, 0x01, 0x00, 0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0, 0xfd, 0xf8,
         0xf8, 0x00,
     ];
+
+    /// A baseline avcC whose SPS declares `mbs_w`×`mbs_h` macroblocks (16 pixels each) and
+    /// nothing else: what a hostile publisher crafts in a few dozen bytes.
+    pub(crate) fn avcc_sized(mbs_w: u32, mbs_h: u32) -> Vec<u8> {
+        let mut bits: Vec<bool> = Vec::new();
+        let mut put = |v: u32, n: u32| (0..n).rev().for_each(|i| bits.push(v >> i & 1 == 1));
+        let ue = |put: &mut dyn FnMut(u32, u32), v: u32| {
+            let len = 32 - (v + 1).leading_zeros();
+            put(0, len - 1);
+            put(v + 1, len);
+        };
+        put(66, 8); // profile_idc: baseline
+        put(0, 8); // constraint flags
+        put(62, 8); // level_idc: 6.2, the largest frame size H.264 allows
+        ue(&mut put, 0); // seq_parameter_set_id
+        ue(&mut put, 0); // log2_max_frame_num_minus4
+        ue(&mut put, 2); // pic_order_cnt_type
+        ue(&mut put, 1); // max_num_ref_frames
+        put(0, 1); // gaps_in_frame_num_value_allowed_flag
+        ue(&mut put, mbs_w - 1);
+        ue(&mut put, mbs_h - 1);
+        put(1, 1); // frame_mbs_only_flag
+        put(1, 1); // direct_8x8_inference_flag
+        put(0, 1); // frame_cropping_flag
+        put(0, 1); // vui_parameters_present_flag
+        put(1, 1); // rbsp_stop_one_bit
+        while !bits.len().is_multiple_of(8) {
+            bits.push(false);
+        }
+        let mut sps = vec![0x67];
+        let mut zeros = 0;
+        for byte in bits
+            .chunks(8)
+            .map(|b| b.iter().fold(0u8, |a, &x| a << 1 | u8::from(x)))
+        {
+            if zeros >= 2 && byte <= 3 {
+                sps.push(3); // emulation prevention
+                zeros = 0;
+            }
+            zeros = if byte == 0 { zeros + 1 } else { 0 };
+            sps.push(byte);
+        }
+        let pps = [0x68, 0xce, 0x38, 0x80];
+        let mut record = vec![1, 66, 0, 62, 0xff, 0xe1];
+        record.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+        record.extend_from_slice(&sps);
+        record.push(1);
+        record.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+        record.extend_from_slice(&pps);
+        record
+    }
+
+    #[test]
+    fn crafted_records_declare_their_size() {
+        let c = VideoConfig::h264(&avcc_sized(20, 15)).unwrap();
+        assert_eq!((c.width, c.height), (320, 240));
+        // The largest H.264 allows (139,264 macroblocks, level 6.2): 35.6 megapixels.
+        let c = VideoConfig::h264(&avcc_sized(1024, 136)).unwrap();
+        assert_eq!((c.width, c.height), (16384, 2176));
+        assert!(VideoConfig::h264(&avcc_sized(1024, 1024)).is_err());
+        assert!(VideoConfig::h264(&avcc_sized(1025, 1)).is_err());
+    }
+
+    #[test]
+    fn in_band_sps_sizes_are_read_from_frames() {
+        let config = VideoConfig::h264(AVCC_640X360_HIGH).unwrap();
+        let huge = avcc_sized(1024, 136);
+        let sps = &huge[8..8 + usize::from(u16::from_be_bytes([huge[6], huge[7]]))];
+        // A frame: an AUD, the SPS, then a slice; 4-byte lengths as the record says.
+        let mut frame = Vec::new();
+        for nal in [&[0x09, 0xf0][..], sps, &[0x65, 0x88, 0x84][..]] {
+            frame.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+            frame.extend_from_slice(nal);
+        }
+        let size = crate::media::codec::inband_sps_size(&config, &frame);
+        assert_eq!(size, Some((16384, 2176)));
+        assert_eq!(
+            crate::media::codec::inband_sps_size(&config, &frame[..20]),
+            None
+        );
+        assert_eq!(
+            crate::media::codec::inband_sps_size(&config, &frame[17..]),
+            None
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn in_band_scan_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let config = VideoConfig::h264(AVCC_640X360_HIGH).unwrap();
+            let _ = crate::media::codec::inband_sps_size(&config, &data);
+        }
+    }
 
     #[test]
     fn parses_real_record() {

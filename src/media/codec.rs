@@ -130,6 +130,32 @@ impl VideoConfig {
     }
 }
 
+/// The picture size declared by the first in-band SPS of a frame (H.264, HEVC: length-prefixed
+/// NAL units), if it carries a readable one. A decoder follows in-band parameter sets, so a
+/// frame can change the picture size without a new configuration record.
+pub fn inband_sps_size(config: &VideoConfig, data: &[u8]) -> Option<(u32, u32)> {
+    let n = usize::from(config.nal_length_size);
+    if !(1..=4).contains(&n) {
+        return None;
+    }
+    let mut at = 0usize;
+    while at.checked_add(n)? <= data.len() {
+        let len = data[at..at + n]
+            .iter()
+            .fold(0usize, |a, &b| a << 8 | usize::from(b));
+        at += n;
+        let nal = data.get(at..at.checked_add(len)?)?;
+        at += len;
+        let Some(&head) = nal.first() else { continue };
+        match config.codec {
+            VideoCodec::H264 if head & 0x1f == 7 => return super::avc::sps_size(nal),
+            VideoCodec::Hevc if (head >> 1) & 0x3f == 33 => return super::hevc::sps_size(nal),
+            _ => {}
+        }
+    }
+    None
+}
+
 pub(super) fn check_size(codec: VideoCodec, width: u32, height: u32) -> Result<(), CodecError> {
     if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
         return Err(CodecError::Invalid(

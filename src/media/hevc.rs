@@ -63,7 +63,7 @@ fn find_sps(record: &[u8]) -> Option<&[u8]> {
 }
 
 /// The cropped picture size from an SPS NAL unit (with its 2-byte header).
-fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
+pub(super) fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
     let rbsp = unescape_rbsp(nal.get(2..)?);
     let mut r = BitReader::new(&rbsp);
     r.skip(4)?; // sps_video_parameter_set_id

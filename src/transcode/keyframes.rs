@@ -2,10 +2,18 @@
 //! becomes an IDR in every rung, so all rungs cut segments at identical presentation times.
 
 /// Decides, frame by frame, where the forced keyframes go. Sans-IO.
+///
+/// Besides the grid, a forced keyframe needs half an interval of continuous media time since the
+/// previous one: a step between frames longer than the interval (a jump) counts as none. A
+/// source whose timestamps jump at every frame would otherwise get an IDR per frame in every
+/// rung; x264's own `keyint` still bounds the GOP in frames.
 #[derive(Debug, Clone)]
 pub struct KeyframeGrid {
     interval: i64,
     next: Option<i64>,
+    last_pts: i64,
+    /// Continuous media time since the last forced keyframe.
+    since_key: i64,
 }
 
 impl KeyframeGrid {
@@ -14,24 +22,35 @@ impl KeyframeGrid {
         KeyframeGrid {
             interval: interval.max(1),
             next: None,
+            last_pts: 0,
+            since_key: 0,
         }
     }
 
     /// Whether the frame at `pts` must be a keyframe. The grid starts at the first frame and
     /// advances past `pts`, so a gap (dropped GOPs) does not produce a burst of keyframes.
     pub fn is_keyframe(&mut self, pts: i64) -> bool {
-        match self.next {
-            None => {
-                self.next = Some(pts + self.interval);
-                true
-            }
-            Some(next) if pts >= next => {
-                let steps = (pts - next) / self.interval + 1;
-                self.next = Some(next + steps * self.interval);
-                true
-            }
-            Some(_) => false,
+        let Some(next) = self.next else {
+            self.next = Some(pts.saturating_add(self.interval));
+            self.last_pts = pts;
+            self.since_key = 0;
+            return true;
+        };
+        let step = pts.saturating_sub(self.last_pts);
+        self.last_pts = pts;
+        if (0..=self.interval).contains(&step) {
+            self.since_key = self.since_key.saturating_add(step);
         }
+        if pts < next {
+            return false;
+        }
+        let steps = pts.saturating_sub(next) / self.interval + 1;
+        self.next = Some(next.saturating_add(steps.saturating_mul(self.interval)));
+        if self.since_key < self.interval / 2 {
+            return false;
+        }
+        self.since_key = 0;
+        true
     }
 
     /// Restart on the next frame (after a discontinuity).
@@ -73,9 +92,36 @@ mod tests {
     #[test]
     fn a_gap_gives_one_keyframe() {
         let mut g = KeyframeGrid::new(180_000);
-        assert!(g.is_keyframe(0));
-        assert!(g.is_keyframe(1_000_000));
-        assert!(!g.is_keyframe(1_003_000));
-        assert!(g.is_keyframe(1_180_000));
+        let mut keys = Vec::new();
+        for pts in (0..60)
+            .map(|i| i * 3000)
+            .chain((0..90).map(|i| 1_000_000 + i * 3000))
+        {
+            if g.is_keyframe(pts) {
+                keys.push(pts);
+            }
+        }
+        // The frame after the gap, then the grid (anchored at the first frame); 1_080_000 comes
+        // less than half an interval after the gap's keyframe, so it is skipped (1_260_000 is next).
+        assert_eq!(keys, vec![0, 1_000_000, 1_261_000]);
+    }
+
+    #[test]
+    fn timestamps_jumping_every_frame_do_not_force_a_keyframe_per_frame() {
+        // +10 s per frame (a pushed timeline): before, every frame was an IDR in every rung.
+        let mut g = KeyframeGrid::new(180_000);
+        let forced = (0..300i64).filter(|i| g.is_keyframe(i * 900_000)).count();
+        assert_eq!(forced, 1);
+        // Mixed: jumps between runs of real frames; at most one keyframe per second of frames.
+        let mut g = KeyframeGrid::new(180_000);
+        let mut pts = 0;
+        let mut keys = 0;
+        for i in 0..600i64 {
+            pts += if i % 3 == 0 { 900_000 } else { 3000 };
+            keys += i64::from(g.is_keyframe(pts));
+        }
+        assert!(keys <= 1 + 600 / 3 * 2 * 3000 / 90_000, "{keys}");
+        // Far timestamps do not overflow.
+        assert!(!g.is_keyframe(i64::MAX - 5) || g.is_keyframe(i64::MAX));
     }
 }

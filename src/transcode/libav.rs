@@ -21,6 +21,23 @@ pub enum TranscodeError {
     MissingDecoder(String),
     #[error("encoder produced unusable parameters: {0}")]
     Parameters(String),
+    /// The source is over a configured limit: the publisher's session is ended.
+    #[error(transparent)]
+    Refused(#[from] super::limits::LimitError),
+    #[error("the transcoder panicked: {0}")]
+    Panicked(String),
+}
+
+impl TranscodeError {
+    /// Whether the publisher's session must end too (nothing else can serve this source).
+    pub fn ends_session(&self) -> bool {
+        matches!(
+            self,
+            TranscodeError::MissingDecoder(_)
+                | TranscodeError::Refused(_)
+                | TranscodeError::Panicked(_)
+        )
+    }
 }
 
 pub fn av(what: &'static str) -> impl FnOnce(ff::Error) -> TranscodeError {
@@ -71,6 +88,15 @@ pub fn set_extradata(ctx: &mut codec::context::Context, data: &[u8]) -> Result<(
         (*raw).extradata_size = data.len() as i32;
     }
     Ok(())
+}
+
+/// Caps the pictures a decoder will allocate (`AVCodecContext.max_pixels`): a frame larger than
+/// this, e.g. after an in-band SPS, fails to decode instead of allocating for it.
+pub fn set_max_pixels(ctx: &mut codec::context::Context, max_pixels: u64) {
+    // SAFETY: `ctx` is a valid, not yet opened AVCodecContext; max_pixels is a plain field.
+    unsafe {
+        (*ctx.as_mut_ptr()).max_pixels = i64::try_from(max_pixels).unwrap_or(i64::MAX);
+    }
 }
 
 pub fn extradata(ctx: &codec::context::Context) -> Vec<u8> {

@@ -8,9 +8,11 @@
 //! each rung's output to the consumer's [`LadderSink`] (HLS) and to the rung's own hub stream,
 //! where relays subscribe to it.
 
+pub mod admission;
 pub mod audio;
 pub mod keyframes;
 mod libav;
+pub mod limits;
 pub mod pipeline;
 pub mod plan;
 pub mod route;
@@ -31,6 +33,8 @@ use crate::media::{EndReason, MediaEvent, TrackKind, VIDEO_TIMESCALE};
 use crate::metrics::Metrics;
 use crate::stream::queue::{gop_queue, Offer, QueueStats, Queued};
 use crate::stream::{LiveStream, Publisher, RenditionInfo, Subscription};
+use admission::{catch_panic, lower_thread_priority, GaugeGuard};
+pub use admission::{LadderSlot, LadderSlots};
 pub use pipeline::{LadderSink, AUDIO_RENDITION};
 use pipeline::{Pipeline, PipelineSettings, OUTPUT_OFFSET_SECS};
 
@@ -117,10 +121,12 @@ impl<S: LadderSink> LadderSink for RungOutput<S> {
     }
 }
 
-/// Starts the ladder for a stream whose route is decided.
+/// Starts the ladder for a stream whose route is decided, in the admission `slot` it was given
+/// (held by the ladder thread, freed when it ends however it ends).
 pub fn spawn_ladder<S: LadderSink + Send + 'static>(
     mut subscription: Subscription,
     sink: S,
+    slot: LadderSlot,
     transcode: &TranscodeConfig,
     hls_config: &HlsConfig,
     metrics: Arc<Metrics>,
@@ -139,18 +145,22 @@ pub fn spawn_ladder<S: LadderSink + Send + 'static>(
     let thread_span = span.clone();
     let thread_metrics = metrics.clone();
     let thread_stream = stream.clone();
+    let nice = transcode.ladder_nice;
     let spawned = std::thread::Builder::new()
         .name(format!("lg-ladder-{}", stream.session_id))
         .spawn(move || {
             let _entered = thread_span.enter();
+            // Guards: released when this thread ends, a panic's unwinding included.
+            let _slot = slot;
+            let _running = GaugeGuard::new(&thread_metrics.transcoders);
+            // Before any libav or rung thread exists: they inherit it.
+            lower_thread_priority(nice);
             let output = RungOutput {
                 stream: thread_stream,
                 sink,
                 publishers: HashMap::new(),
             };
-            thread_metrics.transcoders.inc();
             run_pipeline(rx, settings, output, &thread_shared);
-            thread_metrics.transcoders.dec();
         });
     if let Err(e) = spawned {
         tracing::error!(parent: &span, error = %e, "cannot start the transcoder thread; stream not served");
@@ -267,7 +277,9 @@ fn run_pipeline<S: LadderSink>(
             end_reason = *reason;
         }
         let t0 = Instant::now();
-        let result = pipeline.handle(event);
+        // A panic (libav, or a bug) ends this stream like any other failure, below.
+        let result = catch_panic(|| pipeline.handle(event))
+            .unwrap_or_else(|panic| Err(pipeline::TranscodeError::Panicked(panic)));
         busy += t0.elapsed();
         match result {
             Ok(()) => set_state(
@@ -279,20 +291,24 @@ fn run_pipeline<S: LadderSink>(
             Err(e) => {
                 tracing::error!(error = %e, "transcoder failed; ending this stream's HLS");
                 set_state("failed", &pipeline, busy, Some(e.to_string()));
-                if matches!(e, pipeline::TranscodeError::MissingDecoder(_)) {
-                    // Nothing else can serve this codec: tell the publisher now.
+                if e.ends_session() {
+                    // Nothing else can serve this source: tell the publisher now.
                     pipeline.sink().stream.abort(&e.to_string());
                 }
-                let _ = pipeline.finish(EndReason::Stopped);
+                // After a panic the pipeline may be half-updated: finishing it may panic too.
+                let _ = catch_panic(|| pipeline.finish(EndReason::Stopped));
                 failed = true;
             }
         }
     }
     if !ended && !failed {
-        let _ = pipeline.finish(EndReason::Stopped);
+        let _ = catch_panic(|| pipeline.finish(EndReason::Stopped));
         set_state("ended", &pipeline, busy, None);
     }
-    pipeline.sink().finish(end_reason);
+    // Every rendition ends (ENDLIST) whatever happened above.
+    if let Err(panic) = catch_panic(|| pipeline.sink().finish(end_reason)) {
+        tracing::error!(panic, "ending the stream's renditions panicked");
+    }
     tracing::info!(
         media_seconds = pipeline.media_seconds,
         busy_seconds = busy.as_secs_f64(),
@@ -311,3 +327,6 @@ fn release_freed_memory() {
         libc::malloc_trim(0);
     }
 }
+
+#[cfg(test)]
+mod tests;

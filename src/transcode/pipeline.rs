@@ -12,8 +12,9 @@ use ffmpeg_next as ff;
 
 use super::audio::AudioTranscoder;
 use super::keyframes::KeyframeGrid;
-use super::libav::{av, set_extradata, video_decoder};
+use super::libav::{av, set_extradata, set_max_pixels, video_decoder};
 pub use super::libav::{init_libav, TranscodeError};
+use super::limits::{ConfigChangeLimiter, FrameRateMeter, SourceLimits};
 use super::plan::{plan_ladder, PlannedRung};
 use super::video::{self, RungJob, RungOutput, VideoChain};
 use crate::config::{RungConfig, TranscodeConfig};
@@ -53,6 +54,7 @@ pub struct PipelineSettings {
     pub audio_sample_rate: u32,
     pub segment_duration: f64,
     pub x264_threads: u32,
+    pub limits: SourceLimits,
 }
 
 impl PipelineSettings {
@@ -63,6 +65,7 @@ impl PipelineSettings {
             audio_sample_rate: t.audio_sample_rate,
             segment_duration,
             x264_threads: t.x264_threads,
+            limits: SourceLimits::from_config(t),
         }
     }
 }
@@ -86,6 +89,11 @@ pub struct Pipeline<S: LadderSink> {
     pub media_seconds: f64,
     first_pts: Option<i64>,
     first_audio_pts: Option<i64>,
+    /// Configuration changes cost a decoder and every encoder: rate-limited.
+    config_changes: ConfigChangeLimiter,
+    last_video_config: Option<Arc<VideoConfig>>,
+    last_audio_config: Option<Arc<AudioConfig>>,
+    frame_rate: FrameRateMeter,
 }
 
 impl<S: LadderSink> Pipeline<S> {
@@ -107,6 +115,10 @@ impl<S: LadderSink> Pipeline<S> {
             media_seconds: 0.0,
             first_pts: None,
             first_audio_pts: None,
+            config_changes: ConfigChangeLimiter::default(),
+            last_video_config: None,
+            last_audio_config: None,
+            frame_rate: FrameRateMeter::default(),
         }
     }
 
@@ -167,12 +179,21 @@ impl<S: LadderSink> Pipeline<S> {
         if self.video.as_ref().is_some_and(|v| v.source == config) {
             return Ok(());
         }
+        if self
+            .last_video_config
+            .replace(config.clone())
+            .is_some_and(|last| last != config)
+        {
+            self.config_changes.change(std::time::Instant::now())?;
+        }
+        self.settings.limits.check_config(&config)?;
         self.flush_video()?;
         // The decoder first: a stream nothing can decode must not announce a ladder.
         let mut ctx = codec::context::Context::new_with_codec(video_decoder(config.codec)?);
         if !config.record.is_empty() {
             set_extradata(&mut ctx, &config.record)?;
         }
+        set_max_pixels(&mut ctx, self.settings.limits.max_pixels);
         let mut decoder = ctx.decoder();
         decoder.set_packet_time_base(Rational::new(1, VIDEO_TIMESCALE as i32));
         let decoder = decoder.video().map_err(av("opening the video decoder"))?;
@@ -270,6 +291,12 @@ impl<S: LadderSink> Pipeline<S> {
         let Some(chain) = self.video.as_mut() else {
             return Ok(());
         };
+        // The decoder follows an in-band SPS: check its size before the decoder allocates for it
+        // (max_pixels would only make it fail silently, frame after frame).
+        if let Some((width, height)) = crate::media::codec::inband_sps_size(&chain.source, &p.data)
+        {
+            self.settings.limits.check_size(width, height)?;
+        }
         let mut packet = AvPacket::copy(&p.data);
         packet.set_pts(Some(p.pts));
         packet.set_dts(Some(p.dts));
@@ -313,6 +340,11 @@ impl<S: LadderSink> Pipeline<S> {
             _ => pts,
         };
         chain.last_pts = Some(pts);
+        // The decoder follows in-band parameter sets: every picture is checked, not only the
+        // configuration record.
+        let limits = &self.settings.limits;
+        limits.check_size(decoded.width(), decoded.height())?;
+        self.frame_rate.observe(limits, pts)?;
         let first = *self.first_pts.get_or_insert(pts);
         self.media_seconds = (pts - first) as f64 / f64::from(VIDEO_TIMESCALE);
         let key = self.grid.is_keyframe(pts);
@@ -410,6 +442,13 @@ impl<S: LadderSink> Pipeline<S> {
     // ---- audio ----
 
     fn on_audio_config(&mut self, config: Arc<AudioConfig>) -> Result<(), TranscodeError> {
+        if self
+            .last_audio_config
+            .replace(config.clone())
+            .is_some_and(|last| last != config)
+        {
+            self.config_changes.change(std::time::Instant::now())?;
+        }
         let mut produced = Vec::new();
         let opened = self.audio.configure(config, &mut produced)?;
         if let Some(config) = opened {

@@ -1,8 +1,10 @@
 //! Ladder or passthrough: decided once the stream's codecs are known. Pure, so the rules are
 //! unit-tested without libav.
 
+use std::sync::Arc;
+
 use crate::config::TranscodeConfig;
-use crate::media::{AudioCodec, MediaEvent, TrackKind, VideoCodec};
+use crate::media::{AudioCodec, MediaEvent, TrackKind, VideoCodec, VideoConfig};
 
 /// A source that sends audio frames but no video configuration for this long is audio-only (the
 /// ladder waits as long before serving audio alone).
@@ -13,6 +15,8 @@ const AUDIO_ONLY_AFTER_SECS: i64 = 3;
 #[derive(Debug, Default)]
 pub struct Lookahead {
     pub video: Option<VideoCodec>,
+    /// The latest video configuration (its size is checked whatever the route).
+    pub video_config: Option<Arc<VideoConfig>>,
     pub audio: Option<AudioCodec>,
     audio_rate: i64,
     first_audio: Option<i64>,
@@ -24,6 +28,7 @@ impl Lookahead {
         match event {
             MediaEvent::VideoConfig(v) => {
                 self.video = Some(v.codec);
+                self.video_config = Some(v.clone());
                 false
             }
             MediaEvent::AudioConfig(a) => {
@@ -70,6 +75,26 @@ pub fn choose(
         // Per-user passthrough is a preference; a codec HLS cannot carry as is needs the ladder.
         Some(_) if config.enabled => Route::Ladder,
         Some(codec) => Route::Refuse(refusal(codec)),
+    }
+}
+
+/// A stream the ladder would serve when every ladder slot (`transcode.max_ladders`) is taken:
+/// served as published when its codecs allow it, otherwise refused by name.
+pub fn without_ladder(
+    max_ladders: usize,
+    video: Option<VideoCodec>,
+    audio: Option<AudioCodec>,
+) -> Route {
+    let blocker = video
+        .filter(|v| !v.passes_through())
+        .map(|v| v.name())
+        .or_else(|| audio.filter(|a| !a.passes_through()).map(|a| a.name()));
+    match blocker {
+        None => Route::Passthrough,
+        Some(codec) => Route::Refuse(format!(
+            "all {max_ladders} ladders are in use (transcode.max_ladders) and {codec} cannot be \
+             served as published without one; publish H.264/AAC or try again later"
+        )),
     }
 }
 
@@ -175,6 +200,25 @@ mod tests {
             choose(&config(true, &["al"]), "al", Some(VideoCodec::H264), opus),
             Route::Ladder
         );
+    }
+
+    #[test]
+    fn over_the_ladder_limit_h264_aac_is_served_as_published_and_the_rest_refused() {
+        let (h264, aac) = (Some(VideoCodec::H264), Some(AudioCodec::Aac));
+        assert_eq!(without_ladder(1, h264, aac), Route::Passthrough);
+        assert_eq!(without_ladder(1, None, aac), Route::Passthrough);
+        for (v, a, name) in [
+            (Some(VideoCodec::Hevc), aac, "HEVC"),
+            (h264, Some(AudioCodec::Opus), "Opus"),
+        ] {
+            match without_ladder(3, v, a) {
+                Route::Refuse(reason) => assert!(
+                    reason.starts_with("all 3 ladders are in use") && reason.contains(name),
+                    "{reason}"
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

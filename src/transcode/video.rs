@@ -178,7 +178,12 @@ pub fn open_rung(
         .name("lg-ladder-rung".into())
         .spawn(move || {
             let _entered = span.enter();
-            rung_worker(name, encoder, jobs_rx, out)
+            let report = out.clone();
+            if let Err(panic) =
+                super::admission::catch_panic(|| rung_worker(name, encoder, jobs_rx, out))
+            {
+                let _ = report.send(RungOutput::Failed(TranscodeError::Panicked(panic)));
+            }
         })
         .map_err(|e| TranscodeError::Parameters(format!("starting a rung thread: {e}")))?;
     let worker = RungWorker {

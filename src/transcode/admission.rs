@@ -1,0 +1,183 @@
+//! How many ladders run at once, the CPU priority of their threads, and what a ladder thread
+//! leaves behind when it ends in any way (including a panic): its slot and its gauge are guards
+//! released on drop, which unwinding runs too.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::metrics::gauge::Gauge;
+
+/// The ladder slots of the process (`transcode.max_ladders`; 0 = unlimited).
+#[derive(Debug, Clone)]
+pub struct LadderSlots {
+    max: usize,
+    used: Arc<AtomicUsize>,
+}
+
+/// One running ladder's slot; freed when dropped.
+#[derive(Debug)]
+pub struct LadderSlot {
+    used: Arc<AtomicUsize>,
+}
+
+impl LadderSlots {
+    pub fn new(max: usize) -> Self {
+        LadderSlots {
+            max,
+            used: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// A slot if one is free.
+    pub fn try_acquire(&self) -> Option<LadderSlot> {
+        let max = if self.max == 0 { usize::MAX } else { self.max };
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| LadderSlot {
+                used: self.used.clone(),
+            })
+    }
+}
+
+impl Drop for LadderSlot {
+    fn drop(&mut self) {
+        self.used.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A gauge raised for as long as the guard lives.
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    pub fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Lowers the calling thread's CPU priority by `increment` nice steps (capped at 19), like
+/// `nice -n`: relative, so a server started niced keeps its ladders below its own threads. On
+/// Linux the nice value is per thread (`setpriority(PRIO_PROCESS, tid)`), and a thread inherits
+/// it from the thread that creates it: the rung encoder threads, x264's and libav's own worker
+/// threads are all created by the ladder thread after this call, so the whole ladder runs niced
+/// while tokio's workers (ingest, HTTP) keep the process's priority. A nice value rather than
+/// SCHED_IDLE: idle threads get nothing while anything else wants the CPU, so a busy HTTP side
+/// would stall every ladder outright; at +10 a ladder weighs about a tenth of a nice-0 thread on
+/// a contended core and still progresses (dropping GOPs, as designed) instead of starving ingest.
+/// Lowering one's own priority needs no privilege.
+pub fn lower_thread_priority(increment: i32) {
+    if increment <= 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let target = (thread_nice() + increment).min(19);
+        // SAFETY: gettid has no preconditions; setpriority only changes this thread's nice value.
+        let result = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, target)
+        };
+        if result != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), target,
+                "cannot lower the ladder thread's priority");
+        }
+    }
+}
+
+/// This thread's nice value (Linux), for tests and status.
+pub fn thread_nice() -> i32 {
+    #[cfg(target_os = "linux")]
+    // SAFETY: getpriority only reads this thread's nice value.
+    unsafe {
+        libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t)
+    }
+    #[cfg(not(target_os = "linux"))]
+    0
+}
+
+/// Runs `f`, turning a panic into an error message (the panic's own text).
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_counted_and_freed_on_drop_even_by_a_panic() {
+        let slots = LadderSlots::new(2);
+        let a = slots.try_acquire().expect("first");
+        let b = slots.try_acquire().expect("second");
+        assert!(slots.try_acquire().is_none(), "max_ladders = 2");
+        drop(a);
+        assert_eq!(slots.in_use(), 1);
+        let gauge = Gauge::default();
+        let err = catch_panic(move || {
+            let _slot = b;
+            let _running = GaugeGuard::new(&gauge);
+            panic!("decoder exploded at frame {}", 7)
+        })
+        .unwrap_err();
+        assert_eq!(err, "decoder exploded at frame 7");
+        assert_eq!(slots.in_use(), 0, "the panicking thread's slot is free");
+        assert!(slots.try_acquire().is_some());
+        let unlimited = LadderSlots::new(0);
+        let held: Vec<_> = (0..100).filter_map(|_| unlimited.try_acquire()).collect();
+        assert_eq!(held.len(), 100);
+    }
+
+    #[test]
+    fn gauge_guard_releases_on_unwind() {
+        let gauge = Gauge::default();
+        let g2 = gauge.clone();
+        assert!(catch_panic(move || {
+            let _g = GaugeGuard::new(&g2);
+            assert_eq!(g2.get(), 1);
+            panic!("boom")
+        })
+        .is_err());
+        assert_eq!(gauge.get(), 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_nice_value_is_per_thread_and_inherited_by_threads_it_creates() {
+        let before = thread_nice();
+        let (own, child) = std::thread::spawn(|| {
+            lower_thread_priority(7);
+            let own = thread_nice();
+            // Like libav's and x264's worker threads, created by the ladder thread.
+            let child = std::thread::spawn(thread_nice).join().unwrap();
+            (own, child)
+        })
+        .join()
+        .unwrap();
+        let want = (before + 7).min(19);
+        assert_eq!((own, child), (want, want));
+        assert_eq!(thread_nice(), before, "the test thread keeps its priority");
+    }
+}
