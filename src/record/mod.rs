@@ -13,10 +13,13 @@
 //! This file wires those parts together; [`Recorder`] is the one entry point.
 
 mod catalog;
+mod journal;
+mod playlist;
 pub mod session;
 mod spool;
 pub mod storage;
 mod tap;
+mod throttle;
 mod uploader;
 pub mod vod;
 mod webhook;
@@ -207,7 +210,8 @@ impl Recorder {
             Arc::downgrade(stream),
         ));
         tracing::info!(parent: &span, "recording");
-        let (tap, events) = RecordTap::new(self.config.rung.clone());
+        let (tap, events) =
+            RecordTap::new(self.config.rung.clone(), self.config.queue_max_mib << 20);
         tokio::spawn(
             self.spool
                 .clone()

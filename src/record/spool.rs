@@ -7,18 +7,18 @@
 //! journal line is appended only once its file is durable, so every line names a whole file.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
-use tokio::sync::mpsc;
 
+use super::journal;
 use super::session::{self, InitEntry, JournalEntry, Recording, SegmentEntry, SpoolHeader};
 use super::storage::{self, StorageError};
-use super::tap::TapEvent;
+use super::tap::{TapEvent, TapReceiver};
+use super::throttle::{Throttle, LOG_EVERY};
 use super::SessionShared;
 use crate::hls::segmenter::{InitInfo, Segment};
 use crate::metrics::Metrics;
@@ -107,9 +107,10 @@ impl Spool {
     /// hands it to the uploader's plan. Ends when the tap is dropped.
     pub async fn record(
         self: Arc<Self>,
-        mut events: mpsc::Receiver<TapEvent>,
+        events: impl Into<TapReceiver>,
         session: Arc<SessionShared>,
     ) {
+        let mut events = events.into();
         if let Err(e) = save_header(&session, false).await {
             tracing::error!(error = %e, "cannot create the recording spool; not recording this session");
             // Drain so the tap never sees a closed channel as back-pressure; nothing is kept.
@@ -119,6 +120,7 @@ impl Spool {
             return;
         }
         let mut sequence = Sequencer::default();
+        let mut errors = Throttle::new(LOG_EVERY);
         while let Some(event) = events.recv().await {
             let missed = event.missed_before();
             if missed > 0 {
@@ -126,55 +128,22 @@ impl Spool {
                 session.plan().note_missing(missed);
                 sequence.gap();
             }
-            let (entry, data, closed_at) = match event {
+            match event {
                 TapEvent::Init {
                     data, info, rung, ..
                 } => {
                     session.plan().set_rung(rung);
-                    (sequence.init(data.len() as u64, &info), data, None)
+                    sequence.new_init(data, &info);
+                    self.store_init(&session, &mut sequence, &mut errors).await;
                 }
                 TapEvent::Segment {
                     segment, closed_at, ..
                 } => {
-                    // Before the first init nothing is playable; such a segment is skipped.
-                    if !sequence.has_init() {
-                        continue;
-                    }
-                    if !self.fits(segment.data.len() as u64) {
-                        self.full();
-                        session.plan().note_missing(1);
-                        sequence.gap();
-                        // The missing count survives a crash.
-                        update_header(&session).await;
-                        continue;
-                    }
-                    let entry = sequence.segment(&segment);
-                    (entry, segment.data, Some(closed_at))
+                    self.store_segment(&session, &mut sequence, &mut errors, segment, closed_at)
+                        .await;
                 }
-                TapEvent::Missed { .. } => {
-                    update_header(&session).await;
-                    continue;
-                }
-            };
-            let dir = session.dir.clone();
-            let spooled = entry.clone();
-            if let Err(e) = off_thread(move || write_entry(&dir, &spooled, &data)).await {
-                tracing::error!(error = %e, "cannot write to the recording spool; segment not recorded");
-                session.plan().note_missing(1);
-                sequence.gap();
-                continue;
+                TapEvent::Missed { .. } => update_header(&session).await,
             }
-            self.add(entry.bytes());
-            let is_init = matches!(entry, JournalEntry::Init(_));
-            if !is_init {
-                self.metrics.record_segments.inc();
-            }
-            session.plan().spooled(entry, closed_at);
-            if is_init {
-                // The rung and codecs, for a recovery after a crash.
-                update_header(&session).await;
-            }
-            session.wake.notify_one();
         }
         // The stream ended (or its producer went away). The header is marked first: only then
         // may the uploader finalize (and remove the spool folder).
@@ -183,6 +152,77 @@ impl Spool {
             tracing::warn!(error = %e, "cannot mark the spool as ended");
         }
         session.plan().writer_ended();
+        session.wake.notify_one();
+    }
+
+    /// Stores the init waiting in `sequence`, if any. False if it is still not stored: then no
+    /// segment may be written (it would name an init that does not exist).
+    async fn store_init(
+        &self,
+        session: &SessionShared,
+        sequence: &mut Sequencer,
+        errors: &mut Throttle,
+    ) -> bool {
+        let Some((data, entry)) = sequence.pending_init() else {
+            return true;
+        };
+        let dir = session.dir.clone();
+        let spooled = entry.clone();
+        if let Err(e) = off_thread(move || write_entry(&dir, &spooled, &data)).await {
+            spool_failed(session, &entry, &e, errors);
+            return false;
+        }
+        sequence.init_stored();
+        self.add(entry.bytes());
+        session.plan().spooled(entry, None);
+        // The rung and codecs, for a recovery after a crash.
+        update_header(session).await;
+        session.wake.notify_one();
+        true
+    }
+
+    async fn store_segment(
+        &self,
+        session: &SessionShared,
+        sequence: &mut Sequencer,
+        errors: &mut Throttle,
+        segment: Segment,
+        closed_at: std::time::Instant,
+    ) {
+        let init_ready = self.store_init(session, sequence, errors).await;
+        // Before the first init nothing is playable; such a segment is skipped.
+        if init_ready && !sequence.has_init() {
+            return;
+        }
+        if !init_ready {
+            // Its init is not stored (retried before every segment): it cannot be played.
+            session.plan().note_missing(1);
+            sequence.gap();
+            update_header(session).await;
+            return;
+        }
+        if !self.fits(segment.data.len() as u64) {
+            self.full();
+            session.plan().note_missing(1);
+            sequence.gap();
+            // The missing count survives a crash.
+            update_header(session).await;
+            return;
+        }
+        let entry = sequence.segment(&segment);
+        let dir = session.dir.clone();
+        let spooled = entry.clone();
+        let data = segment.data;
+        if let Err(e) = off_thread(move || write_entry(&dir, &spooled, &data)).await {
+            spool_failed(session, &entry, &e, errors);
+            session.plan().note_missing(1);
+            sequence.gap();
+            update_header(session).await;
+            return;
+        }
+        self.add(entry.bytes());
+        self.metrics.record_segments.inc();
+        session.plan().spooled(entry, Some(closed_at));
         session.wake.notify_one();
     }
 
@@ -204,10 +244,15 @@ impl Spool {
     }
 }
 
-/// Numbers spooled files and carries a gap forward as a discontinuity on the next segment.
+/// Numbers spooled files and carries a gap forward as a discontinuity on the next segment. An
+/// init gets its version for good only once stored: until then it waits here, is retried
+/// before each segment, and segments are not written (they would name a missing init).
 #[derive(Debug, Default)]
 struct Sequencer {
     next_init: u64,
+    /// The latest stored init: the one new segments use. None while a newer one waits.
+    current_init: Option<u64>,
+    pending_init: Option<(Bytes, JournalEntry)>,
     next_segment: u64,
     gap: bool,
 }
@@ -218,37 +263,76 @@ impl Sequencer {
     }
 
     fn has_init(&self) -> bool {
-        self.next_init > 0
+        self.current_init.is_some()
     }
 
-    fn init(&mut self, bytes: u64, info: &InitInfo) -> JournalEntry {
+    /// New codec parameters: segments wait for this init to be stored.
+    fn new_init(&mut self, data: Bytes, info: &InitInfo) {
         let (width, height) = info.video.as_ref().map_or((0, 0), |v| (v.width, v.height));
         let entry = JournalEntry::Init(InitEntry {
             version: self.next_init,
-            bytes,
+            bytes: data.len() as u64,
             codecs: info.codecs(),
             width,
             height,
         });
-        // New codec parameters: players must reset their decoder.
-        self.gap |= self.next_init > 0;
-        self.next_init += 1;
-        entry
+        self.current_init = None;
+        self.pending_init = Some((data, entry));
     }
 
-    /// A segment of the latest init; call only once [`Self::has_init`].
+    fn pending_init(&self) -> Option<(Bytes, JournalEntry)> {
+        self.pending_init.clone()
+    }
+
+    /// The waiting init is stored: its version is taken and new segments use it.
+    fn init_stored(&mut self) {
+        if let Some((_, JournalEntry::Init(init))) = self.pending_init.take() {
+            // New codec parameters: players must reset their decoder.
+            self.gap |= init.version > 0;
+            self.current_init = Some(init.version);
+            self.next_init = init.version + 1;
+        }
+    }
+
+    /// A segment of the latest stored init; call only once [`Self::has_init`].
     fn segment(&mut self, segment: &Segment) -> JournalEntry {
         let entry = JournalEntry::Segment(SegmentEntry {
             index: self.next_segment,
             duration: segment.duration,
             bytes: segment.data.len() as u64,
-            init: self.next_init.saturating_sub(1),
+            init: self.current_init.unwrap_or(0),
             discontinuity: segment.discontinuity || self.gap,
             program_date_time: segment.program_date_time,
         });
         self.gap = false;
         self.next_segment += 1;
         entry
+    }
+}
+
+/// A spool write failed: the recording's state says so (without paths), the log too (throttled).
+fn spool_failed(
+    session: &SessionShared,
+    entry: &JournalEntry,
+    error: &StorageError,
+    errors: &mut Throttle,
+) {
+    let cause = match error {
+        StorageError::Local { source, .. } => source.to_string(),
+        other => other.to_string(),
+    };
+    let file = entry.file_name();
+    let what = if matches!(entry, JournalEntry::Init(_)) {
+        "its segments are not recorded until it is"
+    } else {
+        "segment not recorded"
+    };
+    session
+        .plan()
+        .spool_failed(format!("cannot write {file} to the spool: {cause}"));
+    if let Some(suppressed) = errors.allow(std::time::Instant::now()) {
+        tracing::error!(file = %file, error = %error, suppressed,
+            "cannot write to the recording spool; {what}");
     }
 }
 
@@ -285,28 +369,20 @@ fn write_header(dir: &Path, header: &SpoolHeader) -> Result<(), StorageError> {
     storage::write_atomically(&dir.join(HEADER_FILE), &json)
 }
 
-/// The file first (fsync'd, renamed into place, directory synced), then its journal line.
+/// The file first (fsync'd, renamed into place, directory synced), then its journal record.
 fn write_entry(dir: &Path, entry: &JournalEntry, data: &Bytes) -> Result<(), StorageError> {
     storage::write_atomically(&dir.join(entry.file_name()), data)?;
-    let line = serde_json::to_string(entry).unwrap_or_default();
-    append_journal(dir, &line)
+    append_journal(dir, entry)
 }
 
-fn append_journal(dir: &Path, line: &str) -> Result<(), StorageError> {
+fn append_journal(dir: &Path, entry: &JournalEntry) -> Result<(), StorageError> {
     let path = dir.join(JOURNAL_FILE);
     let local = |source| StorageError::Local {
         path: path.clone(),
         source,
     };
     let created = !path.exists();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(local)?;
-    file.write_all(format!("{line}\n").as_bytes())
-        .map_err(local)?;
-    file.sync_data().map_err(local)?;
+    journal::append(&path, entry).map_err(local)?;
     if created {
         // A new journal's directory entry must survive a power loss too.
         std::fs::File::open(dir)
@@ -326,8 +402,8 @@ pub(super) fn load_session(dir: &Path) -> Result<(SpoolHeader, Vec<JournalEntry>
     let header: SpoolHeader =
         serde_json::from_slice(&header).map_err(|source| LoadError::Header { path, source })?;
     let path = dir.join(JOURNAL_FILE);
-    let journal = match std::fs::read_to_string(&path) {
-        Ok(text) => session::parse_journal(&text),
+    let journal = match std::fs::read(&path) {
+        Ok(bytes) => journal::parse(&bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(source) => return Err(LoadError::Read { path, source }),
     };
@@ -350,11 +426,16 @@ pub(super) struct Recovered {
 /// just before a crash without their journal line are removed (they cannot be listed).
 pub(super) fn recover(dir: &Path, header: SpoolHeader, entries: Vec<JournalEntry>) -> Recovered {
     let mut recording = Recording::from_journal(header.manifest, &entries);
+    // Files already uploaded are in storage: listed in the playlist now, the rest as they go.
     let journaled: HashSet<String> = entries.iter().map(JournalEntry::file_name).collect();
-    let pending: Vec<JournalEntry> = entries
-        .into_iter()
-        .filter(|entry| dir.join(entry.file_name()).exists())
-        .collect();
+    let mut pending = Vec::new();
+    for entry in entries {
+        if dir.join(entry.file_name()).exists() {
+            pending.push(entry);
+        } else {
+            recording.stored(&entry);
+        }
+    }
     let spooled_bytes = pending.iter().map(JournalEntry::bytes).sum();
     if let Ok(files) = std::fs::read_dir(dir) {
         for file in files.flatten() {
@@ -369,9 +450,7 @@ pub(super) fn recover(dir: &Path, header: SpoolHeader, entries: Vec<JournalEntry
     }
     if recording.manifest.ended_at.is_none() {
         // The last moment we know it was recording.
-        let last = recording.segments.last().map(|s| {
-            s.program_date_time + chrono::Duration::milliseconds((s.duration * 1000.0) as i64)
-        });
+        let last = recording.last_segment_end();
         recording.manifest.ended_at = Some(last.unwrap_or(recording.manifest.started_at));
     }
     Recovered {

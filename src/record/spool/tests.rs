@@ -2,7 +2,9 @@ use super::*;
 use crate::record::session::{Manifest, RecordingState};
 use crate::record::uploader::UploadPlan;
 use chrono::DateTime;
+use std::io::Write;
 use std::sync::Weak;
+use tokio::sync::mpsc;
 
 // Fixtures shared with the uploader's and the recorder's tests. Data sizes match `bytes`.
 
@@ -81,9 +83,13 @@ fn discontinuity(entry: &JournalEntry) -> bool {
 fn files_are_numbered_and_a_gap_marks_the_next_segment_only() {
     let mut seq = Sequencer::default();
     assert!(!seq.has_init());
-    let first = seq.init(10, &no_tracks());
+    seq.new_init(Bytes::from_static(b"init"), &no_tracks());
+    let (_, first) = seq.pending_init().expect("waiting");
     assert!(matches!(&first, JournalEntry::Init(i) if i.version == 0 && i.width == 0));
-    assert!(seq.has_init());
+    // Not stored yet: segments cannot use it.
+    assert!(!seq.has_init());
+    seq.init_stored();
+    assert!(seq.has_init() && seq.pending_init().is_none());
     let s0 = seq.segment(&hls_segment(false));
     assert!(matches!(&s0, JournalEntry::Segment(s) if s.index == 0 && s.init == 0 && s.bytes == 5));
     assert!(!discontinuity(&s0));
@@ -93,7 +99,12 @@ fn files_are_numbered_and_a_gap_marks_the_next_segment_only() {
     // The segmenter's own discontinuity passes through.
     assert!(discontinuity(&seq.segment(&hls_segment(true))));
     // A new init (new codec parameters) is a discontinuity for its first segment.
-    assert!(matches!(seq.init(10, &no_tracks()), JournalEntry::Init(i) if i.version == 1));
+    seq.new_init(Bytes::from_static(b"init"), &no_tracks());
+    assert!(!seq.has_init());
+    // A failed write keeps the version: the retry stores the same init-1.
+    assert!(matches!(seq.pending_init(), Some((_, JournalEntry::Init(i))) if i.version == 1));
+    assert!(matches!(seq.pending_init(), Some((_, JournalEntry::Init(i))) if i.version == 1));
+    seq.init_stored();
     let s4 = seq.segment(&hls_segment(false));
     assert!(matches!(&s4, JournalEntry::Segment(s) if s.index == 4 && s.init == 1));
     assert!(discontinuity(&s4));
@@ -371,4 +382,114 @@ async fn a_spool_that_cannot_be_created_abandons_the_recording() {
         plan.next_action(std::time::Instant::now()),
         crate::record::uploader::Action::Finalize
     );
+}
+
+/// Runs the writer on a live queue: `step` is called between batches of events.
+async fn write_live(w: &Writer, batches: Vec<Vec<TapEvent>>, mut between: impl FnMut(usize)) {
+    let (tx, rx) = mpsc::channel(64);
+    let task = tokio::spawn(w.spool.clone().record(rx, w.session.clone()));
+    for (i, batch) in batches.into_iter().enumerate() {
+        let n = batch.len();
+        let before = journal_len(&w.session.dir) + missing(w);
+        for event in batch {
+            tx.send(event).await.expect("queue");
+        }
+        // Each event ends as a journal line or a missing segment (inits may be retried).
+        for _ in 0..500 {
+            if journal_len(&w.session.dir) + missing(w) >= before + n as u64 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        between(i);
+    }
+    drop(tx);
+    task.await.expect("writer");
+}
+
+fn journal_len(dir: &Path) -> u64 {
+    load_session(dir).map_or(0, |(_, j)| j.len() as u64)
+}
+
+fn missing(w: &Writer) -> u64 {
+    w.session.plan().manifest().missing_segments
+}
+
+#[tokio::test]
+async fn a_failed_init_write_never_leaves_segments_pointing_at_it() {
+    let w = writer(1 << 20);
+    let dir = w.session.dir.clone();
+    // `init-1.mp4` cannot be written: a non-empty folder holds its name (as ENOSPC would).
+    let blocker = dir.join("init-1.mp4");
+    std::fs::create_dir_all(blocker.join("x")).expect("blocker");
+    write_live(
+        &w,
+        vec![
+            vec![tap_init(0), tap_segment(0)],
+            // New codec parameters whose init cannot be stored: its segments are lost, not
+            // recorded against an init that does not exist.
+            vec![tap_init(0), tap_segment(0)],
+            // Space is back: the init is retried before the next segment.
+            vec![tap_segment(0)],
+        ],
+        |i| {
+            if i == 1 {
+                std::fs::remove_dir_all(&blocker).expect("unblock");
+            }
+        },
+    )
+    .await;
+    let (header, journal) = load_session(&dir).expect("load");
+    for entry in &journal {
+        if let JournalEntry::Segment(s) = entry {
+            assert!(
+                dir.join(crate::record::session::init_name(s.init))
+                    .is_file(),
+                "{} refers to init-{}, never stored",
+                entry.file_name(),
+                s.init
+            );
+        }
+    }
+    let names: Vec<String> = journal.iter().map(JournalEntry::file_name).collect();
+    assert_eq!(
+        names,
+        [
+            "init-0.mp4",
+            "seg-000000.m4s",
+            "init-1.mp4",
+            "seg-000001.m4s"
+        ]
+    );
+    assert!(matches!(&journal[3], JournalEntry::Segment(s) if s.init == 1 && s.discontinuity));
+    assert_eq!(header.manifest.missing_segments, 1);
+    let status = serde_json::to_value(w.session.plan().status()).expect("json");
+    let error = status["spool_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("init-1.mp4"), "{status}");
+    assert!(
+        !error.contains(&*dir.to_string_lossy()),
+        "no paths: {error}"
+    );
+}
+
+#[test]
+fn a_torn_journal_append_never_swallows_the_next_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entries = spool_files(dir.path(), Manifest::new("alice", "s-1", start()), false);
+    let journal = dir.path().join(JOURNAL_FILE);
+    let full = std::fs::read(&journal).expect("journal");
+    let next = segment(2, 0);
+    for cut in 0..=full.len() {
+        std::fs::write(&journal, &full[..cut]).expect("truncate");
+        // The next record is appended after the torn tail (a crash or a short write).
+        write_entry(dir.path(), &next, &segment_data(2)).expect("append");
+        let (_, loaded) = load_session(dir.path()).expect("load");
+        let complete = full[..cut].iter().filter(|b| **b == b'\n').count();
+        let mut expected = entries[..complete].to_vec();
+        expected.push(next.clone());
+        assert_eq!(loaded, expected, "journal cut at byte {cut}");
+    }
 }
