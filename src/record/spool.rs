@@ -111,39 +111,45 @@ impl Spool {
         session: Arc<SessionShared>,
     ) {
         let mut events = events.into();
-        if let Err(e) = save_header(&session, false).await {
-            tracing::error!(error = %e, "cannot create the recording spool; not recording this session");
-            // Drain so the tap never sees a closed channel as back-pressure; nothing is kept.
-            while events.recv().await.is_some() {}
-            session.plan().abandon();
-            session.wake.notify_one();
-            return;
-        }
-        let mut sequence = Sequencer::default();
-        let mut errors = Throttle::new(LOG_EVERY);
+        let mut w = WriterState {
+            sequence: Sequencer::default(),
+            errors: Throttle::new(LOG_EVERY),
+            header_saved: false,
+        };
+        // A spool that cannot be written yet (ENOSPC, EMFILE) is retried with every event: the
+        // recording starts (with a gap) once it can.
+        self.ensure_header(&session, &mut w).await;
         while let Some(event) = events.recv().await {
             let missed = event.missed_before();
             if missed > 0 {
                 // The tap could not queue these (writer behind): a gap in the recording.
                 session.plan().note_missing(missed);
-                sequence.gap();
+                w.sequence.gap();
             }
             match event {
                 TapEvent::Init {
                     data, info, rung, ..
                 } => {
                     session.plan().set_rung(rung);
-                    sequence.new_init(data, &info);
-                    self.store_init(&session, &mut sequence, &mut errors).await;
+                    w.sequence.new_init(data, &info);
+                    self.store_init(&session, &mut w).await;
                 }
                 TapEvent::Segment {
                     segment, closed_at, ..
                 } => {
-                    self.store_segment(&session, &mut sequence, &mut errors, segment, closed_at)
+                    self.store_segment(&session, &mut w, segment, closed_at)
                         .await;
                 }
                 TapEvent::Missed { .. } => update_header(&session).await,
             }
+        }
+        if !w.header_saved && save_header(&session, true).await.is_err() {
+            tracing::error!(
+                "nothing could be written to the recording spool; not recording this session"
+            );
+            session.plan().abandon();
+            session.wake.notify_one();
+            return;
         }
         // The stream ended (or its producer went away). The header is marked first: only then
         // may the uploader finalize (and remove the spool folder).
@@ -157,22 +163,20 @@ impl Spool {
 
     /// Stores the init waiting in `sequence`, if any. False if it is still not stored: then no
     /// segment may be written (it would name an init that does not exist).
-    async fn store_init(
-        &self,
-        session: &SessionShared,
-        sequence: &mut Sequencer,
-        errors: &mut Throttle,
-    ) -> bool {
-        let Some((data, entry)) = sequence.pending_init() else {
+    async fn store_init(&self, session: &SessionShared, w: &mut WriterState) -> bool {
+        if !self.ensure_header(session, w).await {
+            return false;
+        }
+        let Some((data, entry)) = w.sequence.pending_init() else {
             return true;
         };
         let dir = session.dir.clone();
         let spooled = entry.clone();
         if let Err(e) = off_thread(move || write_entry(&dir, &spooled, &data)).await {
-            spool_failed(session, &entry, &e, errors);
+            spool_failed(session, &entry.file_name(), &e, &mut w.errors);
             return false;
         }
-        sequence.init_stored();
+        w.sequence.init_stored();
         self.add(entry.bytes());
         session.plan().spooled(entry, None);
         // The rung and codecs, for a recovery after a crash.
@@ -184,12 +188,12 @@ impl Spool {
     async fn store_segment(
         &self,
         session: &SessionShared,
-        sequence: &mut Sequencer,
-        errors: &mut Throttle,
+        w: &mut WriterState,
         segment: Segment,
         closed_at: std::time::Instant,
     ) {
-        let init_ready = self.store_init(session, sequence, errors).await;
+        let init_ready = self.store_init(session, w).await;
+        let sequence = &mut w.sequence;
         // Before the first init nothing is playable; such a segment is skipped.
         if init_ready && !sequence.has_init() {
             return;
@@ -214,7 +218,7 @@ impl Spool {
         let spooled = entry.clone();
         let data = segment.data;
         if let Err(e) = off_thread(move || write_entry(&dir, &spooled, &data)).await {
-            spool_failed(session, &entry, &e, errors);
+            spool_failed(session, &entry.file_name(), &e, &mut w.errors);
             session.plan().note_missing(1);
             sequence.gap();
             update_header(session).await;
@@ -224,6 +228,19 @@ impl Spool {
         self.metrics.record_segments.inc();
         session.plan().spooled(entry, Some(closed_at));
         session.wake.notify_one();
+    }
+
+    /// Writes the spool header unless it is there. False while it cannot be written: nothing
+    /// can be spooled then (a recovery would not find the files).
+    async fn ensure_header(&self, session: &SessionShared, w: &mut WriterState) -> bool {
+        if w.header_saved {
+            return true;
+        }
+        match save_header(session, false).await {
+            Ok(()) => w.header_saved = true,
+            Err(e) => spool_failed(session, HEADER_FILE, &e, &mut w.errors),
+        }
+        w.header_saved
     }
 
     /// Spool folders (`<spool>/<user>/<session>/`) holding a session header, sorted.
@@ -310,22 +327,23 @@ impl Sequencer {
     }
 }
 
+/// One recording's spool writer: numbering, its log throttle, whether its header exists.
+struct WriterState {
+    sequence: Sequencer,
+    errors: Throttle,
+    header_saved: bool,
+}
+
 /// A spool write failed: the recording's state says so (without paths), the log too (throttled).
-fn spool_failed(
-    session: &SessionShared,
-    entry: &JournalEntry,
-    error: &StorageError,
-    errors: &mut Throttle,
-) {
+fn spool_failed(session: &SessionShared, file: &str, error: &StorageError, errors: &mut Throttle) {
     let cause = match error {
         StorageError::Local { source, .. } => source.to_string(),
         other => other.to_string(),
     };
-    let file = entry.file_name();
-    let what = if matches!(entry, JournalEntry::Init(_)) {
-        "its segments are not recorded until it is"
-    } else {
+    let what = if file.starts_with("seg-") {
         "segment not recorded"
+    } else {
+        "no segment is recorded until it is"
     };
     session
         .plan()

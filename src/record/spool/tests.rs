@@ -384,12 +384,16 @@ async fn a_spool_that_cannot_be_created_abandons_the_recording() {
     );
 }
 
-/// Runs the writer on a live queue: `step` is called between batches of events.
-async fn write_live(w: &Writer, batches: Vec<Vec<TapEvent>>, mut between: impl FnMut(usize)) {
+/// Runs the writer on a live queue: `between` is called after each batch of events has been
+/// handled (`n` more journal records or missing segments).
+async fn write_live(
+    w: &Writer,
+    batches: Vec<(Vec<TapEvent>, usize)>,
+    mut between: impl FnMut(usize),
+) {
     let (tx, rx) = mpsc::channel(64);
     let task = tokio::spawn(w.spool.clone().record(rx, w.session.clone()));
-    for (i, batch) in batches.into_iter().enumerate() {
-        let n = batch.len();
+    for (i, (batch, n)) in batches.into_iter().enumerate() {
         let before = journal_len(&w.session.dir) + missing(w);
         for event in batch {
             tx.send(event).await.expect("queue");
@@ -425,12 +429,12 @@ async fn a_failed_init_write_never_leaves_segments_pointing_at_it() {
     write_live(
         &w,
         vec![
-            vec![tap_init(0), tap_segment(0)],
+            (vec![tap_init(0), tap_segment(0)], 2),
             // New codec parameters whose init cannot be stored: its segments are lost, not
             // recorded against an init that does not exist.
-            vec![tap_init(0), tap_segment(0)],
+            (vec![tap_init(0), tap_segment(0)], 1),
             // Space is back: the init is retried before the next segment.
-            vec![tap_segment(0)],
+            (vec![tap_segment(0)], 2),
         ],
         |i| {
             if i == 1 {
@@ -492,4 +496,40 @@ fn a_torn_journal_append_never_swallows_the_next_record() {
         expected.push(next.clone());
         assert_eq!(loaded, expected, "journal cut at byte {cut}");
     }
+}
+
+#[tokio::test]
+async fn a_spool_unwritable_at_the_start_records_once_it_can() {
+    let w = writer(1 << 20);
+    // A file where the user's folder must go: nothing can be written (as with ENOSPC).
+    let user_dir = w.session.dir.parent().expect("user dir").to_owned();
+    std::fs::create_dir_all(user_dir.parent().expect("root")).expect("root");
+    std::fs::write(&user_dir, b"not a folder").expect("write");
+    write_live(
+        &w,
+        vec![
+            (vec![tap_init(0), tap_segment(0), tap_segment(0)], 2),
+            (vec![tap_segment(0), tap_segment(0)], 3),
+        ],
+        |i| {
+            if i == 0 {
+                std::fs::remove_file(&user_dir).expect("unblock");
+            }
+        },
+    )
+    .await;
+    let (header, journal) = load_session(&w.session.dir).expect("load");
+    assert!(header.ended);
+    assert_eq!(header.manifest.missing_segments, 2);
+    let names: Vec<String> = journal.iter().map(JournalEntry::file_name).collect();
+    assert_eq!(names, ["init-0.mp4", "seg-000000.m4s", "seg-000001.m4s"]);
+    let gaps: Vec<bool> = journal.iter().map(discontinuity).collect();
+    assert_eq!(gaps, [false, true, false]);
+    let status = serde_json::to_value(w.session.plan().status()).expect("json");
+    assert!(
+        status["spool_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("cannot write session.json to the spool")),
+        "{status}"
+    );
 }
