@@ -125,6 +125,7 @@ impl Spool {
                 // The tap could not queue these (writer behind): a gap in the recording.
                 session.plan().note_missing(missed);
                 w.sequence.gap();
+                session.report();
             }
             match event {
                 TapEvent::Init {
@@ -348,6 +349,7 @@ fn spool_failed(session: &SessionShared, file: &str, error: &StorageError, error
     session
         .plan()
         .spool_failed(format!("cannot write {file} to the spool: {cause}"));
+    session.report();
     if let Some(suppressed) = errors.allow(std::time::Instant::now()) {
         tracing::error!(file = %file, error = %error, suppressed,
             "cannot write to the recording spool; {what}");
@@ -389,8 +391,12 @@ fn write_header(dir: &Path, header: &SpoolHeader) -> Result<(), StorageError> {
 
 /// The file first (fsync'd, renamed into place, directory synced), then its journal record.
 fn write_entry(dir: &Path, entry: &JournalEntry, data: &Bytes) -> Result<(), StorageError> {
-    storage::write_atomically(&dir.join(entry.file_name()), data)?;
-    append_journal(dir, entry)
+    let path = dir.join(entry.file_name());
+    storage::write_atomically(&path, data)?;
+    append_journal(dir, entry).inspect_err(|_| {
+        // Unjournaled, the file would only hold space a full disk needs (a retry rewrites it).
+        let _ = std::fs::remove_file(&path);
+    })
 }
 
 fn append_journal(dir: &Path, entry: &JournalEntry) -> Result<(), StorageError> {

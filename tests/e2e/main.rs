@@ -7,6 +7,7 @@ mod codecs;
 mod common;
 mod flv_publish;
 mod garage;
+mod hostile_record;
 mod ladder;
 mod record;
 mod relay;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use crate::garage::{self, Garage};
 
-const ADMIN: &str = "test-admin-token";
+pub(crate) const ADMIN: &str = "test-admin-token";
 
-fn start(env: &[(String, String)], passthrough: bool) -> Server {
+pub(crate) fn start(env: &[(String, String)], passthrough: bool) -> Server {
     let mut all: Vec<(&str, &str)> = vec![("LIVEGATE_HTTP_ADMIN_TOKEN", ADMIN)];
     if passthrough {
         all.push(("LIVEGATE_TRANSCODE_ENABLED", "false"));
@@ -22,18 +22,18 @@ fn start(env: &[(String, String)], passthrough: bool) -> Server {
 }
 
 /// What a storage backend holds, keyed `<user>/<session>/<file>`, read without livegate.
-struct Stored<'a> {
-    objects: HashMap<String, u64>,
+pub(crate) struct Stored<'a> {
+    pub(crate) objects: HashMap<String, u64>,
     backend: Backend<'a>,
 }
 
-enum Backend<'a> {
+pub(crate) enum Backend<'a> {
     S3(&'a Garage),
     Local(std::path::PathBuf),
 }
 
 impl Stored<'_> {
-    fn read(&self, key: &str) -> Vec<u8> {
+    pub(crate) fn read(&self, key: &str) -> Vec<u8> {
         match &self.backend {
             Backend::S3(garage) => garage
                 .get(&format!("{}/{key}", garage::PREFIX))
@@ -57,7 +57,7 @@ fn stored_in_garage(garage: &Garage) -> Stored<'_> {
     }
 }
 
-fn stored_locally(server: &Server) -> Stored<'static> {
+pub(crate) fn stored_locally(server: &Server) -> Stored<'static> {
     let root = server.dir.path().join("data/recordings");
     let mut objects = HashMap::new();
     let mut stack = vec![root.clone()];
@@ -79,7 +79,7 @@ fn stored_locally(server: &Server) -> Stored<'static> {
 }
 
 /// Waits until `user` has exactly one recording in `state` and returns its manifest.
-fn wait_recording(
+pub(crate) fn wait_recording(
     server: &Server,
     user: &str,
     state: &str,
@@ -110,7 +110,7 @@ fn wait_recording(
 
 /// Seconds of video ffprobe actually read (packets ÷ frame rate): every segment had to be
 /// fetched and demuxed, unlike a duration taken from the playlist or the container header.
-fn video_seconds_read(probe: &serde_json::Value) -> f64 {
+pub(crate) fn video_seconds_read(probe: &serde_json::Value) -> f64 {
     let video = probe["streams"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["codec_type"] == "video"))
