@@ -65,6 +65,18 @@ pub struct Recorder {
     active: Mutex<HashMap<String, Arc<SessionShared>>>,
     webhook: Option<Webhook>,
     shutdown: CancellationToken,
+    /// Notified whenever a recording is finalized (see [`Recorder::drain`]).
+    finalized: Notify,
+}
+
+/// What [`Recorder::drain`] achieved by its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Recordings finalized (uploaded, ENDLIST, manifest) while draining.
+    pub finalized: usize,
+    /// Recordings still active at the deadline: their spool is durable and the next start
+    /// resumes and finalizes them (`interrupted` if their writer had not ended).
+    pub left_in_spool: usize,
 }
 
 /// What the writer and the uploader of one recording share.
@@ -138,6 +150,7 @@ impl Recorder {
             active: Mutex::new(HashMap::new()),
             webhook: Webhook::new(&config.record.webhook_url),
             shutdown,
+            finalized: Notify::new(),
         });
         if config.record.enabled {
             tracing::info!(storage = %recorder.storage.describe(), "recording publish sessions");
@@ -176,6 +189,48 @@ impl Recorder {
 
     fn lock_active(&self) -> MutexGuard<'_, HashMap<String, Arc<SessionShared>>> {
         lock(&self.active)
+    }
+
+    /// Graceful shutdown: waits until every active recording is finalized, or `deadline`.
+    ///
+    /// Call it once the live streams have ended (their producers flush the last segment and drop
+    /// their taps, which ends each writer), and before cancelling the shutdown token given to
+    /// [`Recorder::start`]: cancelling that token stops every uploader at once (the hard stop;
+    /// what is left stays in the spool for the next start).
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> DrainReport {
+        let before = self.lock_active().len();
+        loop {
+            // Registered before the check, so a finalize in between is not missed.
+            let notified = self.finalized.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let left = self.lock_active().len();
+            if left == 0 {
+                break;
+            }
+            // Uploaders waiting for more media plan again (a retry keeps its backoff).
+            for shared in self.lock_active().values() {
+                shared.wake.notify_one();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        let left_in_spool = self.lock_active().len();
+        let report = DrainReport {
+            finalized: before.saturating_sub(left_in_spool),
+            left_in_spool,
+        };
+        if left_in_spool > 0 {
+            tracing::warn!(
+                finalized = report.finalized,
+                left_in_spool,
+                "recordings not finalized by the shutdown deadline; the next start resumes them"
+            );
+        } else {
+            tracing::info!(finalized = report.finalized, "recordings drained");
+        }
+        report
     }
 
     /// Stored recordings' manifests (newest first), optionally of one user.
@@ -285,6 +340,7 @@ impl Recorder {
         };
         self.lock_active().remove(&manifest.id);
         self.metrics.record_active.dec();
+        self.finalized.notify_waiters();
         let outcome = if empty {
             "empty"
         } else {
@@ -368,5 +424,42 @@ mod tests {
                 .expect("delete"),
             5
         );
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_finalized_recordings_until_its_deadline() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            data_dir: data.path().to_owned(),
+            ..Config::default()
+        };
+        let manifest = Manifest::new("carol", "20260101T000000Z-00000b", Utc::now());
+        let dir = config.spool_path().join("carol").join(&manifest.session);
+        spool::tests::spool_files(&dir, manifest.clone(), true);
+        let recorder = Recorder::start(&config, Arc::new(Metrics::new()), CancellationToken::new())
+            .await
+            .expect("start");
+        // A live recording whose stream never ends: its writer holds it open.
+        let live = Manifest::new("dave", "20260101T000000Z-00000c", Utc::now());
+        let live_dir = recorder.spool.session_dir("dave", &live.session);
+        let shared = Arc::new(SessionShared::new(
+            UploadPlan::new(live.clone()),
+            live_dir,
+            tracing::Span::none(),
+            Weak::new(),
+        ));
+        recorder.start_upload(live.id.clone(), shared);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+        let report = recorder.drain(deadline).await;
+        assert_eq!(
+            report,
+            DrainReport {
+                finalized: 1,
+                left_in_spool: 1
+            }
+        );
+        assert!(!recorder.is_active(&manifest.id));
+        assert!(recorder.is_active(&live.id));
+        assert!(tokio::time::Instant::now() >= deadline);
     }
 }
