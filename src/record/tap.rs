@@ -91,8 +91,11 @@ pub struct RecordTap {
     behind_log: Throttle,
     preferred: String,
     selected: Option<String>,
-    /// An init was lost to a full queue: its segments cannot be played, so skip to the next.
+    /// An init was lost to a full queue: its segments cannot be played until it is queued
+    /// again (it is re-sent before the next segment that fits).
     awaiting_init: bool,
+    /// The recorded rung's current init, to re-send after it was lost.
+    last_init: Option<(Bytes, InitInfo, String)>,
     /// Segments lost since the last event that got through; reported with the next one.
     missed: u64,
 }
@@ -119,6 +122,7 @@ impl RecordTap {
             preferred,
             selected: None,
             awaiting_init: false,
+            last_init: None,
             missed: 0,
         };
         (tap, rx)
@@ -145,40 +149,61 @@ impl RecordTap {
         if self.selected.as_deref() != Some(rung) {
             return;
         }
-        let missed_before = self.missed;
-        let event = match output {
-            SegmenterOutput::Init { data, info } => TapEvent::Init {
-                data: data.clone(),
-                info: info.clone(),
-                rung: rung.to_string(),
-                missed_before,
-            },
+        match output {
+            SegmenterOutput::Init { data, info } => {
+                self.last_init = Some((data.clone(), info.clone(), rung.to_string()));
+                self.awaiting_init = !self.send_init();
+            }
             SegmenterOutput::Segment(s) => {
                 if self.awaiting_init {
-                    self.missed += 1;
-                    return;
+                    // Its init first (again): a segment without it cannot be played.
+                    self.awaiting_init = !self.send_init();
                 }
-                TapEvent::Segment {
+                let segment = TapEvent::Segment {
                     segment: s.clone(),
                     closed_at: Instant::now(),
-                    missed_before,
+                    missed_before: self.missed,
+                };
+                if self.awaiting_init || !self.send(segment) {
+                    self.missed += 1;
+                    self.behind();
                 }
             }
             // Dropping the tap (the producer finishing) ends the recording.
-            SegmenterOutput::End(_) => return,
+            SegmenterOutput::End(_) => {}
+        }
+    }
+
+    /// Queues the current init; false if the queue is full.
+    fn send_init(&mut self) -> bool {
+        let Some((data, info, rung)) = self.last_init.clone() else {
+            return false;
         };
-        let is_init = matches!(event, TapEvent::Init { .. });
+        let sent = self.send(TapEvent::Init {
+            data,
+            info,
+            rung,
+            missed_before: self.missed,
+        });
+        if !sent {
+            self.behind();
+        }
+        sent
+    }
+
+    /// Queues `event` within the count and byte budgets; the missed count travelled with it.
+    fn send(&mut self, event: TapEvent) -> bool {
         let bytes = event.bytes();
         let fits = self.queued.load(Ordering::Relaxed).saturating_add(bytes) <= self.max_bytes;
-        let sent = fits && self.tx.try_send(event).is_ok();
-        if sent {
-            self.queued.fetch_add(bytes, Ordering::Relaxed);
-            self.missed = 0;
-            self.awaiting_init &= !is_init;
-            return;
+        if !(fits && self.tx.try_send(event).is_ok()) {
+            return false;
         }
-        self.awaiting_init |= is_init;
-        self.missed += u64::from(!is_init);
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+        self.missed = 0;
+        true
+    }
+
+    fn behind(&mut self) {
         if let Some(suppressed) = self.behind_log.allow(Instant::now()) {
             tracing::error!(
                 missed = self.missed,
@@ -312,7 +337,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_never_blocks_and_skips_to_the_next_init() {
+    fn a_full_queue_never_blocks_and_a_lost_init_is_sent_again_before_its_segments() {
         let (mut t, mut rx) = tap("");
         for _ in 0..4 {
             t.output("source", &init());
@@ -320,17 +345,16 @@ mod tests {
         // The queue (4) is full: this init is lost, so its segments cannot be recorded either.
         t.output("source", &init());
         assert!(t.awaiting_init);
+        t.output("source", &segment());
+        assert_eq!(t.missed, 1);
         while rx.rx.try_recv().is_ok() {}
+        // Room again: the init goes first (with the count lost before it), then the segment.
         t.output("source", &segment());
-        t.output("source", &segment());
-        assert!(rx.rx.try_recv().is_err());
-        // The next init gets through and carries the count of the segments lost before it.
-        t.output("source", &init());
-        t.output("source", &segment());
+        assert!(!t.awaiting_init);
         assert!(matches!(
             rx.rx.try_recv(),
             Ok(TapEvent::Init {
-                missed_before: 2,
+                missed_before: 1,
                 ..
             })
         ));
@@ -341,6 +365,7 @@ mod tests {
                 ..
             })
         ));
+        assert!(rx.rx.try_recv().is_err());
     }
 
     #[test]
