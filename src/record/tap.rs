@@ -430,4 +430,36 @@ mod tests {
         t.output("source", &segment_of(2000));
         assert_eq!(t.missed, 1);
     }
+
+    /// Counts ERROR events.
+    struct Errors(Arc<AtomicU64>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Errors {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if *event.metadata().level() == tracing::Level::ERROR {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[test]
+    fn a_segment_flood_on_a_stuck_writer_logs_once_with_a_count() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let errors = Arc::new(AtomicU64::new(0));
+        let subscriber = tracing_subscriber::registry().with(Errors(errors.clone()));
+        let (mut t, _rx) = tap("");
+        tracing::subscriber::with_default(subscriber, || {
+            t.output("source", &init());
+            // Issue 10's timestamp flood: 28,175 segments the writer could not take.
+            for _ in 0..28_175 {
+                t.output("source", &segment());
+            }
+        });
+        assert_eq!(t.missed, 28_175 - 3);
+        assert_eq!(errors.load(Ordering::Relaxed), 1);
+    }
 }
