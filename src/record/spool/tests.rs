@@ -1,5 +1,8 @@
 use super::*;
+use crate::hls::segmenter::{InitInfo, Segment};
+use crate::record::session::{InitEntry, SegmentEntry};
 use crate::record::session::{Manifest, RecordingState};
+use crate::record::tap::TapEvent;
 use crate::record::uploader::UploadPlan;
 use chrono::DateTime;
 use std::io::Write;
