@@ -27,6 +27,7 @@ mod webhook;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::Notify;
@@ -253,28 +254,52 @@ impl Recorder {
         if !self.config.records(&stream.name) {
             return None;
         }
+        let weak = Arc::downgrade(stream);
+        let shared = self.new_session(&stream.name, weak.clone(), None);
+        let span = shared.span.clone();
+        let rollover = (self.config.max_duration_hours > 0).then(|| {
+            let max = Duration::from_secs(self.config.max_duration_hours.saturating_mul(3600));
+            let recorder = self.clone();
+            let user = stream.name.clone();
+            let next: spool::NextPart = Box::new(move |ended: &Manifest| {
+                recorder.new_session(&user, weak.clone(), Some(ended.id.clone()))
+            });
+            (max, next)
+        });
+        let (tap, events) =
+            RecordTap::new(self.config.rung.clone(), self.config.queue_max_mib << 20);
+        tokio::spawn(
+            self.spool
+                .clone()
+                .record_parts(events, shared, rollover)
+                .instrument(span),
+        );
+        Some(tap)
+    }
+
+    /// A new recording (or the next part of one) with its uploader running.
+    fn new_session(
+        self: &Arc<Self>,
+        user: &str,
+        stream: Weak<LiveStream>,
+        continues: Option<String>,
+    ) -> Arc<SessionShared> {
         let started = Utc::now();
-        let manifest = Manifest::new(&stream.name, &session::new_session_name(started), started);
-        let span = tracing::info_span!(parent: None, "record", stream = %stream.name, recording = %manifest.id);
+        let mut manifest = Manifest::new(user, &session::new_session_name(started), started);
+        manifest.continues = continues;
+        let span =
+            tracing::info_span!(parent: None, "record", stream = %user, recording = %manifest.id);
         let dir = self.spool.session_dir(&manifest.user, &manifest.session);
         let id = manifest.id.clone();
         let shared = Arc::new(SessionShared::new(
             UploadPlan::new(manifest),
             dir,
             span.clone(),
-            Arc::downgrade(stream),
+            stream,
         ));
         tracing::info!(parent: &span, "recording");
-        let (tap, events) =
-            RecordTap::new(self.config.rung.clone(), self.config.queue_max_mib << 20);
-        tokio::spawn(
-            self.spool
-                .clone()
-                .record(events, shared.clone())
-                .instrument(span),
-        );
-        self.start_upload(id, shared);
-        Some(tap)
+        self.start_upload(id, shared.clone());
+        shared
     }
 
     /// Resumes every recording a previous run left in the spool.
@@ -382,7 +407,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn a_recovered_spool_is_uploaded_and_finalized_as_interrupted() {

@@ -2,8 +2,9 @@
 //! so refreshing a 24-hour recording costs a snapshot (a handful of shared chunks) under the
 //! session's lock and one concatenation outside it, never a re-render of every segment.
 //!
-//! Memory is the listed text only, about 110 bytes per segment (≈ 4.7 MiB per day of 2-s
-//! segments), in sealed chunks shared with snapshots by reference.
+//! Memory is the listed text only, about 80 bytes per segment (≈ 3.4 MiB per day of 2-s
+//! segments), in sealed chunks shared with snapshots by reference; `record.max_duration_hours`
+//! bounds it by rolling long streams over into parts.
 
 use std::fmt::Write;
 use std::sync::Arc;

@@ -84,6 +84,10 @@ pub struct Manifest {
     /// Runs of missing segments (each one DISCONTINUITY).
     #[serde(default)]
     pub gaps: u64,
+    /// The id of the previous part, when a long stream rolled over into this recording
+    /// (`record.max_duration_hours`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continues: Option<String>,
 }
 
 impl Manifest {
@@ -104,6 +108,7 @@ impl Manifest {
             state: RecordingState::Recording,
             missing_segments: 0,
             gaps: 0,
+            continues: None,
         }
     }
 

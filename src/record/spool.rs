@@ -269,6 +269,7 @@ pub(super) async fn remove_session_dir(dir: &Path) {
 }
 
 mod writer;
+pub(super) use writer::NextPart;
 #[cfg(test)]
 use writer::Sequencer;
 

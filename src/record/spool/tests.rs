@@ -536,3 +536,69 @@ async fn a_spool_unwritable_at_the_start_records_once_it_can() {
         "{status}"
     );
 }
+
+#[tokio::test]
+async fn a_long_recording_rolls_over_into_parts_at_a_keyframe() {
+    let w = writer(1 << 20);
+    let parts: Arc<std::sync::Mutex<Vec<Arc<SessionShared>>>> = Arc::default();
+    let created = parts.clone();
+    let spool = w.spool.clone();
+    let next: NextPart = Box::new(move |ended: &Manifest| {
+        let n = created.lock().map_or(0, |p| p.len());
+        let mut manifest = Manifest::new("alice", &format!("s-part-{n}"), start());
+        manifest.continues = Some(ended.id.clone());
+        let part = Arc::new(SessionShared::new(
+            UploadPlan::new(manifest),
+            spool.session_dir("alice", &format!("s-part-{n}")),
+            tracing::Span::none(),
+            Weak::new(),
+        ));
+        if let Ok(mut p) = created.lock() {
+            p.push(part.clone());
+        }
+        part
+    });
+    let not_key = || TapEvent::Segment {
+        segment: Segment {
+            independent: false,
+            ..hls_segment(false)
+        },
+        closed_at: std::time::Instant::now(),
+        missed_before: 0,
+    };
+    let events = vec![
+        tap_init(0),
+        tap_segment(0),
+        tap_segment(0),
+        // 4 s reached (max 3 s), but this segment does not start with a keyframe.
+        not_key(),
+        tap_segment(0),
+        tap_segment(0),
+    ];
+    let (tx, rx) = mpsc::channel(events.len());
+    for event in events {
+        tx.try_send(event).expect("queue");
+    }
+    drop(tx);
+    w.spool
+        .clone()
+        .record_parts(
+            rx,
+            w.session.clone(),
+            Some((std::time::Duration::from_secs(3), next)),
+        )
+        .await;
+    let (first, journal) = load_session(&w.session.dir).expect("first part");
+    assert!(first.ended);
+    assert_eq!(journal.len(), 4, "init and three segments: {journal:?}");
+    let parts = parts.lock().expect("parts").clone();
+    assert_eq!(parts.len(), 1);
+    let (second, journal) = load_session(&parts[0].dir).expect("second part");
+    assert!(second.ended);
+    assert_eq!(second.manifest.continues.as_deref(), Some("alice.s-1"));
+    assert_eq!(second.manifest.rung, "720p");
+    let names: Vec<String> = journal.iter().map(JournalEntry::file_name).collect();
+    // The part starts with the current init, then its own segments.
+    assert_eq!(names, ["init-0.mp4", "seg-000000.m4s", "seg-000001.m4s"]);
+    assert!(journal.iter().all(|e| !discontinuity(e)));
+}

@@ -3,32 +3,46 @@
 //! never writing a segment whose init is not stored.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
 
 use super::{off_thread, save_header, update_header, write_entry, Spool, HEADER_FILE};
 use crate::hls::segmenter::{InitInfo, Segment};
-use crate::record::session::{InitEntry, JournalEntry, SegmentEntry};
+use crate::record::session::{InitEntry, JournalEntry, Manifest, SegmentEntry};
 use crate::record::storage::StorageError;
 use crate::record::tap::{TapEvent, TapReceiver};
 use crate::record::throttle::{Throttle, LOG_EVERY};
 use crate::record::SessionShared;
 
+/// Starts the next part of a recording that reached its longest duration: given the manifest
+/// of the part that ends, returns the new part's session (its uploader already running).
+pub(in crate::record) type NextPart = Box<dyn FnMut(&Manifest) -> Arc<SessionShared> + Send>;
+
 impl Spool {
     /// The writer task of one recording: lands each tapped init and segment in the spool and
     /// hands it to the uploader's plan. Ends when the tap is dropped.
+    #[cfg(test)]
     pub async fn record(
         self: Arc<Self>,
         events: impl Into<TapReceiver>,
         session: Arc<SessionShared>,
     ) {
+        self.record_parts(events, session, None).await;
+    }
+
+    /// [`Self::record`], rolling over into a new part (a recording of its own, with `continues`
+    /// naming the previous one) at the first keyframe segment after `max` of media, so a 24/7
+    /// stream's playlist, memory and uploads stay bounded.
+    pub async fn record_parts(
+        self: Arc<Self>,
+        events: impl Into<TapReceiver>,
+        mut session: Arc<SessionShared>,
+        mut rollover: Option<(Duration, NextPart)>,
+    ) {
         let mut events = events.into();
-        let mut w = WriterState {
-            sequence: Sequencer::default(),
-            errors: Throttle::new(LOG_EVERY),
-            header_saved: false,
-        };
+        let mut w = WriterState::new();
         // A spool that cannot be written yet (ENOSPC, EMFILE) is retried with every event: the
         // recording starts (with a gap) once it can.
         self.ensure_header(&session, &mut w).await;
@@ -51,13 +65,28 @@ impl Spool {
                 TapEvent::Segment {
                     segment, closed_at, ..
                 } => {
+                    if let Some((max, next)) = rollover.as_mut() {
+                        let full = w.part_secs >= max.as_secs_f64();
+                        if full && segment.independent && w.sequence.has_init() {
+                            session = self.roll_over(&session, &mut w, next).await;
+                        }
+                    }
+                    if segment.duration.is_finite() && segment.duration > 0.0 {
+                        w.part_secs += segment.duration;
+                    }
                     self.store_segment(&session, &mut w, segment, closed_at)
                         .await;
                 }
                 TapEvent::Missed { .. } => update_header(&session).await,
             }
         }
-        if !w.header_saved && save_header(&session, true).await.is_err() {
+        self.end_part(&session, &w).await;
+    }
+
+    /// The stream ended (or its producer went away, or the part is long enough). The header is
+    /// marked first: only then may the uploader finalize (and remove the spool folder).
+    async fn end_part(&self, session: &SessionShared, w: &WriterState) {
+        if !w.header_saved && save_header(session, true).await.is_err() {
             tracing::error!(
                 "nothing could be written to the recording spool; not recording this session"
             );
@@ -65,14 +94,34 @@ impl Spool {
             session.wake.notify_one();
             return;
         }
-        // The stream ended (or its producer went away). The header is marked first: only then
-        // may the uploader finalize (and remove the spool folder).
         session.plan().stamp_end(Utc::now());
-        if let Err(e) = save_header(&session, true).await {
+        if let Err(e) = save_header(session, true).await {
             tracing::warn!(error = %e, "cannot mark the spool as ended");
         }
         session.plan().writer_ended();
         session.wake.notify_one();
+    }
+
+    /// Ends this part and starts the next one with the current init (stored there as init-0).
+    async fn roll_over(
+        &self,
+        session: &SessionShared,
+        w: &mut WriterState,
+        next: &mut NextPart,
+    ) -> Arc<SessionShared> {
+        let ended = session.plan().manifest().clone();
+        let init = w.sequence.current_init();
+        self.end_part(session, w).await;
+        let part = next(&ended);
+        part.plan().set_rung(ended.rung.clone());
+        *w = WriterState::new();
+        if let Some((data, info)) = init {
+            w.sequence.new_init(data, &info);
+        }
+        tracing::info!(parent: &part.span, continues = %ended.id,
+            duration_secs = ended.duration_secs, "recording continues in a new part");
+        self.ensure_header(&part, w).await;
+        part
     }
 
     /// Stores the init waiting in `sequence`, if any. False if it is still not stored: then no
@@ -166,7 +215,9 @@ pub(super) struct Sequencer {
     next_init: u64,
     /// The latest stored init: the one new segments use. None while a newer one waits.
     current_init: Option<u64>,
-    pending_init: Option<(Bytes, JournalEntry)>,
+    pending_init: Option<(Bytes, InitInfo, JournalEntry)>,
+    /// The stored init's data, for the next part.
+    stored_init: Option<(Bytes, InitInfo)>,
     next_segment: u64,
     gap: bool,
 }
@@ -191,16 +242,23 @@ impl Sequencer {
             height,
         });
         self.current_init = None;
-        self.pending_init = Some((data, entry));
+        self.pending_init = Some((data, info.clone(), entry));
     }
 
     pub(super) fn pending_init(&self) -> Option<(Bytes, JournalEntry)> {
-        self.pending_init.clone()
+        let (data, _, entry) = self.pending_init.as_ref()?;
+        Some((data.clone(), entry.clone()))
+    }
+
+    /// The init new segments use (None while a newer one waits to be stored).
+    fn current_init(&self) -> Option<(Bytes, InitInfo)> {
+        self.current_init.and(self.stored_init.clone())
     }
 
     /// The waiting init is stored: its version is taken and new segments use it.
     pub(super) fn init_stored(&mut self) {
-        if let Some((_, JournalEntry::Init(init))) = self.pending_init.take() {
+        if let Some((data, info, JournalEntry::Init(init))) = self.pending_init.take() {
+            self.stored_init = Some((data, info));
             // New codec parameters: players must reset their decoder.
             self.gap |= init.version > 0;
             self.current_init = Some(init.version);
@@ -229,6 +287,19 @@ struct WriterState {
     sequence: Sequencer,
     errors: Throttle,
     header_saved: bool,
+    /// Seconds of media this part has seen (stored or missing).
+    part_secs: f64,
+}
+
+impl WriterState {
+    fn new() -> WriterState {
+        WriterState {
+            sequence: Sequencer::default(),
+            errors: Throttle::new(LOG_EVERY),
+            header_saved: false,
+            part_secs: 0.0,
+        }
+    }
 }
 
 /// A spool write failed: the recording's state says so (without paths), the log too (throttled).
