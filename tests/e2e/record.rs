@@ -692,9 +692,11 @@ fn a_full_spool_skips_segments_with_a_clear_error_and_a_gap() {
     garage.spawn();
     let (ok, err) = wait_child(publisher, Duration::from_secs(30));
     assert!(ok, "publisher failed: {err}");
-    let manifest = wait_recording(&server, "ivan", "finished", Duration::from_secs(30));
+    // Segments are missing: "incomplete", never "finished" as if whole.
+    let manifest = wait_recording(&server, "ivan", "incomplete", Duration::from_secs(30));
     let missing = manifest["missing_segments"].as_u64().unwrap_or(0);
     assert!(missing >= 1, "{manifest}");
+    assert!(manifest["gaps"].as_u64() >= Some(1), "{manifest}");
     let stored = stored_in_garage(&garage);
     let folder = format!(
         "{}/{}/",
