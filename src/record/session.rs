@@ -231,6 +231,22 @@ impl Recording {
         for entry in entries {
             recording.add(entry.clone());
         }
+        // A spool written before inits were versioned only once stored may name an init that
+        // never was: its segments cannot be played and are left out.
+        let journaled: Vec<u64> = entries
+            .iter()
+            .filter_map(|e| match e {
+                JournalEntry::Init(i) => Some(i.version),
+                JournalEntry::Segment(_) => None,
+            })
+            .collect();
+        for entry in entries {
+            if let JournalEntry::Segment(s) = entry {
+                if !journaled.contains(&s.init) && !recording.dead_inits.contains(&s.init) {
+                    recording.dead_inits.push(s.init);
+                }
+            }
+        }
         recording
     }
 

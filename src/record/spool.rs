@@ -222,8 +222,10 @@ pub(super) fn recover(dir: &Path, header: SpoolHeader, entries: Vec<JournalEntry
     for entry in entries {
         if dir.join(entry.file_name()).exists() {
             pending.push(entry);
-        } else {
+        } else if recording.is_playable(&entry) {
             recording.stored(&entry);
+        } else {
+            recording.forget(&entry);
         }
     }
     let spooled_bytes = pending.iter().map(JournalEntry::bytes).sum();

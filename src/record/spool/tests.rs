@@ -602,3 +602,58 @@ async fn a_long_recording_rolls_over_into_parts_at_a_keyframe() {
     assert_eq!(names, ["init-0.mp4", "seg-000000.m4s", "seg-000001.m4s"]);
     assert!(journal.iter().all(|e| !discontinuity(e)));
 }
+
+#[test]
+fn a_legacy_spool_naming_a_missing_init_recovers_without_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut entries = spool_files(dir.path(), Manifest::new("alice", "s-1", start()), true);
+    // What the old writer left after a failed init-1: segments naming it, uploaded or not.
+    for (index, uploaded) in [(2, true), (3, false)] {
+        let entry = segment(index, 1);
+        write_entry(dir.path(), &entry, &segment_data(index)).expect("spool");
+        if uploaded {
+            std::fs::remove_file(dir.path().join(entry.file_name())).expect("uploaded");
+        }
+        entries.push(entry);
+    }
+    let (header, loaded) = load_session(dir.path()).expect("load");
+    assert_eq!(loaded, entries);
+    let recovered = recover(dir.path(), header, loaded);
+    let mut plan =
+        crate::record::uploader::UploadPlan::resumed(recovered.recording, recovered.pending, false);
+    let t0 = std::time::Instant::now();
+    use crate::record::uploader::Action;
+    let mut steps = Vec::new();
+    loop {
+        match plan.next_action(t0) {
+            Action::Put(e) => {
+                steps.push(format!("put {}", e.file_name()));
+                plan.put_stored(&e);
+            }
+            Action::Drop(e) => {
+                steps.push(format!("drop {}", e.file_name()));
+                plan.dropped(&e);
+            }
+            Action::RefreshPlaylist => {
+                plan.playlist_stored(t0);
+            }
+            Action::Finalize => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        steps,
+        [
+            "put init-0.mp4",
+            "put seg-000000.m4s",
+            "put seg-000001.m4s",
+            "drop seg-000003.m4s"
+        ]
+    );
+    plan.finalizing(Utc::now());
+    let playlist = plan.recording().playlist();
+    assert!(!playlist.contains("init-1.mp4"), "{playlist}");
+    assert_eq!(plan.manifest().segments, 2);
+    assert_eq!(plan.manifest().missing_segments, 2);
+    assert_eq!(plan.manifest().state, RecordingState::Incomplete);
+}
