@@ -198,6 +198,11 @@ pub fn parse_journal(text: &str) -> Vec<JournalEntry> {
     super::journal::parse(text.as_bytes())
 }
 
+/// [`parse_journal`] on raw bytes (a journal need not be UTF-8 after a crash).
+pub fn parse_journal_bytes(bytes: &[u8]) -> Vec<JournalEntry> {
+    super::journal::parse(bytes)
+}
+
 /// A recording's counters and its playlist. Segments are counted when spooled and listed in the
 /// playlist once stored, so the playlist never names an object storage does not hold; no list
 /// of segments is kept (24/7 streams).
@@ -488,6 +493,7 @@ mod tests {
         #[test]
         fn journal_parser_never_panics(s in "\\PC{0,400}") {
             let _ = parse_journal(&s);
+            let _ = parse_journal_bytes(s.as_bytes());
         }
     }
 }
