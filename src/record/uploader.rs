@@ -408,7 +408,8 @@ impl Uploader {
                 Action::Put(entry) => self.put(session, entry).await,
                 Action::Drop(entry) => {
                     let name = entry.file_name();
-                    tracing::warn!(file = %name, "segment of a lost init left out of the recording");
+                    // The lost init was logged when it vanished; its segments quietly follow.
+                    tracing::debug!(file = %name, "segment of a lost init left out of the recording");
                     if let Err(e) = tokio::fs::remove_file(session.dir.join(&name)).await {
                         tracing::debug!(file = %name, error = %e, "cannot remove it");
                     }
@@ -506,8 +507,8 @@ impl Uploader {
 
     /// Stores the playlist as it is now (EVENT while live, VOD once finalizing) and the manifest.
     async fn store_playlist(&self, session: &SessionShared) -> Result<(), StorageError> {
-        // A snapshot under the lock (shared chunks, O(1) in the recording's length); the text is
-        // put together outside it.
+        // A snapshot under the lock (a pointer per 64 KiB of text and the open chunk: ~16 µs for
+        // 24 h of segments); the text is put together outside it.
         let (folder, playlist, manifest) = {
             let plan = session.plan();
             (
