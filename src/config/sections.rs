@@ -82,6 +82,14 @@ pub struct RecordConfig {
     /// Disk the spool (segments waiting for upload) may use, MiB. When full, new segments are
     /// not recorded (an error is logged and counted) until uploads free room.
     pub spool_max_mib: u64,
+    /// Memory the segments waiting for one recording's spool writer may pin, MiB. When the
+    /// writer is behind, new segments are not recorded: the recording counts them missing and
+    /// marks the gap (DISCONTINUITY), and its final state is `incomplete`.
+    pub queue_max_mib: u64,
+    /// A recording longer than this many hours of media continues in a new part (its own
+    /// recording, whose manifest names the previous one in `continues`), cut at a keyframe, so a
+    /// 24/7 stream's playlist, memory and uploads stay bounded. 0: never.
+    pub max_duration_hours: u64,
     /// Delete finished recordings older than this many days. 0: keep forever.
     pub retention_days: u64,
     /// URL that receives a POST with the manifest (JSON) when a recording is finished. Empty: off.
@@ -111,6 +119,8 @@ impl Default for RecordConfig {
             rung: String::new(),
             local_path: String::new(),
             spool_max_mib: 4096,
+            queue_max_mib: 128,
+            max_duration_hours: 24,
             retention_days: 0,
             webhook_url: String::new(),
             s3: S3Config::default(),

@@ -13,10 +13,13 @@
 //! This file wires those parts together; [`Recorder`] is the one entry point.
 
 mod catalog;
+mod journal;
+mod playlist;
 pub mod session;
 mod spool;
 pub mod storage;
 mod tap;
+mod throttle;
 mod uploader;
 pub mod vod;
 mod webhook;
@@ -24,6 +27,7 @@ mod webhook;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::Notify;
@@ -62,6 +66,18 @@ pub struct Recorder {
     active: Mutex<HashMap<String, Arc<SessionShared>>>,
     webhook: Option<Webhook>,
     shutdown: CancellationToken,
+    /// Notified whenever a recording is finalized (see [`Recorder::drain`]).
+    finalized: Notify,
+}
+
+/// What [`Recorder::drain`] achieved by its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Recordings finalized (uploaded, ENDLIST, manifest) while draining.
+    pub finalized: usize,
+    /// Recordings still active at the deadline: their spool is durable and the next start
+    /// resumes and finalizes them (`interrupted` if their writer had not ended).
+    pub left_in_spool: usize,
 }
 
 /// What the writer and the uploader of one recording share.
@@ -135,6 +151,7 @@ impl Recorder {
             active: Mutex::new(HashMap::new()),
             webhook: Webhook::new(&config.record.webhook_url),
             shutdown,
+            finalized: Notify::new(),
         });
         if config.record.enabled {
             tracing::info!(storage = %recorder.storage.describe(), "recording publish sessions");
@@ -180,6 +197,48 @@ impl Recorder {
         lock(&self.active)
     }
 
+    /// Graceful shutdown: waits until every active recording is finalized, or `deadline`.
+    ///
+    /// Call it once the live streams have ended (their producers flush the last segment and drop
+    /// their taps, which ends each writer), and before cancelling the shutdown token given to
+    /// [`Recorder::start`]: cancelling that token stops every uploader at once (the hard stop;
+    /// what is left stays in the spool for the next start).
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> DrainReport {
+        let before = self.lock_active().len();
+        loop {
+            // Registered before the check, so a finalize in between is not missed.
+            let notified = self.finalized.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let left = self.lock_active().len();
+            if left == 0 {
+                break;
+            }
+            // Uploaders waiting for more media plan again (a retry keeps its backoff).
+            for shared in self.lock_active().values() {
+                shared.wake.notify_one();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        let left_in_spool = self.lock_active().len();
+        let report = DrainReport {
+            finalized: before.saturating_sub(left_in_spool),
+            left_in_spool,
+        };
+        if left_in_spool > 0 {
+            tracing::warn!(
+                finalized = report.finalized,
+                left_in_spool,
+                "recordings not finalized by the shutdown deadline; the next start resumes them"
+            );
+        } else {
+            tracing::info!(finalized = report.finalized, "recordings drained");
+        }
+        report
+    }
+
     /// Stored recordings' manifests (newest first), optionally of one user.
     pub async fn list(&self, user: Option<&str>) -> Result<Vec<Manifest>, StorageError> {
         self.catalog.list(user).await
@@ -200,27 +259,52 @@ impl Recorder {
         if !self.config.records(&stream.name) {
             return None;
         }
+        let weak = Arc::downgrade(stream);
+        let shared = self.new_session(&stream.name, weak.clone(), None);
+        let span = shared.span.clone();
+        let rollover = (self.config.max_duration_hours > 0).then(|| {
+            let max = Duration::from_secs(self.config.max_duration_hours.saturating_mul(3600));
+            let recorder = self.clone();
+            let user = stream.name.clone();
+            let next: spool::NextPart = Box::new(move |ended: &Manifest| {
+                recorder.new_session(&user, weak.clone(), Some(ended.id.clone()))
+            });
+            (max, next)
+        });
+        let (tap, events) =
+            RecordTap::new(self.config.rung.clone(), self.config.queue_max_mib << 20);
+        tokio::spawn(
+            self.spool
+                .clone()
+                .record_parts(events, shared, rollover)
+                .instrument(span),
+        );
+        Some(tap)
+    }
+
+    /// A new recording (or the next part of one) with its uploader running.
+    fn new_session(
+        self: &Arc<Self>,
+        user: &str,
+        stream: Weak<LiveStream>,
+        continues: Option<String>,
+    ) -> Arc<SessionShared> {
         let started = Utc::now();
-        let manifest = Manifest::new(&stream.name, &session::new_session_name(started), started);
-        let span = tracing::info_span!(parent: None, "record", stream = %stream.name, recording = %manifest.id);
+        let mut manifest = Manifest::new(user, &session::new_session_name(started), started);
+        manifest.continues = continues;
+        let span =
+            tracing::info_span!(parent: None, "record", stream = %user, recording = %manifest.id);
         let dir = self.spool.session_dir(&manifest.user, &manifest.session);
         let id = manifest.id.clone();
         let shared = Arc::new(SessionShared::new(
             UploadPlan::new(manifest),
             dir,
             span.clone(),
-            Arc::downgrade(stream),
+            stream,
         ));
         tracing::info!(parent: &span, "recording");
-        let (tap, events) = RecordTap::new(self.config.rung.clone());
-        tokio::spawn(
-            self.spool
-                .clone()
-                .record(events, shared.clone())
-                .instrument(span),
-        );
-        self.start_upload(id, shared);
-        Some(tap)
+        self.start_upload(id, shared.clone());
+        shared
     }
 
     /// Resumes every recording a previous run left in the spool.
@@ -286,6 +370,7 @@ impl Recorder {
         };
         self.lock_active().remove(&manifest.id);
         self.metrics.record_active.dec();
+        self.finalized.notify_waiters();
         let outcome = if empty {
             "empty"
         } else {
@@ -327,7 +412,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn a_recovered_spool_is_uploaded_and_finalized_as_interrupted() {
@@ -369,5 +453,42 @@ mod tests {
                 .expect("delete"),
             5
         );
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_finalized_recordings_until_its_deadline() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            data_dir: data.path().to_owned(),
+            ..Config::default()
+        };
+        let manifest = Manifest::new("carol", "20260101T000000Z-00000b", Utc::now());
+        let dir = config.spool_path().join("carol").join(&manifest.session);
+        spool::tests::spool_files(&dir, manifest.clone(), true);
+        let recorder = Recorder::start(&config, Arc::new(Metrics::new()), CancellationToken::new())
+            .await
+            .expect("start");
+        // A live recording whose stream never ends: its writer holds it open.
+        let live = Manifest::new("dave", "20260101T000000Z-00000c", Utc::now());
+        let live_dir = recorder.spool.session_dir("dave", &live.session);
+        let shared = Arc::new(SessionShared::new(
+            UploadPlan::new(live.clone()),
+            live_dir,
+            tracing::Span::none(),
+            Weak::new(),
+        ));
+        recorder.start_upload(live.id.clone(), shared);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+        let report = recorder.drain(deadline).await;
+        assert_eq!(
+            report,
+            DrainReport {
+                finalized: 1,
+                left_in_spool: 1
+            }
+        );
+        assert!(!recorder.is_active(&manifest.id));
+        assert!(recorder.is_active(&live.id));
+        assert!(tokio::time::Instant::now() >= deadline);
     }
 }

@@ -2,10 +2,10 @@
 //! rendered from them. Pure data: the recorder does the I/O.
 //!
 //! The spool keeps `session.json` (the manifest, rewritten on state changes) and `journal.jsonl`
-//! (one appended line per init or segment). Appending keeps the cost per segment constant for
-//! long streams; a line torn by a crash is ignored on recovery.
+//! (one appended, checksummed line per init or segment, see [`super::journal`]). Appending keeps
+//! the cost per segment constant for long streams; a record torn by a crash costs itself only.
 
-use crate::hls::playlist::{target_duration, write_media, Entry, Header, Kind};
+use super::playlist::{PlaylistBody, PlaylistSnapshot};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +40,9 @@ pub enum RecordingState {
     Recording,
     /// Ended normally; every segment stored.
     Finished,
+    /// Ended normally, but segments are missing (writer behind, spool full or unwritable, a
+    /// spooled file lost): `missing_segments` says how many, the playlist marks each gap.
+    Incomplete,
     /// The server stopped mid-recording (crash, kill); finalized at the next start.
     Interrupted,
 }
@@ -49,6 +52,7 @@ impl RecordingState {
         match self {
             RecordingState::Recording => "recording",
             RecordingState::Finished => "finished",
+            RecordingState::Incomplete => "incomplete",
             RecordingState::Interrupted => "interrupted",
         }
     }
@@ -74,8 +78,16 @@ pub struct Manifest {
     /// Bytes of the init and media segments.
     pub bytes: u64,
     pub state: RecordingState,
-    /// Segments not recorded (spool full): each is a DISCONTINUITY in the playlist.
+    /// Segments not recorded (writer behind, spool full or unwritable): each gap is a
+    /// DISCONTINUITY in the playlist.
     pub missing_segments: u64,
+    /// Runs of missing segments (each one DISCONTINUITY).
+    #[serde(default)]
+    pub gaps: u64,
+    /// The id of the previous part, when a long stream rolled over into this recording
+    /// (`record.max_duration_hours`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continues: Option<String>,
 }
 
 impl Manifest {
@@ -95,6 +107,8 @@ impl Manifest {
             bytes: 0,
             state: RecordingState::Recording,
             missing_segments: 0,
+            gaps: 0,
+            continues: None,
         }
     }
 
@@ -179,31 +193,41 @@ impl JournalEntry {
     }
 }
 
-/// Reads a journal, skipping a torn last line (a crash mid-append) and anything unparsable.
+/// Reads a journal, skipping torn and corrupt records (see [`super::journal`]).
 pub fn parse_journal(text: &str) -> Vec<JournalEntry> {
-    text.lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
+    super::journal::parse(text.as_bytes())
 }
 
-/// A recording's segments and the manifest derived from them.
+/// [`parse_journal`] on raw bytes (a journal need not be UTF-8 after a crash).
+pub fn parse_journal_bytes(bytes: &[u8]) -> Vec<JournalEntry> {
+    super::journal::parse(bytes)
+}
+
+/// A recording's counters and its playlist. Segments are counted when spooled and listed in the
+/// playlist once stored, so the playlist never names an object storage does not hold; no list
+/// of segments is kept (24/7 streams).
 #[derive(Debug, Clone)]
 pub struct Recording {
     pub manifest: Manifest,
-    pub inits: Vec<InitEntry>,
-    pub segments: Vec<SegmentEntry>,
+    playlist: PlaylistBody,
+    /// Inits whose file was lost: their segments cannot be played and are left out.
+    dead_inits: Vec<u64>,
+    /// The last segment spooled (for the end time of an interrupted recording).
+    last_segment_end: Option<DateTime<Utc>>,
 }
 
 impl Recording {
     pub fn new(manifest: Manifest) -> Recording {
         Recording {
             manifest,
-            inits: Vec::new(),
-            segments: Vec::new(),
+            playlist: PlaylistBody::default(),
+            dead_inits: Vec::new(),
+            last_segment_end: None,
         }
     }
 
-    /// Rebuilds a recording from its spool header and journal.
+    /// Rebuilds a recording's counters from its spool header and journal; list the entries
+    /// already stored with [`Self::stored`].
     pub fn from_journal(manifest: Manifest, entries: &[JournalEntry]) -> Recording {
         let mut recording = Recording::new(manifest);
         recording.manifest.segments = 0;
@@ -212,79 +236,113 @@ impl Recording {
         for entry in entries {
             recording.add(entry.clone());
         }
+        // A spool written before inits were versioned only once stored may name an init that
+        // never was: its segments cannot be played and are left out.
+        let journaled: Vec<u64> = entries
+            .iter()
+            .filter_map(|e| match e {
+                JournalEntry::Init(i) => Some(i.version),
+                JournalEntry::Segment(_) => None,
+            })
+            .collect();
+        for entry in entries {
+            if let JournalEntry::Segment(s) = entry {
+                if !journaled.contains(&s.init) && !recording.dead_inits.contains(&s.init) {
+                    recording.dead_inits.push(s.init);
+                }
+            }
+        }
         recording
     }
 
+    /// A file was spooled: counted.
     pub fn add(&mut self, entry: JournalEntry) {
         let m = &mut self.manifest;
         m.bytes += entry.bytes();
         match entry {
             JournalEntry::Init(init) => {
-                m.codecs = init.codecs.clone();
+                m.codecs = init.codecs;
                 m.width = init.width;
                 m.height = init.height;
-                self.inits.push(init);
             }
             JournalEntry::Segment(segment) => {
                 m.segments += 1;
                 m.duration_secs += segment.duration;
-                self.segments.push(segment);
+                let ms = (segment.duration.clamp(0.0, 86_400.0) * 1000.0) as i64;
+                self.last_segment_end =
+                    Some(segment.program_date_time + chrono::Duration::milliseconds(ms));
             }
         }
     }
 
-    /// Leaves out a file that could not be stored: a segment, or an init with every segment
-    /// that uses it. The segment after the gap is marked discontinuous. Returns segments lost.
+    /// A file is in storage: a segment is listed in the playlist.
+    pub fn stored(&mut self, entry: &JournalEntry) {
+        if let JournalEntry::Segment(s) = entry {
+            self.playlist.push(s);
+        }
+    }
+
+    /// Segments missing from the recording (never spooled): a gap.
+    pub fn missing(&mut self, count: u64) {
+        if count > 0 {
+            self.manifest.missing_segments += count;
+            self.manifest.gaps += u64::from(!self.playlist_gap_open());
+            self.playlist.gap();
+        }
+    }
+
+    fn playlist_gap_open(&self) -> bool {
+        self.playlist.gap_pending()
+    }
+
+    /// Leaves out a spooled file that cannot be stored: a segment (counted missing; the next one
+    /// listed is a discontinuity), or an init (its segments are left out as they come, see
+    /// [`Self::is_playable`]). Returns the segments lost.
     pub fn forget(&mut self, entry: &JournalEntry) -> u64 {
-        let before = self.segments.len();
-        let gap_at = match entry {
+        let m = &mut self.manifest;
+        m.bytes = m.bytes.saturating_sub(entry.bytes());
+        match entry {
             JournalEntry::Segment(gone) => {
-                let at = self.segments.iter().position(|s| s.index == gone.index);
-                self.segments.retain(|s| s.index != gone.index);
-                at
+                m.segments = m.segments.saturating_sub(1);
+                m.duration_secs = (m.duration_secs - gone.duration).max(0.0);
+                self.missing(1);
+                1
             }
             JournalEntry::Init(gone) => {
-                self.inits.retain(|i| i.version != gone.version);
-                let at = self.segments.iter().position(|s| s.init == gone.version);
-                self.segments.retain(|s| s.init != gone.version);
-                at
+                if !self.dead_inits.contains(&gone.version) {
+                    self.dead_inits.push(gone.version);
+                }
+                0
             }
-        };
-        if let Some(next) = gap_at.and_then(|i| self.segments.get_mut(i)) {
-            next.discontinuity = true;
         }
-        let lost = (before - self.segments.len()) as u64;
-        let m = &mut self.manifest;
-        m.segments = self.segments.len() as u64;
-        m.duration_secs = self.segments.iter().map(|s| s.duration).sum();
-        m.bytes = self.segments.iter().map(|s| s.bytes).sum::<u64>()
-            + self.inits.iter().map(|i| i.bytes).sum::<u64>();
-        lost
+    }
+
+    /// Whether a spooled file can be part of the recording (a segment needs its init).
+    pub fn is_playable(&self, entry: &JournalEntry) -> bool {
+        match entry {
+            JournalEntry::Segment(s) => !self.dead_inits.contains(&s.init),
+            JournalEntry::Init(_) => true,
+        }
+    }
+
+    /// Segments listed in the playlist (stored).
+    pub fn listed(&self) -> u64 {
+        self.playlist.listed()
+    }
+
+    pub fn last_segment_end(&self) -> Option<DateTime<Utc>> {
+        self.last_segment_end
+    }
+
+    /// What a playlist refresh needs, cheap to take under a lock: render it outside.
+    pub fn playlist_snapshot(&self) -> PlaylistSnapshot {
+        self.playlist
+            .snapshot(self.manifest.state != RecordingState::Recording)
     }
 
     /// The recording's playlist: EVENT while recording, VOD with ENDLIST once finalized.
     pub fn playlist(&self) -> String {
-        let ended = self.manifest.state != RecordingState::Recording;
-        let entries: Vec<Entry> = self
-            .segments
-            .iter()
-            .map(|s| Entry {
-                uri: segment_name(s.index),
-                init_uri: init_name(s.init),
-                duration: s.duration,
-                discontinuity: s.discontinuity,
-                program_date_time: s.program_date_time,
-            })
-            .collect();
-        let header = Header {
-            kind: if ended { Kind::Vod } else { Kind::Event },
-            target_duration: target_duration(self.segments.iter().map(|s| s.duration)),
-            media_sequence: 0,
-            discontinuity_sequence: 0,
-            ended,
-            independent_segments: true,
-        };
-        write_media(&header, &entries)
+        self.playlist_snapshot().render()
     }
 }
 
@@ -318,11 +376,16 @@ mod tests {
     fn playlist_event_then_vod() {
         let start = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let mut r = Recording::new(Manifest::new("alice", &new_session_name(start), start));
-        for e in [init(0), segment(0, 0, false), segment(1, 0, false)] {
-            r.add(e);
+        for e in [
+            init(0),
+            segment(0, 0, false),
+            segment(1, 0, false),
+            init(1),
+            segment(2, 1, true),
+        ] {
+            r.add(e.clone());
+            r.stored(&e);
         }
-        r.add(init(1));
-        r.add(segment(2, 1, true));
         let live = r.playlist();
         assert!(live.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{live}");
         assert!(!live.contains("#EXT-X-ENDLIST"));
@@ -344,7 +407,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_segment_becomes_a_discontinuity() {
+    fn a_lost_segment_becomes_a_discontinuity_and_only_stored_ones_are_listed() {
         let start = Utc::now();
         let mut r = Recording::new(Manifest::new("a", "s", start));
         for e in [
@@ -355,13 +418,24 @@ mod tests {
         ] {
             r.add(e);
         }
+        r.stored(&init(0));
+        r.stored(&segment(0, 0, false));
         assert_eq!(r.forget(&segment(1, 0, false)), 1);
+        // Spooled but not stored yet: not listed.
+        assert!(!r.playlist().contains("seg-000002"));
+        r.stored(&segment(2, 0, false));
         assert_eq!(r.manifest.segments, 2);
         assert_eq!(r.manifest.duration_secs, 4.0);
-        assert!(r.segments[1].discontinuity);
-        assert!(!r.playlist().contains("seg-000001"));
-        assert_eq!(r.forget(&init(0)), 2);
-        assert_eq!(r.manifest.bytes, 0);
+        assert_eq!((r.manifest.missing_segments, r.manifest.gaps), (1, 1));
+        let playlist = r.playlist();
+        assert!(!playlist.contains("seg-000001"));
+        let parsed = m3u8_rs::parse_media_playlist_res(playlist.as_bytes()).unwrap();
+        assert!(parsed.segments[1].discontinuity);
+        // An init lost: its segments cannot be played.
+        assert_eq!(r.forget(&init(0)), 0);
+        assert!(!r.is_playable(&segment(3, 0, false)));
+        assert!(r.is_playable(&segment(3, 1, false)));
+        assert_eq!(r.manifest.bytes, 2 * 1000);
     }
 
     #[test]
@@ -419,6 +493,7 @@ mod tests {
         #[test]
         fn journal_parser_never_panics(s in "\\PC{0,400}") {
             let _ = parse_journal(&s);
+            let _ = parse_journal_bytes(s.as_bytes());
         }
     }
 }

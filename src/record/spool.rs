@@ -7,20 +7,17 @@
 //! journal line is appended only once its file is durable, so every line names a whole file.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
-use tokio::sync::mpsc;
 
-use super::session::{self, InitEntry, JournalEntry, Recording, SegmentEntry, SpoolHeader};
+use super::journal;
+use super::session::{self, JournalEntry, Recording, SpoolHeader};
 use super::storage::{self, StorageError};
-use super::tap::TapEvent;
 use super::SessionShared;
-use crate::hls::segmenter::{InitInfo, Segment};
 use crate::metrics::Metrics;
 
 const HEADER_FILE: &str = "session.json";
@@ -103,89 +100,6 @@ impl Spool {
         }
     }
 
-    /// The writer task of one recording: lands each tapped init and segment in the spool and
-    /// hands it to the uploader's plan. Ends when the tap is dropped.
-    pub async fn record(
-        self: Arc<Self>,
-        mut events: mpsc::Receiver<TapEvent>,
-        session: Arc<SessionShared>,
-    ) {
-        if let Err(e) = save_header(&session, false).await {
-            tracing::error!(error = %e, "cannot create the recording spool; not recording this session");
-            // Drain so the tap never sees a closed channel as back-pressure; nothing is kept.
-            while events.recv().await.is_some() {}
-            session.plan().abandon();
-            session.wake.notify_one();
-            return;
-        }
-        let mut sequence = Sequencer::default();
-        while let Some(event) = events.recv().await {
-            let missed = event.missed_before();
-            if missed > 0 {
-                // The tap could not queue these (writer behind): a gap in the recording.
-                session.plan().note_missing(missed);
-                sequence.gap();
-            }
-            let (entry, data, closed_at) = match event {
-                TapEvent::Init {
-                    data, info, rung, ..
-                } => {
-                    session.plan().set_rung(rung);
-                    (sequence.init(data.len() as u64, &info), data, None)
-                }
-                TapEvent::Segment {
-                    segment, closed_at, ..
-                } => {
-                    // Before the first init nothing is playable; such a segment is skipped.
-                    if !sequence.has_init() {
-                        continue;
-                    }
-                    if !self.fits(segment.data.len() as u64) {
-                        self.full();
-                        session.plan().note_missing(1);
-                        sequence.gap();
-                        // The missing count survives a crash.
-                        update_header(&session).await;
-                        continue;
-                    }
-                    let entry = sequence.segment(&segment);
-                    (entry, segment.data, Some(closed_at))
-                }
-                TapEvent::Missed { .. } => {
-                    update_header(&session).await;
-                    continue;
-                }
-            };
-            let dir = session.dir.clone();
-            let spooled = entry.clone();
-            if let Err(e) = off_thread(move || write_entry(&dir, &spooled, &data)).await {
-                tracing::error!(error = %e, "cannot write to the recording spool; segment not recorded");
-                session.plan().note_missing(1);
-                sequence.gap();
-                continue;
-            }
-            self.add(entry.bytes());
-            let is_init = matches!(entry, JournalEntry::Init(_));
-            if !is_init {
-                self.metrics.record_segments.inc();
-            }
-            session.plan().spooled(entry, closed_at);
-            if is_init {
-                // The rung and codecs, for a recovery after a crash.
-                update_header(&session).await;
-            }
-            session.wake.notify_one();
-        }
-        // The stream ended (or its producer went away). The header is marked first: only then
-        // may the uploader finalize (and remove the spool folder).
-        session.plan().stamp_end(Utc::now());
-        if let Err(e) = save_header(&session, true).await {
-            tracing::warn!(error = %e, "cannot mark the spool as ended");
-        }
-        session.plan().writer_ended();
-        session.wake.notify_one();
-    }
-
     /// Spool folders (`<spool>/<user>/<session>/`) holding a session header, sorted.
     pub fn find_sessions(&self) -> std::io::Result<Vec<PathBuf>> {
         let mut out = Vec::new();
@@ -204,56 +118,8 @@ impl Spool {
     }
 }
 
-/// Numbers spooled files and carries a gap forward as a discontinuity on the next segment.
-#[derive(Debug, Default)]
-struct Sequencer {
-    next_init: u64,
-    next_segment: u64,
-    gap: bool,
-}
-
-impl Sequencer {
-    fn gap(&mut self) {
-        self.gap = true;
-    }
-
-    fn has_init(&self) -> bool {
-        self.next_init > 0
-    }
-
-    fn init(&mut self, bytes: u64, info: &InitInfo) -> JournalEntry {
-        let (width, height) = info.video.as_ref().map_or((0, 0), |v| (v.width, v.height));
-        let entry = JournalEntry::Init(InitEntry {
-            version: self.next_init,
-            bytes,
-            codecs: info.codecs(),
-            width,
-            height,
-        });
-        // New codec parameters: players must reset their decoder.
-        self.gap |= self.next_init > 0;
-        self.next_init += 1;
-        entry
-    }
-
-    /// A segment of the latest init; call only once [`Self::has_init`].
-    fn segment(&mut self, segment: &Segment) -> JournalEntry {
-        let entry = JournalEntry::Segment(SegmentEntry {
-            index: self.next_segment,
-            duration: segment.duration,
-            bytes: segment.data.len() as u64,
-            init: self.next_init.saturating_sub(1),
-            discontinuity: segment.discontinuity || self.gap,
-            program_date_time: segment.program_date_time,
-        });
-        self.gap = false;
-        self.next_segment += 1;
-        entry
-    }
-}
-
 /// Rewrites the spool header (the manifest so far), off the async threads.
-async fn save_header(session: &SessionShared, ended: bool) -> Result<(), StorageError> {
+pub(super) async fn save_header(session: &SessionShared, ended: bool) -> Result<(), StorageError> {
     let header = SpoolHeader {
         manifest: session.plan().manifest().clone(),
         ended,
@@ -263,13 +129,13 @@ async fn save_header(session: &SessionShared, ended: bool) -> Result<(), Storage
 }
 
 /// Best effort: a stale header only loses manifest details if the server also crashes.
-async fn update_header(session: &SessionShared) {
+pub(super) async fn update_header(session: &SessionShared) {
     if let Err(e) = save_header(session, false).await {
         tracing::debug!(error = %e, "cannot update the spool header");
     }
 }
 
-async fn off_thread(
+pub(super) async fn off_thread(
     f: impl FnOnce() -> Result<(), StorageError> + Send + 'static,
 ) -> Result<(), StorageError> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
@@ -285,28 +151,28 @@ fn write_header(dir: &Path, header: &SpoolHeader) -> Result<(), StorageError> {
     storage::write_atomically(&dir.join(HEADER_FILE), &json)
 }
 
-/// The file first (fsync'd, renamed into place, directory synced), then its journal line.
-fn write_entry(dir: &Path, entry: &JournalEntry, data: &Bytes) -> Result<(), StorageError> {
-    storage::write_atomically(&dir.join(entry.file_name()), data)?;
-    let line = serde_json::to_string(entry).unwrap_or_default();
-    append_journal(dir, &line)
+/// The file first (fsync'd, renamed into place, directory synced), then its journal record.
+pub(super) fn write_entry(
+    dir: &Path,
+    entry: &JournalEntry,
+    data: &Bytes,
+) -> Result<(), StorageError> {
+    let path = dir.join(entry.file_name());
+    storage::write_atomically(&path, data)?;
+    append_journal(dir, entry).inspect_err(|_| {
+        // Unjournaled, the file would only hold space a full disk needs (a retry rewrites it).
+        let _ = std::fs::remove_file(&path);
+    })
 }
 
-fn append_journal(dir: &Path, line: &str) -> Result<(), StorageError> {
+fn append_journal(dir: &Path, entry: &JournalEntry) -> Result<(), StorageError> {
     let path = dir.join(JOURNAL_FILE);
     let local = |source| StorageError::Local {
         path: path.clone(),
         source,
     };
     let created = !path.exists();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(local)?;
-    file.write_all(format!("{line}\n").as_bytes())
-        .map_err(local)?;
-    file.sync_data().map_err(local)?;
+    journal::append(&path, entry).map_err(local)?;
     if created {
         // A new journal's directory entry must survive a power loss too.
         std::fs::File::open(dir)
@@ -326,8 +192,8 @@ pub(super) fn load_session(dir: &Path) -> Result<(SpoolHeader, Vec<JournalEntry>
     let header: SpoolHeader =
         serde_json::from_slice(&header).map_err(|source| LoadError::Header { path, source })?;
     let path = dir.join(JOURNAL_FILE);
-    let journal = match std::fs::read_to_string(&path) {
-        Ok(text) => session::parse_journal(&text),
+    let journal = match std::fs::read(&path) {
+        Ok(bytes) => journal::parse(&bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(source) => return Err(LoadError::Read { path, source }),
     };
@@ -350,11 +216,18 @@ pub(super) struct Recovered {
 /// just before a crash without their journal line are removed (they cannot be listed).
 pub(super) fn recover(dir: &Path, header: SpoolHeader, entries: Vec<JournalEntry>) -> Recovered {
     let mut recording = Recording::from_journal(header.manifest, &entries);
+    // Files already uploaded are in storage: listed in the playlist now, the rest as they go.
     let journaled: HashSet<String> = entries.iter().map(JournalEntry::file_name).collect();
-    let pending: Vec<JournalEntry> = entries
-        .into_iter()
-        .filter(|entry| dir.join(entry.file_name()).exists())
-        .collect();
+    let mut pending = Vec::new();
+    for entry in entries {
+        if dir.join(entry.file_name()).exists() {
+            pending.push(entry);
+        } else if recording.is_playable(&entry) {
+            recording.stored(&entry);
+        } else {
+            recording.forget(&entry);
+        }
+    }
     let spooled_bytes = pending.iter().map(JournalEntry::bytes).sum();
     if let Ok(files) = std::fs::read_dir(dir) {
         for file in files.flatten() {
@@ -369,9 +242,7 @@ pub(super) fn recover(dir: &Path, header: SpoolHeader, entries: Vec<JournalEntry
     }
     if recording.manifest.ended_at.is_none() {
         // The last moment we know it was recording.
-        let last = recording.segments.last().map(|s| {
-            s.program_date_time + chrono::Duration::milliseconds((s.duration * 1000.0) as i64)
-        });
+        let last = recording.last_segment_end();
         recording.manifest.ended_at = Some(last.unwrap_or(recording.manifest.started_at));
     }
     Recovered {
@@ -398,6 +269,11 @@ pub(super) async fn remove_session_dir(dir: &Path) {
         tracing::warn!(error = %e, "cannot remove the recording's spool folder");
     }
 }
+
+mod writer;
+pub(super) use writer::NextPart;
+#[cfg(test)]
+use writer::Sequencer;
 
 // Shared fixtures live there too (the uploader's tests use them).
 #[cfg(test)]

@@ -1,13 +1,18 @@
 //! The recording end of a publish session, held by its HLS producer (passthrough task or
 //! ladder thread). It picks the recorded rung and hands that rung's init and media segments to
-//! the spool writer through a bounded queue, never blocking the producer: when the queue is
-//! full the segment is dropped and counted, and the count travels with the next event.
+//! the spool writer through a queue bounded by count and by bytes (segments may be up to
+//! 64 MiB), never blocking the producer: when the queue is full the segment is dropped and
+//! counted, the count travels with the next event (the writer records the gap), and the log
+//! says so at most once per [`LOG_EVERY`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::throttle::{Throttle, LOG_EVERY};
 use crate::hls::segmenter::{InitInfo, Segment, SegmenterOutput};
 
 /// Events a tap may queue ahead of its writer (each is one whole segment or init).
@@ -40,33 +45,84 @@ impl TapEvent {
             | TapEvent::Missed { missed_before } => *missed_before,
         }
     }
+
+    /// Bytes the event pins while queued.
+    fn bytes(&self) -> u64 {
+        match self {
+            TapEvent::Init { data, .. } => data.len() as u64,
+            TapEvent::Segment { segment, .. } => segment.data.len() as u64,
+            TapEvent::Missed { .. } => 0,
+        }
+    }
+}
+
+/// The writer's end of a tap's queue: gives the queued bytes back as it takes events.
+pub(super) struct TapReceiver {
+    rx: mpsc::Receiver<TapEvent>,
+    queued: Arc<AtomicU64>,
+}
+
+impl TapReceiver {
+    pub async fn recv(&mut self) -> Option<TapEvent> {
+        let event = self.rx.recv().await?;
+        self.queued.fetch_sub(event.bytes(), Ordering::Relaxed);
+        Some(event)
+    }
+}
+
+/// A queue filled by hand (tests): nothing was counted, so there is nothing to give back.
+impl From<mpsc::Receiver<TapEvent>> for TapReceiver {
+    fn from(rx: mpsc::Receiver<TapEvent>) -> Self {
+        TapReceiver {
+            rx,
+            queued: Arc::new(AtomicU64::new(u64::MAX / 2)),
+        }
+    }
 }
 
 /// The recording end of one publish session, held by its HLS producer. Picks the recorded
 /// rung, and hands that rung's output to the recorder without ever blocking the producer.
 pub struct RecordTap {
     tx: mpsc::Sender<TapEvent>,
+    /// Bytes queued for the writer, and the most that may be.
+    queued: Arc<AtomicU64>,
+    max_bytes: u64,
+    /// "Writer is behind" is logged with a count, not once per segment.
+    behind_log: Throttle,
     preferred: String,
     selected: Option<String>,
-    /// An init was lost to a full queue: its segments cannot be played, so skip to the next.
+    /// An init was lost to a full queue: its segments cannot be played until it is queued
+    /// again (it is re-sent before the next segment that fits).
     awaiting_init: bool,
+    /// The recorded rung's current init, to re-send after it was lost.
+    last_init: Option<(Bytes, InitInfo, String)>,
     /// Segments lost since the last event that got through; reported with the next one.
     missed: u64,
 }
 
 impl RecordTap {
-    /// A tap recording the `preferred` rung (empty: the tallest), and the writer's end.
-    pub(super) fn new(preferred: String) -> (RecordTap, mpsc::Receiver<TapEvent>) {
-        Self::with_queue(preferred, TAP_QUEUE)
+    /// A tap recording the `preferred` rung (empty: the tallest) that queues at most
+    /// `max_bytes` for its writer, and the writer's end.
+    pub(super) fn new(preferred: String, max_bytes: u64) -> (RecordTap, TapReceiver) {
+        Self::with_queue(preferred, TAP_QUEUE, max_bytes)
     }
 
-    fn with_queue(preferred: String, queue: usize) -> (RecordTap, mpsc::Receiver<TapEvent>) {
+    fn with_queue(preferred: String, queue: usize, max_bytes: u64) -> (RecordTap, TapReceiver) {
         let (tx, rx) = mpsc::channel(queue);
+        let queued = Arc::new(AtomicU64::new(0));
+        let rx = TapReceiver {
+            rx,
+            queued: queued.clone(),
+        };
         let tap = RecordTap {
             tx,
+            queued,
+            max_bytes,
+            behind_log: Throttle::new(LOG_EVERY),
             preferred,
             selected: None,
             awaiting_init: false,
+            last_init: None,
             missed: 0,
         };
         (tap, rx)
@@ -93,41 +149,69 @@ impl RecordTap {
         if self.selected.as_deref() != Some(rung) {
             return;
         }
-        let missed_before = self.missed;
-        let event = match output {
-            SegmenterOutput::Init { data, info } => TapEvent::Init {
-                data: data.clone(),
-                info: info.clone(),
-                rung: rung.to_string(),
-                missed_before,
-            },
+        match output {
+            SegmenterOutput::Init { data, info } => {
+                self.last_init = Some((data.clone(), info.clone(), rung.to_string()));
+                self.awaiting_init = !self.send_init();
+            }
             SegmenterOutput::Segment(s) => {
                 if self.awaiting_init {
-                    self.missed += 1;
-                    return;
+                    // Its init first (again): a segment without it cannot be played.
+                    self.awaiting_init = !self.send_init();
                 }
-                TapEvent::Segment {
+                let segment = TapEvent::Segment {
                     segment: s.clone(),
                     closed_at: Instant::now(),
-                    missed_before,
+                    missed_before: self.missed,
+                };
+                if self.awaiting_init || !self.send(segment) {
+                    self.missed += 1;
+                    self.behind();
                 }
             }
             // Dropping the tap (the producer finishing) ends the recording.
-            SegmenterOutput::End(_) => return,
+            SegmenterOutput::End(_) => {}
+        }
+    }
+
+    /// Queues the current init; false if the queue is full.
+    fn send_init(&mut self) -> bool {
+        let Some((data, info, rung)) = self.last_init.clone() else {
+            return false;
         };
-        let is_init = matches!(event, TapEvent::Init { .. });
-        match self.tx.try_send(event) {
-            Ok(()) => {
-                self.missed = 0;
-                self.awaiting_init &= !is_init;
-            }
-            Err(_) => {
-                tracing::error!(
-                    "recording writer is behind (spool disk too slow?); segment not recorded"
-                );
-                self.awaiting_init |= is_init;
-                self.missed += u64::from(!is_init);
-            }
+        let sent = self.send(TapEvent::Init {
+            data,
+            info,
+            rung,
+            missed_before: self.missed,
+        });
+        if !sent {
+            self.behind();
+        }
+        sent
+    }
+
+    /// Queues `event` within the count and byte budgets; the missed count travelled with it.
+    fn send(&mut self, event: TapEvent) -> bool {
+        let bytes = event.bytes();
+        let fits = self.queued.load(Ordering::Relaxed).saturating_add(bytes) <= self.max_bytes;
+        if !(fits && self.tx.try_send(event).is_ok()) {
+            return false;
+        }
+        self.queued.fetch_add(bytes, Ordering::Relaxed);
+        self.missed = 0;
+        true
+    }
+
+    fn behind(&mut self) {
+        if let Some(suppressed) = self.behind_log.allow(Instant::now()) {
+            tracing::error!(
+                missed = self.missed,
+                suppressed,
+                queued_bytes = self.queued.load(Ordering::Relaxed),
+                "recording writer is behind (spool disk too slow?); segments not recorded, the \
+                 recording marks the gap"
+            );
         }
     }
 
@@ -168,8 +252,8 @@ mod tests {
     use crate::media::EndReason;
     use chrono::Utc;
 
-    fn tap(preferred: &str) -> (RecordTap, mpsc::Receiver<TapEvent>) {
-        RecordTap::with_queue(preferred.to_string(), 4)
+    fn tap(preferred: &str) -> (RecordTap, TapReceiver) {
+        RecordTap::with_queue(preferred.to_string(), 4, 1 << 20)
     }
 
     fn rungs() -> Vec<(String, u32, u32)> {
@@ -231,8 +315,8 @@ mod tests {
         t.output("other", &init());
         t.output("other", &segment());
         assert_eq!(t.recorded_rung(), Some("source"));
-        assert!(matches!(rx.try_recv(), Ok(TapEvent::Init { rung, .. }) if rung == "source"));
-        assert!(rx.try_recv().is_err());
+        assert!(matches!(rx.rx.try_recv(), Ok(TapEvent::Init { rung, .. }) if rung == "source"));
+        assert!(rx.rx.try_recv().is_err());
     }
 
     #[test]
@@ -240,7 +324,7 @@ mod tests {
         let (mut t, mut rx) = tap("");
         t.output("source", &segment());
         assert_eq!(t.recorded_rung(), None);
-        assert!(rx.try_recv().is_err());
+        assert!(rx.rx.try_recv().is_err());
     }
 
     #[test]
@@ -248,12 +332,12 @@ mod tests {
         let (mut t, mut rx) = tap("");
         t.output("source", &init());
         t.output("source", &SegmenterOutput::End(EndReason::Stopped));
-        assert!(matches!(rx.try_recv(), Ok(TapEvent::Init { .. })));
-        assert!(rx.try_recv().is_err());
+        assert!(matches!(rx.rx.try_recv(), Ok(TapEvent::Init { .. })));
+        assert!(rx.rx.try_recv().is_err());
     }
 
     #[test]
-    fn a_full_queue_never_blocks_and_skips_to_the_next_init() {
+    fn a_full_queue_never_blocks_and_a_lost_init_is_sent_again_before_its_segments() {
         let (mut t, mut rx) = tap("");
         for _ in 0..4 {
             t.output("source", &init());
@@ -261,27 +345,27 @@ mod tests {
         // The queue (4) is full: this init is lost, so its segments cannot be recorded either.
         t.output("source", &init());
         assert!(t.awaiting_init);
-        while rx.try_recv().is_ok() {}
         t.output("source", &segment());
+        assert_eq!(t.missed, 1);
+        while rx.rx.try_recv().is_ok() {}
+        // Room again: the init goes first (with the count lost before it), then the segment.
         t.output("source", &segment());
-        assert!(rx.try_recv().is_err());
-        // The next init gets through and carries the count of the segments lost before it.
-        t.output("source", &init());
-        t.output("source", &segment());
+        assert!(!t.awaiting_init);
         assert!(matches!(
-            rx.try_recv(),
+            rx.rx.try_recv(),
             Ok(TapEvent::Init {
-                missed_before: 2,
+                missed_before: 1,
                 ..
             })
         ));
         assert!(matches!(
-            rx.try_recv(),
+            rx.rx.try_recv(),
             Ok(TapEvent::Segment {
                 missed_before: 0,
                 ..
             })
         ));
+        assert!(rx.rx.try_recv().is_err());
     }
 
     #[test]
@@ -294,18 +378,88 @@ mod tests {
         // Queue full: two segments lost.
         t.output("source", &segment());
         t.output("source", &segment());
-        let received: Vec<TapEvent> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let received: Vec<TapEvent> = std::iter::from_fn(|| rx.rx.try_recv().ok()).collect();
         assert_eq!(received.len(), 4);
         assert!(received.iter().all(|e| e.missed_before() == 0));
         drop(t);
         assert!(matches!(
-            rx.try_recv(),
+            rx.rx.try_recv(),
             Ok(TapEvent::Missed { missed_before: 2 })
         ));
         // The tap is gone: the writer sees the end.
         assert!(matches!(
-            rx.try_recv(),
+            rx.rx.try_recv(),
             Err(mpsc::error::TryRecvError::Disconnected)
         ));
+    }
+
+    fn segment_of(len: usize) -> SegmenterOutput {
+        let SegmenterOutput::Segment(s) = segment() else {
+            unreachable!("segment() is a segment")
+        };
+        SegmenterOutput::Segment(Segment {
+            data: Bytes::from(vec![0u8; len]),
+            ..s
+        })
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_by_bytes_and_the_writer_gives_them_back() {
+        // Room for 64 events but only 1000 bytes.
+        let (mut t, mut rx) = RecordTap::with_queue(String::new(), 64, 1000);
+        t.output("source", &init());
+        t.output("source", &segment_of(600));
+        // 4 + 600 + 600 > 1000: refused although the queue has room for 61 more events.
+        t.output("source", &segment_of(600));
+        t.output("source", &segment_of(600));
+        assert_eq!(t.missed, 2);
+        assert_eq!(t.queued.load(Ordering::Relaxed), 604);
+        assert!(matches!(rx.recv().await, Some(TapEvent::Init { .. })));
+        assert!(matches!(rx.recv().await, Some(TapEvent::Segment { .. })));
+        assert_eq!(t.queued.load(Ordering::Relaxed), 0);
+        // The writer took them: room again, and the gap travels with the next segment.
+        t.output("source", &segment_of(600));
+        assert!(matches!(
+            rx.recv().await,
+            Some(TapEvent::Segment {
+                missed_before: 2,
+                ..
+            })
+        ));
+        // A segment larger than the whole budget is never queued.
+        t.output("source", &segment_of(2000));
+        assert_eq!(t.missed, 1);
+    }
+
+    /// Counts ERROR events.
+    struct Errors(Arc<AtomicU64>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Errors {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if *event.metadata().level() == tracing::Level::ERROR {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[test]
+    fn a_segment_flood_on_a_stuck_writer_logs_once_with_a_count() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let errors = Arc::new(AtomicU64::new(0));
+        let subscriber = tracing_subscriber::registry().with(Errors(errors.clone()));
+        let (mut t, _rx) = tap("");
+        tracing::subscriber::with_default(subscriber, || {
+            t.output("source", &init());
+            // Issue 10's timestamp flood: 28,175 segments the writer could not take.
+            for _ in 0..28_175 {
+                t.output("source", &segment());
+            }
+        });
+        assert_eq!(t.missed, 28_175 - 3);
+        assert_eq!(errors.load(Ordering::Relaxed), 1);
     }
 }

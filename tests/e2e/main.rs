@@ -9,6 +9,7 @@ mod flv_publish;
 mod garage;
 mod hostile_media;
 mod hostile_net;
+mod hostile_record;
 mod ladder;
 mod record;
 mod relay;

@@ -23,17 +23,17 @@ pub(crate) fn start(env: &[(String, String)], passthrough: bool) -> Server {
 
 /// What a storage backend holds, keyed `<user>/<session>/<file>`, read without livegate.
 pub(crate) struct Stored<'a> {
-    objects: HashMap<String, u64>,
+    pub(crate) objects: HashMap<String, u64>,
     backend: Backend<'a>,
 }
 
-enum Backend<'a> {
+pub(crate) enum Backend<'a> {
     S3(&'a Garage),
     Local(std::path::PathBuf),
 }
 
 impl Stored<'_> {
-    fn read(&self, key: &str) -> Vec<u8> {
+    pub(crate) fn read(&self, key: &str) -> Vec<u8> {
         match &self.backend {
             Backend::S3(garage) => garage
                 .get(&format!("{}/{key}", garage::PREFIX))
@@ -110,7 +110,7 @@ pub(crate) fn wait_recording(
 
 /// Seconds of video ffprobe actually read (packets ÷ frame rate): every segment had to be
 /// fetched and demuxed, unlike a duration taken from the playlist or the container header.
-fn video_seconds_read(probe: &serde_json::Value) -> f64 {
+pub(crate) fn video_seconds_read(probe: &serde_json::Value) -> f64 {
     let video = probe["streams"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["codec_type"] == "video"))
@@ -695,9 +695,11 @@ fn a_full_spool_skips_segments_with_a_clear_error_and_a_gap() {
     garage.spawn();
     let (ok, err) = wait_child(publisher, Duration::from_secs(30));
     assert!(ok, "publisher failed: {err}");
-    let manifest = wait_recording(&server, "ivan", "finished", Duration::from_secs(30));
+    // Segments are missing: "incomplete", never "finished" as if whole.
+    let manifest = wait_recording(&server, "ivan", "incomplete", Duration::from_secs(30));
     let missing = manifest["missing_segments"].as_u64().unwrap_or(0);
     assert!(missing >= 1, "{manifest}");
+    assert!(manifest["gaps"].as_u64() >= Some(1), "{manifest}");
     let stored = stored_in_garage(&garage);
     let folder = format!(
         "{}/{}/",

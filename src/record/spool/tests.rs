@@ -1,8 +1,13 @@
 use super::*;
+use crate::hls::segmenter::{InitInfo, Segment};
+use crate::record::session::{InitEntry, SegmentEntry};
 use crate::record::session::{Manifest, RecordingState};
+use crate::record::tap::TapEvent;
 use crate::record::uploader::UploadPlan;
 use chrono::DateTime;
+use std::io::Write;
 use std::sync::Weak;
+use tokio::sync::mpsc;
 
 // Fixtures shared with the uploader's and the recorder's tests. Data sizes match `bytes`.
 
@@ -81,9 +86,13 @@ fn discontinuity(entry: &JournalEntry) -> bool {
 fn files_are_numbered_and_a_gap_marks_the_next_segment_only() {
     let mut seq = Sequencer::default();
     assert!(!seq.has_init());
-    let first = seq.init(10, &no_tracks());
+    seq.new_init(Bytes::from_static(b"init"), &no_tracks());
+    let (_, first) = seq.pending_init().expect("waiting");
     assert!(matches!(&first, JournalEntry::Init(i) if i.version == 0 && i.width == 0));
-    assert!(seq.has_init());
+    // Not stored yet: segments cannot use it.
+    assert!(!seq.has_init());
+    seq.init_stored();
+    assert!(seq.has_init() && seq.pending_init().is_none());
     let s0 = seq.segment(&hls_segment(false));
     assert!(matches!(&s0, JournalEntry::Segment(s) if s.index == 0 && s.init == 0 && s.bytes == 5));
     assert!(!discontinuity(&s0));
@@ -93,7 +102,12 @@ fn files_are_numbered_and_a_gap_marks_the_next_segment_only() {
     // The segmenter's own discontinuity passes through.
     assert!(discontinuity(&seq.segment(&hls_segment(true))));
     // A new init (new codec parameters) is a discontinuity for its first segment.
-    assert!(matches!(seq.init(10, &no_tracks()), JournalEntry::Init(i) if i.version == 1));
+    seq.new_init(Bytes::from_static(b"init"), &no_tracks());
+    assert!(!seq.has_init());
+    // A failed write keeps the version: the retry stores the same init-1.
+    assert!(matches!(seq.pending_init(), Some((_, JournalEntry::Init(i))) if i.version == 1));
+    assert!(matches!(seq.pending_init(), Some((_, JournalEntry::Init(i))) if i.version == 1));
+    seq.init_stored();
     let s4 = seq.segment(&hls_segment(false));
     assert!(matches!(&s4, JournalEntry::Segment(s) if s.index == 4 && s.init == 1));
     assert!(discontinuity(&s4));
@@ -371,4 +385,275 @@ async fn a_spool_that_cannot_be_created_abandons_the_recording() {
         plan.next_action(std::time::Instant::now()),
         crate::record::uploader::Action::Finalize
     );
+}
+
+/// Runs the writer on a live queue: `between` is called after each batch of events has been
+/// handled (`n` more journal records or missing segments).
+async fn write_live(
+    w: &Writer,
+    batches: Vec<(Vec<TapEvent>, usize)>,
+    mut between: impl FnMut(usize),
+) {
+    let (tx, rx) = mpsc::channel(64);
+    let task = tokio::spawn(w.spool.clone().record(rx, w.session.clone()));
+    for (i, (batch, n)) in batches.into_iter().enumerate() {
+        let before = journal_len(&w.session.dir) + missing(w);
+        for event in batch {
+            tx.send(event).await.expect("queue");
+        }
+        // Each event ends as a journal line or a missing segment (inits may be retried).
+        for _ in 0..500 {
+            if journal_len(&w.session.dir) + missing(w) >= before + n as u64 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        between(i);
+    }
+    drop(tx);
+    task.await.expect("writer");
+}
+
+fn journal_len(dir: &Path) -> u64 {
+    load_session(dir).map_or(0, |(_, j)| j.len() as u64)
+}
+
+fn missing(w: &Writer) -> u64 {
+    w.session.plan().manifest().missing_segments
+}
+
+#[tokio::test]
+async fn a_failed_init_write_never_leaves_segments_pointing_at_it() {
+    let w = writer(1 << 20);
+    let dir = w.session.dir.clone();
+    // `init-1.mp4` cannot be written: a non-empty folder holds its name (as ENOSPC would).
+    let blocker = dir.join("init-1.mp4");
+    std::fs::create_dir_all(blocker.join("x")).expect("blocker");
+    write_live(
+        &w,
+        vec![
+            (vec![tap_init(0), tap_segment(0)], 2),
+            // New codec parameters whose init cannot be stored: its segments are lost, not
+            // recorded against an init that does not exist.
+            (vec![tap_init(0), tap_segment(0)], 1),
+            // Space is back: the init is retried before the next segment.
+            (vec![tap_segment(0)], 2),
+        ],
+        |i| {
+            if i == 1 {
+                std::fs::remove_dir_all(&blocker).expect("unblock");
+            }
+        },
+    )
+    .await;
+    let (header, journal) = load_session(&dir).expect("load");
+    for entry in &journal {
+        if let JournalEntry::Segment(s) = entry {
+            assert!(
+                dir.join(crate::record::session::init_name(s.init))
+                    .is_file(),
+                "{} refers to init-{}, never stored",
+                entry.file_name(),
+                s.init
+            );
+        }
+    }
+    let names: Vec<String> = journal.iter().map(JournalEntry::file_name).collect();
+    assert_eq!(
+        names,
+        [
+            "init-0.mp4",
+            "seg-000000.m4s",
+            "init-1.mp4",
+            "seg-000001.m4s"
+        ]
+    );
+    assert!(matches!(&journal[3], JournalEntry::Segment(s) if s.init == 1 && s.discontinuity));
+    assert_eq!(header.manifest.missing_segments, 1);
+    let status = serde_json::to_value(w.session.plan().status()).expect("json");
+    let error = status["spool_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("init-1.mp4"), "{status}");
+    assert!(
+        !error.contains(&*dir.to_string_lossy()),
+        "no paths: {error}"
+    );
+}
+
+#[test]
+fn a_torn_journal_append_never_swallows_the_next_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entries = spool_files(dir.path(), Manifest::new("alice", "s-1", start()), false);
+    let journal = dir.path().join(JOURNAL_FILE);
+    let full = std::fs::read(&journal).expect("journal");
+    let next = segment(2, 0);
+    for cut in 0..=full.len() {
+        std::fs::write(&journal, &full[..cut]).expect("truncate");
+        // The next record is appended after the torn tail (a crash or a short write).
+        write_entry(dir.path(), &next, &segment_data(2)).expect("append");
+        let (_, loaded) = load_session(dir.path()).expect("load");
+        let complete = full[..cut].iter().filter(|b| **b == b'\n').count();
+        let mut expected = entries[..complete].to_vec();
+        expected.push(next.clone());
+        assert_eq!(loaded, expected, "journal cut at byte {cut}");
+    }
+}
+
+#[tokio::test]
+async fn a_spool_unwritable_at_the_start_records_once_it_can() {
+    let w = writer(1 << 20);
+    // A file where the user's folder must go: nothing can be written (as with ENOSPC).
+    let user_dir = w.session.dir.parent().expect("user dir").to_owned();
+    std::fs::create_dir_all(user_dir.parent().expect("root")).expect("root");
+    std::fs::write(&user_dir, b"not a folder").expect("write");
+    write_live(
+        &w,
+        vec![
+            (vec![tap_init(0), tap_segment(0), tap_segment(0)], 2),
+            (vec![tap_segment(0), tap_segment(0)], 3),
+        ],
+        |i| {
+            if i == 0 {
+                std::fs::remove_file(&user_dir).expect("unblock");
+            }
+        },
+    )
+    .await;
+    let (header, journal) = load_session(&w.session.dir).expect("load");
+    assert!(header.ended);
+    assert_eq!(header.manifest.missing_segments, 2);
+    let names: Vec<String> = journal.iter().map(JournalEntry::file_name).collect();
+    assert_eq!(names, ["init-0.mp4", "seg-000000.m4s", "seg-000001.m4s"]);
+    let gaps: Vec<bool> = journal.iter().map(discontinuity).collect();
+    assert_eq!(gaps, [false, true, false]);
+    let status = serde_json::to_value(w.session.plan().status()).expect("json");
+    assert!(
+        status["spool_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("cannot write session.json to the spool")),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_long_recording_rolls_over_into_parts_at_a_keyframe() {
+    let w = writer(1 << 20);
+    let parts: Arc<std::sync::Mutex<Vec<Arc<SessionShared>>>> = Arc::default();
+    let created = parts.clone();
+    let spool = w.spool.clone();
+    let next: NextPart = Box::new(move |ended: &Manifest| {
+        let n = created.lock().map_or(0, |p| p.len());
+        let mut manifest = Manifest::new("alice", &format!("s-part-{n}"), start());
+        manifest.continues = Some(ended.id.clone());
+        let part = Arc::new(SessionShared::new(
+            UploadPlan::new(manifest),
+            spool.session_dir("alice", &format!("s-part-{n}")),
+            tracing::Span::none(),
+            Weak::new(),
+        ));
+        if let Ok(mut p) = created.lock() {
+            p.push(part.clone());
+        }
+        part
+    });
+    let not_key = || TapEvent::Segment {
+        segment: Segment {
+            independent: false,
+            ..hls_segment(false)
+        },
+        closed_at: std::time::Instant::now(),
+        missed_before: 0,
+    };
+    let events = vec![
+        tap_init(0),
+        tap_segment(0),
+        tap_segment(0),
+        // 4 s reached (max 3 s), but this segment does not start with a keyframe.
+        not_key(),
+        tap_segment(0),
+        tap_segment(0),
+    ];
+    let (tx, rx) = mpsc::channel(events.len());
+    for event in events {
+        tx.try_send(event).expect("queue");
+    }
+    drop(tx);
+    w.spool
+        .clone()
+        .record_parts(
+            rx,
+            w.session.clone(),
+            Some((std::time::Duration::from_secs(3), next)),
+        )
+        .await;
+    let (first, journal) = load_session(&w.session.dir).expect("first part");
+    assert!(first.ended);
+    assert_eq!(journal.len(), 4, "init and three segments: {journal:?}");
+    let parts = parts.lock().expect("parts").clone();
+    assert_eq!(parts.len(), 1);
+    let (second, journal) = load_session(&parts[0].dir).expect("second part");
+    assert!(second.ended);
+    assert_eq!(second.manifest.continues.as_deref(), Some("alice.s-1"));
+    assert_eq!(second.manifest.rung, "720p");
+    let names: Vec<String> = journal.iter().map(JournalEntry::file_name).collect();
+    // The part starts with the current init, then its own segments.
+    assert_eq!(names, ["init-0.mp4", "seg-000000.m4s", "seg-000001.m4s"]);
+    assert!(journal.iter().all(|e| !discontinuity(e)));
+}
+
+#[test]
+fn a_legacy_spool_naming_a_missing_init_recovers_without_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut entries = spool_files(dir.path(), Manifest::new("alice", "s-1", start()), true);
+    // What the old writer left after a failed init-1: segments naming it, uploaded or not.
+    for (index, uploaded) in [(2, true), (3, false)] {
+        let entry = segment(index, 1);
+        write_entry(dir.path(), &entry, &segment_data(index)).expect("spool");
+        if uploaded {
+            std::fs::remove_file(dir.path().join(entry.file_name())).expect("uploaded");
+        }
+        entries.push(entry);
+    }
+    let (header, loaded) = load_session(dir.path()).expect("load");
+    assert_eq!(loaded, entries);
+    let recovered = recover(dir.path(), header, loaded);
+    let mut plan =
+        crate::record::uploader::UploadPlan::resumed(recovered.recording, recovered.pending, false);
+    let t0 = std::time::Instant::now();
+    use crate::record::uploader::Action;
+    let mut steps = Vec::new();
+    loop {
+        match plan.next_action(t0) {
+            Action::Put(e) => {
+                steps.push(format!("put {}", e.file_name()));
+                plan.put_stored(&e);
+            }
+            Action::Drop(e) => {
+                steps.push(format!("drop {}", e.file_name()));
+                plan.dropped(&e);
+            }
+            Action::RefreshPlaylist => {
+                plan.playlist_stored(t0);
+            }
+            Action::Finalize => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        steps,
+        [
+            "put init-0.mp4",
+            "put seg-000000.m4s",
+            "put seg-000001.m4s",
+            "drop seg-000003.m4s"
+        ]
+    );
+    plan.finalizing(Utc::now());
+    let playlist = plan.recording().playlist();
+    assert!(!playlist.contains("init-1.mp4"), "{playlist}");
+    assert_eq!(plan.manifest().segments, 2);
+    assert_eq!(plan.manifest().missing_segments, 2);
+    assert_eq!(plan.manifest().state, RecordingState::Incomplete);
 }

@@ -291,19 +291,27 @@ fn vanished_files_are_left_out_and_counted_missing() {
     }
     // Segments that never reached the spool, counted by the writer.
     p.note_missing(2);
-    // An init gone takes its segment with it...
-    assert_eq!(p.file_vanished(&init(0)), 1);
-    // ...so that segment's file vanishing too does not count twice.
-    assert_eq!(p.next_action(t0), Action::Put(segment(0, 0)));
-    assert_eq!(p.file_vanished(&segment(0, 0)), 0);
+    // An init gone: its segment cannot be played, so it is dropped, not uploaded...
+    assert_eq!(p.file_vanished(&init(0)), 0);
+    assert_eq!(p.next_action(t0), Action::Drop(segment(0, 0)));
+    assert_eq!(p.dropped(&segment(0, 0)), 1);
     assert_eq!(p.next_action(t0), Action::Put(init(1)));
     p.put_stored(&init(1));
     assert_eq!(p.file_vanished(&segment(1, 1)), 1);
+    assert_eq!(p.next_action(t0), Action::Put(segment(2, 1)));
+    p.put_stored(&segment(2, 1));
     assert_eq!(p.manifest().missing_segments, 4);
     assert_eq!(p.manifest().segments, 1);
     // The segment after a gap is a discontinuity.
-    assert!(p.recording().segments[0].discontinuity);
-    assert!(!p.recording().playlist().contains("seg-000001"));
+    let playlist = p.recording().playlist();
+    let parsed = m3u8_rs::parse_media_playlist_res(playlist.as_bytes()).expect("m3u8");
+    assert_eq!(parsed.segments.len(), 1);
+    assert!(parsed.segments[0].discontinuity);
+    assert!(!playlist.contains("seg-000001"));
+    // Ended with segments missing: incomplete, never "finished".
+    p.writer_ended();
+    p.finalizing(Utc::now());
+    assert_eq!(p.manifest().state, RecordingState::Incomplete);
 }
 
 #[test]
