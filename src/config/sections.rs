@@ -274,6 +274,9 @@ pub struct HlsConfig {
     pub max_stream_memory_mib: u64,
     /// Largest single segment (MiB): a source whose keyframes are further apart is cut anyway.
     pub max_segment_mib: u64,
+    /// Most samples (video and audio frames) in one segment: a source sending tiny frames is
+    /// cut at this count (mid-GOP if need be) whatever their size.
+    pub max_segment_samples: usize,
     /// Seconds an ended stream's playlist (with ENDLIST) stays available.
     pub keep_ended_secs: u64,
 }
@@ -312,6 +315,7 @@ impl Default for HlsConfig {
             window: 6,
             max_stream_memory_mib: 256,
             max_segment_mib: 64,
+            max_segment_samples: 16_384,
             keep_ended_secs: 60,
         }
     }

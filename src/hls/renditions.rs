@@ -55,6 +55,7 @@ impl Renditions {
             segmenter_config: SegmenterConfig {
                 target_duration: config.segment_duration,
                 max_segment_bytes: (config.max_segment_mib as usize) << 20,
+                max_segment_samples: config.max_segment_samples,
             },
             segmenters: HashMap::new(),
             clock_anchor: None,
