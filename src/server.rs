@@ -51,7 +51,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     })?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
-    let hub = Hub::new();
+    let hub = Hub::with_limits(crate::stream::HubLimits {
+        max_messages_per_sec: config.rtmp.max_messages_per_sec,
+        ring_max_bytes: config.rtmp.ring_max_mib.saturating_mul(1 << 20),
+    });
     let registry = HlsRegistry::new(config.hls.clone());
     let recorder = Recorder::start(&config, metrics.clone(), shutdown.clone()).await?;
     let keys: Keys = Arc::new(KeyStore::new(config.keys_path()));

@@ -17,6 +17,8 @@ pub struct RelayConfig {
     pub max_backoff_secs: u64,
     /// Frames queued per relay before whole GOPs are dropped (a slow target never slows ingest).
     pub queue_frames: usize,
+    /// Payload MiB queued per relay (and held while it connects) before whole GOPs are dropped.
+    pub queue_max_mib: u64,
     /// Extra CA certificates (PEM) trusted for RTMPS targets, besides the public web roots.
     pub ca_file: String,
     pub presets: RelayPresets,
@@ -41,6 +43,7 @@ impl Default for RelayConfig {
             connect_timeout_secs: 10,
             max_backoff_secs: 30,
             queue_frames: 600,
+            queue_max_mib: 32,
             ca_file: String::new(),
             presets: RelayPresets::default(),
         }
@@ -150,6 +153,8 @@ pub struct TranscodeConfig {
     pub audio_sample_rate: u32,
     /// Frames queued for a stream's transcoder before it drops whole GOPs to catch up.
     pub queue_frames: usize,
+    /// Payload MiB queued for a stream's transcoder before it drops whole GOPs.
+    pub queue_max_mib: u64,
     /// x264 threads per rung (each rung encodes on its own thread already); 0 lets x264 decide.
     pub x264_threads: u32,
     /// The renditions, from the lowest. Rungs taller than the source are skipped (never
@@ -210,6 +215,7 @@ impl Default for TranscodeConfig {
             audio_bitrate: 128_000,
             audio_sample_rate: 48_000,
             queue_frames: 300,
+            queue_max_mib: 64,
             x264_threads: 1,
             rungs: vec![
                 RungConfig::new("360p", 360, 800_000, 856_000, 1_200_000),
@@ -242,6 +248,14 @@ pub struct RtmpConfig {
     pub max_unauthenticated_bytes: usize,
     /// Simultaneous RTMP connections; further ones are closed at once.
     pub max_connections: usize,
+    /// Largest RTMP message (KiB), refused at its chunk header before it is buffered. A 1080p
+    /// keyframe at a high bitrate is 1-2 MiB.
+    pub max_message_kib: usize,
+    /// Media messages a second a publish session may send (averaged over a few seconds); above
+    /// it the session is ended. Real encoders send a few hundred at most.
+    pub max_messages_per_sec: u32,
+    /// Payload MiB a stream's fan-out ring may hold; beyond it whole GOPs are dropped.
+    pub ring_max_mib: usize,
     /// Address of the RTMPS (RTMP over TLS) listener. Empty: off.
     pub tls_listen: String,
     /// PEM certificate chain for RTMPS.
@@ -290,6 +304,9 @@ impl Default for RtmpConfig {
             publish_timeout_secs: 15,
             max_unauthenticated_bytes: 64 * 1024,
             max_connections: 1000,
+            max_message_kib: 4096,
+            max_messages_per_sec: 1000,
+            ring_max_mib: 128,
             tls_listen: String::new(),
             tls_cert: String::new(),
             tls_key: String::new(),

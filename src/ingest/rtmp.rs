@@ -3,7 +3,7 @@
 //!
 //! The stream key is checked before `NetStream.Publish.Start` is sent; a refused publish gets an
 //! error status and the connection closes. Every read is bounded (buffer size, pre-auth byte
-//! budget; a message is at most 16 MiB by RTMP's 24-bit length) and timed (handshake, publish
+//! budget; a message is at most `rtmp.max_message_kib`, refused at its chunk header) and timed (handshake, publish
 //! deadline, idle); any error ends this session only.
 
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use tracing::Instrument;
 use super::gate::{PublishGate, Refusal};
 use crate::config::RtmpConfig;
 use crate::metrics::Metrics;
+use crate::rtmp::chunk_limit::ChunkLimit;
 use crate::rtmp::flv::FlvDemuxer;
 use crate::rtmp::guard::guard_parser;
 use crate::rtmp::handshake::{self, HandshakeError};
@@ -186,6 +187,8 @@ struct Connection {
     ctx: Arc<IngestContext>,
     publisher: Option<Publisher>,
     demuxer: FlvDemuxer,
+    /// Refuses an oversized message before rml_rtmp buffers it.
+    chunk_limit: ChunkLimit,
     bytes_before_publish: usize,
     outbound: Vec<u8>,
 }
@@ -193,9 +196,12 @@ struct Connection {
 impl Connection {
     fn new(ctx: Arc<IngestContext>) -> Self {
         Connection {
-            ctx,
+            ctx: ctx.clone(),
             publisher: None,
             demuxer: FlvDemuxer::new(),
+            chunk_limit: ChunkLimit::new(
+                u32::try_from(ctx.config.max_message_kib.saturating_mul(1024)).unwrap_or(u32::MAX),
+            ),
             bytes_before_publish: 0,
             outbound: Vec::new(),
         }
@@ -290,6 +296,7 @@ impl Connection {
         session: &mut ServerSession,
         bytes: &[u8],
     ) -> Result<Flow, SessionError> {
+        self.chunk_limit.feed(bytes).map_err(Self::protocol)?;
         let results = guarded_input(session, bytes)?;
         self.process(session, results).await
     }

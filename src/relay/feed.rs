@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn drops_are_counted_per_relay_and_a_gone_relay_is_reported() {
-        let (queue, rx, _) = gop_queue(2);
+        let (queue, rx, _) = gop_queue(2, 0);
         let s = state();
         let metrics = Arc::new(Metrics::new());
         let mut feeder = Feeder::new(queue, s.clone(), metrics.clone());
@@ -204,7 +204,7 @@ mod tests {
         let hub = Hub::new();
         let publisher = hub.publish("alice");
         let stream = publisher.stream().clone();
-        let (queue, mut rx, _) = gop_queue(8);
+        let (queue, mut rx, _) = gop_queue(8, 0);
         let feed = tokio::spawn(feed_rendition(
             stream.clone(),
             Some("720p".into()),
