@@ -7,6 +7,7 @@ mod codecs;
 mod common;
 mod flv_publish;
 mod garage;
+mod hostile_flood;
 mod ladder;
 mod record;
 mod relay;
