@@ -108,27 +108,30 @@ fn beside_a_normal_stream(server: &Server, flood: impl FnOnce(&dyn Fn()) + Send)
     m
 }
 
+/// Sends 1-byte AAC frames, all at time 0, as fast as the socket takes them, for 3 s or until
+/// the server ends the session.
+fn tiny_frame_flood(url: &str, sample: &dyn Fn()) {
+    let mut p = Publisher::connect(url).expect("publish");
+    p.send(&[tag(0, &AAC_HEADER)], 0, false).expect("header");
+    let batch: Vec<Tag> = (0..5000).map(|_| tag(0, &[0xAF, 0x01, 0x00])).collect();
+    let start = Instant::now();
+    let mut sent = 0usize;
+    while start.elapsed() < Duration::from_secs(3) {
+        if p.send(&batch, 0, false).is_err() {
+            break; // the server ended the session
+        }
+        sent += batch.len();
+        sample();
+    }
+    eprintln!("sent {sent} tiny frames in {:?}", start.elapsed());
+}
+
 #[test]
 fn a_flood_of_tiny_frames_is_ended_and_bounded() {
     let server = Server::start_passthrough(&[]);
     let key = server.add_key("tiny");
     let url = server.rtmp_url(&key);
-    let m = beside_a_normal_stream(&server, |sample| {
-        let mut p = Publisher::connect(&url).expect("publish");
-        p.send(&[tag(0, &AAC_HEADER)], 0, false).expect("header");
-        // 1-byte AAC frames, all at time 0, as fast as the socket takes them, for 3 s.
-        let batch: Vec<Tag> = (0..5000).map(|_| tag(0, &[0xAF, 0x01, 0x00])).collect();
-        let start = Instant::now();
-        let mut sent = 0usize;
-        while start.elapsed() < Duration::from_secs(3) {
-            if p.send(&batch, 0, false).is_err() {
-                break; // the server ended the session
-            }
-            sent += batch.len();
-            sample();
-        }
-        eprintln!("sent {sent} tiny frames in {:?}", start.elapsed());
-    });
+    let m = beside_a_normal_stream(&server, |sample| tiny_frame_flood(&url, sample));
     assert!(
         m.rss_peak_kb < m.rss_start_kb + 48 * 1024,
         "memory stays bounded: {} → {} kB",
@@ -142,6 +145,23 @@ fn a_flood_of_tiny_frames_is_ended_and_bounded() {
         logs.contains("max_messages_per_sec"),
         "the flood ends with a clear reason\n{logs}"
     );
+}
+
+#[test]
+fn tiny_frames_under_a_raised_rate_limit_still_cost_bounded_memory() {
+    // Defence in depth: with the message-rate limit out of the way, the constant-memory rate
+    // window and the segment sample cap still bound what a flood costs.
+    let server = Server::start_passthrough(&[("LIVEGATE_RTMP_MAX_MESSAGES_PER_SEC", "10000000")]);
+    let key = server.add_key("tiny");
+    let url = server.rtmp_url(&key);
+    let m = beside_a_normal_stream(&server, |sample| tiny_frame_flood(&url, sample));
+    assert!(
+        m.rss_peak_kb < m.rss_start_kb + 64 * 1024,
+        "memory stays bounded: {} → {} kB",
+        m.rss_start_kb,
+        m.rss_peak_kb
+    );
+    assert!(m.log_lines < 300, "{} log lines", m.log_lines);
 }
 
 #[test]
