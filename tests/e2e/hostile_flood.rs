@@ -198,3 +198,30 @@ fn a_clock_jumping_ahead_makes_no_segment_per_message() {
     assert!(m.segments < 40, "{} segments", m.segments);
     assert!(m.log_lines < 200, "{} log lines", m.log_lines);
 }
+
+#[test]
+fn a_message_over_the_cap_is_refused_before_it_is_buffered() {
+    let server = Server::start_passthrough(&[]);
+    let key = server.add_key("huge");
+    let mut p = Publisher::connect(&server.rtmp_url(&key)).expect("publish");
+    // One 5 MiB video message (RTMP allows 16 MiB; the cap is 4 MiB).
+    let mut body = vec![0x17, 0x01, 0, 0, 0];
+    body.resize(5 << 20, 0);
+    let _ = p.send(
+        &[Tag {
+            kind: 9,
+            ts: 0,
+            body: Bytes::from(body),
+        }],
+        0,
+        false,
+    );
+    server.wait_until(Duration::from_secs(10), "the session to end", || {
+        server.logs().contains("RTMP session ended")
+    });
+    let logs = server.logs();
+    assert!(
+        logs.contains("an RTMP message of 5242880 bytes (at most 4194304)"),
+        "{logs}"
+    );
+}
