@@ -3,8 +3,8 @@
 //!
 //! The stream key is checked before `NetStream.Publish.Start` is sent; a refused publish gets an
 //! error status and the connection closes. Every read is bounded (buffer size, pre-auth byte
-//! budget; a message is at most `rtmp.max_message_kib`, refused at its chunk header) and timed (handshake, publish
-//! deadline, idle); any error ends this session only.
+//! budget; a message is at most `rtmp.max_message_kib`, refused at its chunk header) and timed
+//! (handshake, publish deadline, idle); any error ends this session only.
 
 use std::sync::Arc;
 use std::time::Duration;

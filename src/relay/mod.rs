@@ -267,7 +267,7 @@ impl RelayManager {
             let state = RelayState::new(target, rung.clone());
             let (queue, rx, _) = gop_queue(
                 self.config.queue_frames,
-                (self.config.queue_max_mib as usize) << 20,
+                (self.config.queue_max_mib as usize).saturating_mul(1 << 20),
             );
             let feeder = Feeder::new(queue, state.clone(), self.metrics.clone());
             let span = tracing::info_span!("relay", id = %state.target.id,
@@ -362,7 +362,7 @@ impl RelayManager {
         let mut muxer = FlvMuxer::new();
         let mut waiting = Waiting::new(
             self.config.queue_frames,
-            (self.config.queue_max_mib as usize) << 20,
+            (self.config.queue_max_mib as usize).saturating_mul(1 << 20),
         );
         let mut backoff = BACKOFF_MIN;
         let max_backoff = Duration::from_secs(self.config.max_backoff_secs);

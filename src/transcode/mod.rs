@@ -128,7 +128,7 @@ pub fn spawn_ladder<S: LadderSink + Send + 'static>(
     let stream = subscription.stream().clone();
     let (mut queue, rx, queue_stats) = gop_queue(
         transcode.queue_frames,
-        (transcode.queue_max_mib as usize) << 20,
+        (transcode.queue_max_mib as usize).saturating_mul(1 << 20),
     );
     let capacity = queue.capacity();
     let shared = Arc::new(Shared {
