@@ -86,7 +86,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     tracing::debug!(lock = %lock.path().display(), "data_dir locked");
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
-    let hub = Hub::new();
+    let hub = Hub::with_limits(crate::stream::HubLimits {
+        max_messages_per_sec: config.rtmp.max_messages_per_sec,
+        ring_max_bytes: config.rtmp.ring_max_mib.saturating_mul(1 << 20),
+    });
     let registry = HlsRegistry::new(config.hls.clone());
     // `shutdown` starts the drain; `stop` ends whatever is left once the drain is over.
     let stop = CancellationToken::new();
@@ -285,45 +288,46 @@ struct Drain {
 
 impl Drain {
     /// Ends every live stream and waits, for at most `grace`, until their HLS has ended, their
-    /// recordings are stored and their relays have closed.
+    /// relays have closed and their recordings are stored.
     async fn run(&self, grace: Duration) {
         let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + grace;
         let live = self.hub.close();
         tracing::info!(
             live_streams = live,
             grace_secs = grace.as_secs(),
             "shutting down: ending live streams, storing recordings"
         );
-        loop {
-            let pending = self.pending();
-            if pending == Pending::default() {
-                tracing::info!(
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "shutdown drained: every stream ended and every recording stored"
-                );
-                return;
-            }
-            if started.elapsed() >= grace {
-                tracing::warn!(
-                    streams = pending.streams,
-                    playlists = pending.playlists,
-                    recordings = pending.recordings,
-                    relays = pending.relays,
-                    "shutdown grace is over with work left; unstored recording segments stay in \
-                     the spool and are stored at the next start"
-                );
-                return;
-            }
+        // Streams end first: their last segments are what the recorder still has to store.
+        while self.pending(0) != Pending::default() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let recordings = self.recorder.drain(deadline).await;
+        let pending = self.pending(recordings.left_in_spool);
+        if pending == Pending::default() {
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                recordings_stored = recordings.finalized,
+                "shutdown drained: every stream ended and every recording stored"
+            );
+        } else {
+            tracing::warn!(
+                streams = pending.streams,
+                playlists = pending.playlists,
+                relays = pending.relays,
+                recordings = pending.recordings,
+                "shutdown grace is over with work left; unstored recording segments stay in \
+                 the spool and are stored at the next start"
+            );
         }
     }
 
-    fn pending(&self) -> Pending {
+    fn pending(&self, recordings: usize) -> Pending {
         Pending {
             streams: self.hub.len(),
             playlists: self.registry.live_count(),
-            recordings: self.recorder.active_count(),
             relays: self.relays.running_count(),
+            recordings,
         }
     }
 }
@@ -332,8 +336,8 @@ impl Drain {
 struct Pending {
     streams: usize,
     playlists: usize,
-    recordings: usize,
     relays: usize,
+    recordings: usize,
 }
 
 /// Events held before the route is known, at most (~10 s of audio at 48 kHz): a source that never

@@ -1,6 +1,8 @@
 //! Small helpers shared by several concerns, including [`JsonFile`]: the atomic, locked JSON
 //! file that the key store and the relay-target store both keep their state in.
 
+pub mod log_throttle;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};

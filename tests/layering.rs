@@ -16,7 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("datadir", &[]),
     ("config", &["util"]),
     ("metrics", &["util"]),
-    ("net", &[]),
+    ("net", &["util"]),
     ("media", &["util"]),
     ("stream", &["media", "metrics", "util"]),
     ("auth", &["config", "util"]),

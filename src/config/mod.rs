@@ -255,6 +255,22 @@ impl Config {
         if relay.queue_frames < 16 {
             return Err(invalid("relay.queue_frames", "at least 16"));
         }
+        // Budgets too small to carry a real stream would refuse every publisher.
+        if !(64..=16_384).contains(&self.rtmp.max_message_kib) {
+            return Err(invalid("rtmp.max_message_kib", "between 64 and 16384"));
+        }
+        if self.rtmp.max_messages_per_sec < 100 {
+            return Err(invalid("rtmp.max_messages_per_sec", "at least 100"));
+        }
+        if self.rtmp.ring_max_mib < 8 || t.queue_max_mib < 4 || relay.queue_max_mib < 4 {
+            return Err(invalid(
+                "rtmp.ring_max_mib / *.queue_max_mib",
+                "at least 8 / 4 MiB",
+            ));
+        }
+        if self.hls.max_segment_samples < 256 {
+            return Err(invalid("hls.max_segment_samples", "at least 256"));
+        }
         for (key, url) in [
             ("relay.presets.youtube", &relay.presets.youtube),
             ("relay.presets.youtube_rtmps", &relay.presets.youtube_rtmps),

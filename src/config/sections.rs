@@ -17,6 +17,8 @@ pub struct RelayConfig {
     pub max_backoff_secs: u64,
     /// Frames queued per relay before whole GOPs are dropped (a slow target never slows ingest).
     pub queue_frames: usize,
+    /// Payload MiB queued per relay (and held while it connects) before whole GOPs are dropped.
+    pub queue_max_mib: u64,
     /// Extra CA certificates (PEM) trusted for RTMPS targets, besides the public web roots.
     pub ca_file: String,
     pub presets: RelayPresets,
@@ -41,6 +43,7 @@ impl Default for RelayConfig {
             connect_timeout_secs: 10,
             max_backoff_secs: 30,
             queue_frames: 600,
+            queue_max_mib: 32,
             ca_file: String::new(),
             presets: RelayPresets::default(),
         }
@@ -160,6 +163,8 @@ pub struct TranscodeConfig {
     pub audio_sample_rate: u32,
     /// Frames queued for a stream's transcoder before it drops whole GOPs to catch up.
     pub queue_frames: usize,
+    /// Payload MiB queued for a stream's transcoder before it drops whole GOPs.
+    pub queue_max_mib: u64,
     /// x264 threads per rung (each rung encodes on its own thread already); 0 lets x264 decide.
     pub x264_threads: u32,
     /// Ladders running at once; a publish beyond it is served as published when its codecs
@@ -233,6 +238,7 @@ impl Default for TranscodeConfig {
             audio_bitrate: 128_000,
             audio_sample_rate: 48_000,
             queue_frames: 300,
+            queue_max_mib: 64,
             x264_threads: 1,
             max_ladders: 2,
             ladder_nice: 10,
@@ -279,6 +285,14 @@ pub struct RtmpConfig {
     pub max_unauthenticated: usize,
     /// Connections not yet accepted to publish from one address (IPv6: one /64).
     pub max_unauthenticated_per_ip: usize,
+    /// Largest RTMP message (KiB), refused at its chunk header before it is buffered. A 1080p
+    /// keyframe at a high bitrate is 1-2 MiB.
+    pub max_message_kib: usize,
+    /// Media messages a second a publish session may send (averaged over a few seconds); above
+    /// it the session is ended. Real encoders send a few hundred at most.
+    pub max_messages_per_sec: u32,
+    /// Payload MiB a stream's fan-out ring may hold; beyond it whole GOPs are dropped.
+    pub ring_max_mib: usize,
     /// Address of the RTMPS (RTMP over TLS) listener. Empty: off.
     pub tls_listen: String,
     /// PEM certificate chain for RTMPS.
@@ -333,6 +347,9 @@ pub struct HlsConfig {
     pub max_stream_memory_mib: u64,
     /// Largest single segment (MiB): a source whose keyframes are further apart is cut anyway.
     pub max_segment_mib: u64,
+    /// Most samples (video and audio frames) in one segment: a source sending tiny frames is
+    /// cut at this count (mid-GOP if need be) whatever their size.
+    pub max_segment_samples: usize,
     /// Seconds an ended stream's playlist (with ENDLIST) stays available.
     pub keep_ended_secs: u64,
 }
@@ -349,6 +366,9 @@ impl Default for RtmpConfig {
             max_connections_per_ip: 20,
             max_unauthenticated: 100,
             max_unauthenticated_per_ip: 4,
+            max_message_kib: 4096,
+            max_messages_per_sec: 1000,
+            ring_max_mib: 128,
             tls_listen: String::new(),
             tls_cert: String::new(),
             tls_key: String::new(),
@@ -383,6 +403,7 @@ impl Default for HlsConfig {
             window: 6,
             max_stream_memory_mib: 256,
             max_segment_mib: 64,
+            max_segment_samples: 16_384,
             keep_ended_secs: 60,
         }
     }

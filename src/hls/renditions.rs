@@ -15,8 +15,17 @@ use super::segmenter::{Segmenter, SegmenterConfig, SegmenterOutput};
 use crate::config::HlsConfig;
 use crate::media::{EndReason, MediaEvent};
 use crate::metrics::Metrics;
+use crate::stream::rate::RateWindow;
 use crate::stream::RenditionInfo;
 use crate::transcode::LadderSink;
+
+/// Segments a second (over [`SEGMENT_RATE_WINDOW`], at least [`SEGMENT_RATE_MIN_SPAN`]) above
+/// which a rendition is ended: defence in depth behind the wall-time bound on media time, the
+/// minimum segment duration and the ingest message rate, which keep real sources far below it
+/// (a 2 s target makes 0.5 a second; a transcoder catching up bursts a few).
+const MAX_SEGMENTS_PER_SEC: f64 = 5.0;
+const SEGMENT_RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+const SEGMENT_RATE_MIN_SPAN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Receives every rendition's segmenter output, in order, on the producer's thread. It must not
 /// block (queue and return).
@@ -38,6 +47,8 @@ pub struct Renditions {
     metrics: Arc<Metrics>,
     /// Renditions whose end went out already.
     ended: std::collections::HashSet<String>,
+    /// Segments made per rendition, in wall time.
+    segment_rates: HashMap<String, RateWindow>,
 }
 
 impl Renditions {
@@ -55,12 +66,14 @@ impl Renditions {
             segmenter_config: SegmenterConfig {
                 target_duration: config.segment_duration,
                 max_segment_bytes: (config.max_segment_mib as usize) << 20,
+                max_segment_samples: config.max_segment_samples,
             },
             segmenters: HashMap::new(),
             clock_anchor: None,
             subscribers,
             metrics,
             ended: std::collections::HashSet::new(),
+            segment_rates: HashMap::new(),
         }
     }
 
@@ -107,9 +120,32 @@ impl Renditions {
         let Some(segmenter) = self.segmenters.get_mut(rendition) else {
             return;
         };
-        let outputs = segmenter.push(event, now);
+        let mut outputs = segmenter.push(event, now);
         if outputs.is_empty() {
             return;
+        }
+        let made = outputs
+            .iter()
+            .filter(|o| matches!(o, SegmenterOutput::Segment(_)))
+            .count();
+        if made > 0 {
+            let wall = std::time::Instant::now();
+            let window = self
+                .segment_rates
+                .entry(rendition.to_string())
+                .or_insert_with(|| RateWindow::new(wall, SEGMENT_RATE_WINDOW));
+            for _ in 0..made {
+                window.add(wall, 0);
+            }
+            let rate = window.rates(wall, SEGMENT_RATE_MIN_SPAN).messages_per_sec;
+            if rate > MAX_SEGMENTS_PER_SEC {
+                tracing::error!(
+                    rendition,
+                    rate,
+                    "segments come faster than real time allows; ending this rendition"
+                );
+                outputs.extend(segmenter.push(MediaEvent::End(EndReason::Stopped), now));
+            }
         }
         let mut hls = self.hls.write().unwrap_or_else(|e| e.into_inner());
         for output in outputs {
@@ -270,6 +306,32 @@ mod tests {
             .media_playlist("360p")
             .unwrap()
             .contains("#EXT-X-ENDLIST"));
+    }
+
+    #[test]
+    fn a_segment_per_message_ends_the_rendition() {
+        let config = HlsConfig::default();
+        let registry = HlsRegistry::new(config.clone());
+        let (hls, generation) = registry.attach("flood");
+        let seen = Seen::default();
+        let mut renditions = Renditions::new(
+            hls.clone(),
+            generation,
+            &config,
+            Arc::new(Metrics::new()),
+            vec![Box::new(seen.clone())],
+        );
+        let video = VideoConfig::h264(crate::media::avc::tests::AVCC_640X360_HIGH).unwrap();
+        renditions.push("source", MediaEvent::VideoConfig(Arc::new(video)));
+        // A keyframe every 10 s of media, as fast as they come: a segment per message.
+        for i in 0..1000 {
+            renditions.push("source", frame(i * 900_000, true));
+        }
+        let seen = seen.0.lock().unwrap().clone();
+        let segments = seen.iter().filter(|s| *s == "source segment").count();
+        assert!(segments <= 30, "{segments} segments");
+        assert_eq!(seen.last().map(String::as_str), Some("source end"));
+        assert!(hls.read().unwrap().is_ended());
     }
 
     #[test]

@@ -6,11 +6,19 @@
 //! trimmed so playback starts on a picture; audio timestamps are kept continuous (RTMP's
 //! millisecond clock jitters around the exact 1024-sample cadence). A change of codec
 //! configuration closes the segment and starts a new init segment with a discontinuity.
+//!
+//! Hostile input is bounded here too: a segment (one fMP4 fragment) holds at most
+//! `max_segment_bytes` and `max_segment_samples`; reaching either cuts it at once (mid-GOP if
+//! need be, marked not independent), so tiny samples on a constant timestamp cannot grow a
+//! segment without bound. A keyframe cut needs at least [`MIN_SEGMENT_SECS`] of media, and all
+//! timestamp arithmetic saturates, so a timeline pushed to the ends of i64 cannot overflow.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
+
+use crate::util::log_throttle::RateLimit;
 
 use super::fmp4::{self, Sample, TrackRun, AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 use crate::media::{
@@ -22,11 +30,25 @@ use crate::media::{
 const CUT_TOLERANCE: f64 = 0.9;
 /// Audio frames held while waiting for the first video keyframe (~10 s at 48 kHz).
 const MAX_EARLY_AUDIO: usize = 480;
+/// The shortest segment a keyframe cut makes, whatever the target: a source with a keyframe per
+/// frame and a tiny target must not make a segment per frame.
+pub const MIN_SEGMENT_SECS: f64 = 0.5;
+
+/// Segment anomalies (forced cuts), at most one line per 10 s per segmenter.
+const ANOMALY_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `t` ticks of `from` per second in ticks of `to`, saturating at the ends of i64.
+fn rescale(t: i64, from: i64, to: i64) -> i64 {
+    let v = i128::from(t) * i128::from(to) / i128::from(from.max(1));
+    v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
 
 #[derive(Debug, Clone)]
 pub struct SegmenterConfig {
     pub target_duration: f64,
     pub max_segment_bytes: usize,
+    /// Samples (video and audio) in one segment, which is one fragment.
+    pub max_segment_samples: usize,
 }
 
 /// Codec details of an init segment, for the master playlist.
@@ -106,6 +128,7 @@ pub struct Segmenter {
     /// (stream time in µs, wall clock) of the first sample: maps media time to PDT.
     clock_anchor: Option<(i64, DateTime<Utc>)>,
     ended: bool,
+    anomaly_log: RateLimit,
 }
 
 impl Segmenter {
@@ -127,6 +150,7 @@ impl Segmenter {
             sequence: 0,
             clock_anchor: None,
             ended: false,
+            anomaly_log: RateLimit::new(ANOMALY_LOG_INTERVAL),
         }
     }
 
@@ -176,7 +200,7 @@ impl Segmenter {
         if has_media {
             let next = self
                 .last_video_dts
-                .map(|d| d + self.last_video_duration.max(1));
+                .map(|d| d.saturating_add(self.last_video_duration.max(1)));
             self.flush(next, out);
         }
         if self.emitted_any || has_media {
@@ -212,22 +236,27 @@ impl Segmenter {
         let mut dts = p.dts;
         if let Some(last) = self.last_video_dts {
             if dts <= last {
-                dts = last + 1; // decode times must increase strictly
+                dts = last.saturating_add(1); // decode times must increase strictly
             }
         }
         let pts = p.pts.max(dts);
-        self.anchor(dts * 1_000_000 / i64::from(VIDEO_TIMESCALE), now);
+        self.anchor(rescale(dts, i64::from(VIDEO_TIMESCALE), 1_000_000), now);
 
         if let Some(&start) = self.pending.video_dts.first() {
-            let elapsed = (dts - start) as f64 / f64::from(VIDEO_TIMESCALE);
-            let due = p.keyframe && elapsed >= self.config.target_duration * CUT_TOLERANCE;
-            let oversized = self.pending.bytes + p.data.len() > self.config.max_segment_bytes;
+            let elapsed = dts.saturating_sub(start) as f64 / f64::from(VIDEO_TIMESCALE);
+            let min = (self.config.target_duration * CUT_TOLERANCE).max(MIN_SEGMENT_SECS);
+            let due = p.keyframe && elapsed >= min;
+            let oversized = self.pending.bytes + p.data.len() > self.config.max_segment_bytes
+                || self.pending_samples() >= self.config.max_segment_samples;
             if due || oversized {
                 if oversized && !p.keyframe {
-                    tracing::warn!(
-                        elapsed,
-                        "no keyframe within the segment size limit; cutting mid-GOP"
-                    );
+                    if let Some(suppressed) = self.anomaly_log.check() {
+                        tracing::warn!(
+                            elapsed,
+                            suppressed,
+                            "no keyframe within the segment size or sample limit; cutting mid-GOP"
+                        );
+                    }
                 }
                 self.flush(Some(dts), out);
                 self.pending.independent = p.keyframe;
@@ -237,14 +266,19 @@ impl Segmenter {
             self.emit_init_if_stale(out);
         }
         if let Some(last) = self.last_video_dts {
-            self.last_video_duration = (dts - last).clamp(1, i64::from(VIDEO_TIMESCALE) * 10);
+            self.last_video_duration = dts
+                .saturating_sub(last)
+                .clamp(1, i64::from(VIDEO_TIMESCALE) * 10);
         }
         self.last_video_dts = Some(dts);
         self.pending.bytes += p.data.len();
         self.pending.video_dts.push(dts);
         self.pending.video.push(Sample {
             duration: 0, // filled at flush from the next decode time
-            composition_offset: (pts - dts).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+            composition_offset: pts
+                .saturating_sub(dts)
+                .clamp(i64::from(i32::MIN), i64::from(i32::MAX))
+                as i32,
             keyframe: p.keyframe,
             data: p.data,
         });
@@ -263,10 +297,12 @@ impl Segmenter {
         let rate = i64::from(audio.sample_rate);
         // Keep the exact cadence unless the source clock really moved (a gap or a jump).
         let dts = match self.next_audio_dts {
-            Some(expected) if (p.dts - expected).abs() < rate / 10 => expected,
+            Some(expected) if p.dts.saturating_sub(expected).saturating_abs() < rate / 10 => {
+                expected
+            }
             _ => p.dts,
         };
-        self.next_audio_dts = Some(dts + frame);
+        self.next_audio_dts = Some(dts.saturating_add(frame));
         let sample = Sample {
             duration: audio.frame_samples,
             composition_offset: 0,
@@ -285,12 +321,12 @@ impl Segmenter {
             self.early_audio.push_back((dts, sample));
             return;
         }
-        self.anchor(dts * 1_000_000 / rate, now);
+        self.anchor(rescale(dts, rate, 1_000_000), now);
 
         if self.audio_only {
             if let Some(start) = self.pending.audio_start {
                 // Every AAC frame is a sync point: cut as close to the target as frames allow.
-                let elapsed = (dts - start) as f64 / rate as f64;
+                let elapsed = dts.saturating_sub(start) as f64 / rate as f64;
                 let half_frame = frame as f64 / rate as f64 / 2.0;
                 if elapsed >= self.config.target_duration - half_frame {
                     self.flush(None, out);
@@ -300,14 +336,25 @@ impl Segmenter {
                 self.emit_init_if_stale(out);
             }
         }
-        if self.pending.bytes + sample.data.len() > self.config.max_segment_bytes {
+        if self.pending.bytes + sample.data.len() > self.config.max_segment_bytes
+            || self.pending_samples() >= self.config.max_segment_samples
+        {
             // A source that sends audio but no video keyframe for this long: cut anyway.
-            tracing::warn!("no video keyframe within the segment size limit; cutting on audio");
+            if let Some(suppressed) = self.anomaly_log.check() {
+                tracing::warn!(
+                    suppressed,
+                    "no video keyframe within the segment size or sample limit; cutting on audio"
+                );
+            }
             // Everything pending goes into this segment (carrying audio over would not shrink it).
             self.flush(None, out);
             self.pending.independent = self.audio_only;
         }
         self.append_audio(dts, sample);
+    }
+
+    fn pending_samples(&self) -> usize {
+        self.pending.video.len() + self.pending.audio.len()
     }
 
     fn append_audio(&mut self, dts: i64, sample: Sample) {
@@ -328,9 +375,9 @@ impl Segmenter {
         };
         let rate = i64::from(audio.sample_rate);
         let half_frame = i64::from(audio.frame_samples) / 2;
-        let start = video_dts * rate / i64::from(VIDEO_TIMESCALE);
+        let start = rescale(video_dts, i64::from(VIDEO_TIMESCALE), rate);
         for (dts, sample) in std::mem::take(&mut self.early_audio) {
-            if dts + half_frame >= start {
+            if dts.saturating_add(half_frame) >= start {
                 self.append_audio(dts, sample);
             }
         }
@@ -367,7 +414,11 @@ impl Segmenter {
         let mut carry: Vec<(i64, Sample)> = Vec::new();
         if let (Some(next), Some(audio)) = (next_video_dts, &self.audio) {
             if !pending.video.is_empty() {
-                let cut = next * i64::from(audio.sample_rate) / i64::from(VIDEO_TIMESCALE);
+                let cut = rescale(
+                    next,
+                    i64::from(VIDEO_TIMESCALE),
+                    i64::from(audio.sample_rate),
+                );
                 let keep = pending.audio_dts.iter().take_while(|&&d| d < cut).count();
                 let dts_tail = pending.audio_dts.split_off(keep);
                 let sample_tail = pending.audio.split_off(keep);
@@ -381,23 +432,25 @@ impl Segmenter {
             let next = if i + 1 < n {
                 pending.video_dts[i + 1]
             } else {
-                next_video_dts.unwrap_or(pending.video_dts[i] + self.last_video_duration)
+                next_video_dts
+                    .unwrap_or(pending.video_dts[i].saturating_add(self.last_video_duration))
             };
-            pending.video[i].duration =
-                (next - pending.video_dts[i]).clamp(1, i64::from(u32::MAX)) as u32;
+            pending.video[i].duration = next
+                .saturating_sub(pending.video_dts[i])
+                .clamp(1, i64::from(u32::MAX)) as u32;
         }
         let (duration, start_us) = if let Some(&first) = pending.video_dts.first() {
             let total: u64 = pending.video.iter().map(|s| u64::from(s.duration)).sum();
             (
                 total as f64 / f64::from(VIDEO_TIMESCALE),
-                first * 1_000_000 / i64::from(VIDEO_TIMESCALE),
+                rescale(first, i64::from(VIDEO_TIMESCALE), 1_000_000),
             )
         } else {
             let rate = self.audio.as_ref().map_or(48_000, |a| a.sample_rate);
             let total: u64 = pending.audio.iter().map(|s| u64::from(s.duration)).sum();
             (
                 total as f64 / f64::from(rate),
-                pending.audio_start.unwrap_or(0) * 1_000_000 / i64::from(rate),
+                rescale(pending.audio_start.unwrap_or(0), i64::from(rate), 1_000_000),
             )
         };
         let mut runs = Vec::with_capacity(2);
@@ -418,7 +471,12 @@ impl Segmenter {
         self.sequence = self.sequence.wrapping_add(1);
         let data = fmp4::media_fragment(self.sequence, &runs);
         let pdt = match self.clock_anchor {
-            Some((anchor_us, wall)) => wall + ChronoDuration::microseconds(start_us - anchor_us),
+            // Saturating: a timeline pushed to the ends of i64 must not overflow the date.
+            Some((anchor_us, wall)) => wall
+                .checked_add_signed(ChronoDuration::microseconds(
+                    start_us.saturating_sub(anchor_us),
+                ))
+                .unwrap_or(wall),
             None => Utc::now(),
         };
         out.push(SegmenterOutput::Segment(Segment {

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use super::conn::{read_preface, service, Activity, ServerIo};
 use crate::config::HttpConfig;
 use crate::metrics::Metrics;
-use crate::net::{ConnLimiter, LogThrottle};
+use crate::net::ConnLimiter;
+use crate::util::log_throttle::LogThrottle;
 
 /// How long a connection ended for being idle may take to finish what it is writing.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -94,7 +95,7 @@ pub async fn serve(
             Ok(permit) => permit,
             Err(refusal) => {
                 metrics.http_refused(refusal.label());
-                if let Some(held) = refused_log.allow() {
+                if let Some(held) = refused_log.check(refusal.label()) {
                     tracing::warn!(%peer, reason = refusal.label(), similar_since_last_line = held,
                         "HTTP connection refused; closing it");
                 }

@@ -3,8 +3,9 @@
 //!
 //! The stream key is checked before `NetStream.Publish.Start` is sent; a refused publish gets an
 //! error status and the connection closes. Every read is bounded (buffer size, pre-auth byte
-//! budget; a message is at most 16 MiB by RTMP's 24-bit length) and timed (one pre-auth deadline
-//! from accept to an accepted publish, idle); any error ends this session only.
+//! budget; a message is at most `rtmp.max_message_kib`, refused at its chunk header) and timed
+//! (one pre-auth deadline from accept to an accepted publish, idle); any error ends this session
+//! only.
 //!
 //! Slots (shared by RTMP and RTMPS): every connection holds one of `max_connections`
 //! (`max_connections_per_ip` per address); until its publish is accepted it also holds one of
@@ -29,12 +30,14 @@ use tracing::Instrument;
 use super::gate::{PublishGate, Refusal};
 use crate::config::RtmpConfig;
 use crate::metrics::Metrics;
-use crate::net::{ConnLimiter, ConnPermit, LogThrottle};
+use crate::net::{ConnLimiter, ConnPermit};
+use crate::rtmp::chunk_limit::ChunkLimit;
 use crate::rtmp::flv::FlvDemuxer;
 use crate::rtmp::guard::guard_parser;
 use crate::rtmp::handshake::{self, HandshakeError};
 use crate::rtmp::io::{read_some, write_flushed, IoError, WRITE_TIMEOUT};
 use crate::stream::{LiveStream, Publisher};
+use crate::util::log_throttle::LogThrottle;
 use crate::util::redact;
 
 pub const APP_NAME: &str = "live";
@@ -156,7 +159,7 @@ pub async fn serve(
             Err(reason) => {
                 ctx.metrics.refused(reason);
                 // A flood of refusals is one line per 10 s, not one per connection.
-                if let Some(held) = ctx.slots.refused_log.allow() {
+                if let Some(held) = ctx.slots.refused_log.check(reason) {
                     tracing::warn!(%peer, reason, similar_since_last_line = held,
                         "RTMP connection refused: slots full; closing it");
                 }
@@ -243,6 +246,8 @@ struct Connection {
     publish_by: Instant,
     publisher: Option<Publisher>,
     demuxer: FlvDemuxer,
+    /// Refuses an oversized message before rml_rtmp buffers it.
+    chunk_limit: ChunkLimit,
     bytes_before_publish: usize,
     outbound: Vec<u8>,
 }
@@ -253,12 +258,15 @@ impl Connection {
         let handshake_by =
             publish_by.min(accepted_at + Duration::from_secs(ctx.config.handshake_timeout_secs));
         Connection {
-            ctx,
+            ctx: ctx.clone(),
             preauth: Some(preauth),
             handshake_by,
             publish_by,
             publisher: None,
             demuxer: FlvDemuxer::new(),
+            chunk_limit: ChunkLimit::new(
+                u32::try_from(ctx.config.max_message_kib.saturating_mul(1024)).unwrap_or(u32::MAX),
+            ),
             bytes_before_publish: 0,
             outbound: Vec::new(),
         }
@@ -351,6 +359,7 @@ impl Connection {
         session: &mut ServerSession,
         bytes: &[u8],
     ) -> Result<Flow, SessionError> {
+        self.chunk_limit.feed(bytes).map_err(Self::protocol)?;
         let results = guarded_input(session, bytes)?;
         self.process(session, results).await
     }

@@ -6,12 +6,27 @@
 //! interleaved with small reorderings between the tracks, so a small step backwards is normal; a
 //! large jump either way is a clock restart and is stitched onto the timeline so that time keeps
 //! advancing smoothly. Output is in the input's clock rate, starting at 0.
+//!
+//! Media time is also held to wall time: it may run at most [`MAX_MEDIA_LEAD_MS`] ahead of the
+//! time since the first timestamp arrived. A source whose clock runs ahead of that (a +10 s jump
+//! per message, or a file pushed far faster than real time) is rebased: its timestamps are
+//! clamped to the bound, as a clock restart is stitched, and the stream goes on (the jumps are
+//! counted and logged, throttled). Ending the stream instead would punish a merely misbehaving
+//! encoder; the rebase already keeps every downstream rate (segments, playlist entries)
+//! bounded by wall time. Message floods are ended by the hub's message-rate limit.
+
+use std::time::{Duration, Instant};
+
+use crate::util::log_throttle::RateLimit;
 
 /// Forward steps larger than this are treated as an encoder clock restart (smaller ones are a
 /// real pause in the source and kept).
 pub const MAX_PLAUSIBLE_STEP_MS: i64 = 10_000;
 /// Backward steps larger than this are a restart too; audio/video interleaving stays well below.
 pub const MAX_BACKWARD_STEP_MS: i64 = 1_000;
+/// How far media time may run ahead of wall time (since the first timestamp). Generous enough
+/// for an encoder's start-up burst and a short file pushed without `-re`.
+pub const MAX_MEDIA_LEAD_MS: i64 = 15_000;
 
 /// Gap inserted after a clock restart: about one frame, so the next packet follows the last.
 const RESTART_GAP_MS: i64 = 20;
@@ -28,6 +43,11 @@ pub struct TimestampNormalizer {
     /// Highest output so far; after a restart the timeline continues from here.
     max_out: i64,
     restarts: u64,
+    /// When the first timestamp arrived (the wall-time bound counts from it).
+    first_arrival: Option<Instant>,
+    /// Timestamps clamped to the wall-time bound.
+    clamped: u64,
+    clamp_log: RateLimit,
 }
 
 impl Default for TimestampNormalizer {
@@ -51,16 +71,29 @@ impl TimestampNormalizer {
             last_out: 0,
             max_out: 0,
             restarts: 0,
+            first_arrival: None,
+            clamped: 0,
+            clamp_log: RateLimit::new(Duration::from_secs(10)),
         }
     }
 
     fn ticks(&self, ms: i64) -> i64 {
-        ms * self.clock_rate / 1000
+        ms.saturating_mul(self.clock_rate) / 1000
     }
 
-    /// Maps a raw 32-bit timestamp to the stream's 64-bit timeline (starting at 0).
+    /// Maps a raw 32-bit timestamp to the stream's 64-bit timeline (starting at 0), held to
+    /// the wall time since the first call.
     pub fn normalize(&mut self, raw: u32) -> i64 {
-        let out = match self.last_raw {
+        let now = Instant::now();
+        let first = *self.first_arrival.get_or_insert(now);
+        let wall_ms =
+            i64::try_from(now.saturating_duration_since(first).as_millis()).unwrap_or(i64::MAX);
+        self.normalize_at(raw, wall_ms)
+    }
+
+    /// As [`TimestampNormalizer::normalize`], `wall_ms` after the first timestamp arrived.
+    pub fn normalize_at(&mut self, raw: u32, wall_ms: i64) -> i64 {
+        let mut out = match self.last_raw {
             None => 0,
             Some(last) => {
                 // Signed distance modulo 2^32: crossing the wrap point is a small positive step.
@@ -75,6 +108,19 @@ impl TimestampNormalizer {
                 }
             }
         };
+        let limit = self.ticks(wall_ms.max(0).saturating_add(MAX_MEDIA_LEAD_MS));
+        if out > limit {
+            self.clamped += 1;
+            if let Some(suppressed) = self.clamp_log.check() {
+                tracing::warn!(
+                    media_ms = out.saturating_mul(1000) / self.clock_rate,
+                    wall_ms,
+                    suppressed,
+                    "source clock runs ahead of real time; holding its timestamps to the wall clock"
+                );
+            }
+            out = limit;
+        }
         self.last_raw = Some(raw);
         self.last_out = out;
         self.max_out = self.max_out.max(out);
@@ -84,6 +130,11 @@ impl TimestampNormalizer {
     /// How many clock restarts were stitched over.
     pub fn restarts(&self) -> u64 {
         self.restarts
+    }
+
+    /// How many timestamps were held to the wall-time bound.
+    pub fn clamped(&self) -> u64 {
+        self.clamped
     }
 }
 
@@ -156,11 +207,13 @@ mod tests {
     fn follows_forward_steps(clock_rate: u32, start: u32, steps: &[u32]) -> Result<(), String> {
         let mut n = TimestampNormalizer::with_clock_rate(clock_rate);
         let mut raw = start;
-        let mut expected = n.normalize(raw);
+        let mut expected = n.normalize_at(raw, 0);
         for &s in steps {
             raw = raw.wrapping_add(s);
             expected += i64::from(s);
-            let got = n.normalize(raw);
+            // A real-time source: its media time arrives at the same wall time.
+            let wall_ms = expected * 1000 / i64::from(clock_rate);
+            let got = n.normalize_at(raw, wall_ms);
             if got != expected {
                 return Err(format!("step {s} at {raw}: {got} != {expected}"));
             }
@@ -168,7 +221,50 @@ mod tests {
         Ok(())
     }
 
+    #[test]
+    fn a_jump_per_message_is_held_to_wall_time() {
+        // The regression: +10 s per message was a plausible step, so 4 s of such messages made
+        // hours of media (and a segment per message).
+        let mut n = TimestampNormalizer::new();
+        let mut raw = 0u32;
+        for i in 0..10_000i64 {
+            let wall_ms = i / 10; // 10 messages a millisecond: 1 s of wall time in all
+            let out = n.normalize_at(raw, wall_ms);
+            assert!(out <= wall_ms + MAX_MEDIA_LEAD_MS, "{out} at {wall_ms}");
+            raw = raw.wrapping_add(10_000);
+        }
+        assert!(n.clamped() > 9_000);
+        // Once the source behaves, time follows it again from where it was held.
+        let held = n.normalize_at(raw, 1_000);
+        assert_eq!(n.normalize_at(raw.wrapping_add(40), 1_040), held + 40);
+    }
+
+    #[test]
+    fn a_burst_ahead_of_real_time_within_the_lead_is_kept() {
+        // 12 s of media in the first second (a short file pushed without -re).
+        let mut n = TimestampNormalizer::new();
+        for ms in (0..12_000u32).step_by(33) {
+            assert_eq!(n.normalize_at(ms, i64::from(ms) / 12), i64::from(ms));
+        }
+        assert_eq!(n.clamped(), 0);
+    }
+
     proptest::proptest! {
+        /// Timestamps never run ahead of wall time by more than the lead, whatever the input.
+        #[test]
+        fn media_time_is_bounded_by_wall_time(
+            raws in proptest::collection::vec((proptest::prelude::any::<u32>(), 0i64..50), 1..300),
+            rate in proptest::prop_oneof![proptest::strategy::Just(1000u32), proptest::strategy::Just(90_000u32)],
+        ) {
+            let mut n = TimestampNormalizer::with_clock_rate(rate);
+            let mut wall = 0;
+            for (raw, dt) in raws {
+                wall += dt;
+                let out = n.normalize_at(raw, wall);
+                proptest::prop_assert!(out <= (wall + MAX_MEDIA_LEAD_MS) * i64::from(rate) / 1000);
+            }
+        }
+
         /// Forward steps of plausible size always advance the output by exactly the step.
         #[test]
         fn monotonic_for_forward_steps(start in proptest::prelude::any::<u32>(),

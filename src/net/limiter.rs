@@ -4,9 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -147,48 +145,6 @@ impl Drop for ConnPermit {
     }
 }
 
-/// Lets a log line through at most once per `every`, and says how many were held back: a flood
-/// of refused connections must not become a flood of log lines.
-#[derive(Debug)]
-pub struct LogThrottle {
-    start: Instant,
-    every_ms: u64,
-    /// Milliseconds after `start` of the last line let through, plus one (0: never).
-    last: AtomicU64,
-    held: AtomicU64,
-}
-
-impl LogThrottle {
-    pub fn new(every: Duration) -> Self {
-        LogThrottle {
-            start: Instant::now(),
-            every_ms: every.as_millis() as u64,
-            last: AtomicU64::new(0),
-            held: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(n)` when this event should be logged (`n` events were suppressed since the last
-    /// line), `None` when it is to be held back.
-    pub fn allow(&self) -> Option<u64> {
-        let now = self.start.elapsed().as_millis() as u64 + 1;
-        let last = self.last.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < self.every_ms {
-            self.held.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        if self
-            .last
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            self.held.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.held.swap(0, Ordering::Relaxed))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,15 +231,5 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(limiter.open(), 0);
-    }
-
-    #[test]
-    fn throttle_lets_one_line_through_per_period_and_counts_the_rest() {
-        let throttle = LogThrottle::new(Duration::from_millis(200));
-        assert_eq!(throttle.allow(), Some(0));
-        assert_eq!(throttle.allow(), None);
-        assert_eq!(throttle.allow(), None);
-        std::thread::sleep(Duration::from_millis(250));
-        assert_eq!(throttle.allow(), Some(2));
     }
 }

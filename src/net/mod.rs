@@ -1,9 +1,9 @@
 //! Connection-level defences shared by the listeners (HTTP, RTMP, RTMPS): per-address connection
-//! caps, a throttle for the log lines an attacker can trigger, and the start-up check of the
+//! caps and the start-up check of the
 //! connection caps against the process's file-descriptor limit. A leaf: it knows nothing of the
 //! protocols.
 
 pub mod limiter;
 pub mod nofile;
 
-pub use limiter::{ConnLimiter, ConnPermit, LimitRefusal, LogThrottle};
+pub use limiter::{ConnLimiter, ConnPermit, LimitRefusal};

@@ -19,10 +19,12 @@ pub mod session;
 mod spool;
 pub mod storage;
 mod tap;
-mod throttle;
 mod uploader;
 pub mod vod;
 mod webhook;
+
+/// Repeated recording errors are logged at most this often (with the count left out).
+const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -186,11 +188,6 @@ impl Recorder {
     /// Whether the recording's writer or uploader still runs (it cannot be deleted then).
     pub fn is_active(&self, id: &str) -> bool {
         self.lock_active().contains_key(id)
-    }
-
-    /// Recordings whose writer or uploader still runs (shutdown waits for these to be stored).
-    pub fn active_count(&self) -> usize {
-        self.lock_active().len()
     }
 
     fn lock_active(&self) -> MutexGuard<'_, HashMap<String, Arc<SessionShared>>> {

@@ -12,8 +12,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::throttle::{Throttle, LOG_EVERY};
+use super::LOG_EVERY;
 use crate::hls::segmenter::{InitInfo, Segment, SegmenterOutput};
+use crate::util::log_throttle::RateLimit;
 
 /// Events a tap may queue ahead of its writer (each is one whole segment or init).
 const TAP_QUEUE: usize = 64;
@@ -88,7 +89,7 @@ pub struct RecordTap {
     queued: Arc<AtomicU64>,
     max_bytes: u64,
     /// "Writer is behind" is logged with a count, not once per segment.
-    behind_log: Throttle,
+    behind_log: RateLimit,
     preferred: String,
     selected: Option<String>,
     /// An init was lost to a full queue: its segments cannot be played until it is queued
@@ -118,7 +119,7 @@ impl RecordTap {
             tx,
             queued,
             max_bytes,
-            behind_log: Throttle::new(LOG_EVERY),
+            behind_log: RateLimit::new(LOG_EVERY),
             preferred,
             selected: None,
             awaiting_init: false,
@@ -204,7 +205,7 @@ impl RecordTap {
     }
 
     fn behind(&mut self) {
-        if let Some(suppressed) = self.behind_log.allow(Instant::now()) {
+        if let Some(suppressed) = self.behind_log.check() {
             tracing::error!(
                 missed = self.missed,
                 suppressed,

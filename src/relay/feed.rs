@@ -12,12 +12,18 @@ use crate::media::MediaEvent;
 use crate::metrics::Metrics;
 use crate::stream::queue::{GopQueue, Offer};
 use crate::stream::{LiveStream, RenditionInfo, Subscription};
+use crate::util::log_throttle::RateLimit;
+
+/// A source that alternates keyframes and bursts would log a drop and a resume per GOP.
+const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One relay's queue and its accounting.
 pub struct Feeder {
     queue: GopQueue,
     state: Arc<RelayState>,
     metrics: Arc<Metrics>,
+    drop_log: RateLimit,
+    resume_log: RateLimit,
 }
 
 impl Feeder {
@@ -26,6 +32,8 @@ impl Feeder {
             queue,
             state,
             metrics,
+            drop_log: RateLimit::new(DROP_LOG_INTERVAL),
+            resume_log: RateLimit::new(DROP_LOG_INTERVAL),
         }
     }
 
@@ -47,12 +55,17 @@ impl Feeder {
                         .inc();
                 }
                 if !was_dropping {
-                    tracing::warn!(relay = %self.state.target.id,
-                        "relay target too slow; dropping until the next keyframe");
+                    if let Some(suppressed) = self.drop_log.check() {
+                        tracing::warn!(relay = %self.state.target.id, suppressed,
+                            "relay target too slow; dropping until the next keyframe");
+                    }
                 }
             }
             Offer::Resumed => {
-                tracing::info!(relay = %self.state.target.id, "relay caught up; resuming at a keyframe")
+                if let Some(suppressed) = self.resume_log.check() {
+                    tracing::info!(relay = %self.state.target.id, suppressed,
+                        "relay caught up; resuming at a keyframe")
+                }
             }
             Offer::Queued => {}
         }
@@ -178,7 +191,7 @@ mod tests {
 
     #[test]
     fn drops_are_counted_per_relay_and_a_gone_relay_is_reported() {
-        let (queue, rx, _) = gop_queue(2);
+        let (queue, rx, _) = gop_queue(2, 0);
         let s = state();
         let metrics = Arc::new(Metrics::new());
         let mut feeder = Feeder::new(queue, s.clone(), metrics.clone());
@@ -204,7 +217,7 @@ mod tests {
         let hub = Hub::new();
         let publisher = hub.publish("alice");
         let stream = publisher.stream().clone();
-        let (queue, mut rx, _) = gop_queue(8);
+        let (queue, mut rx, _) = gop_queue(8, 0);
         let feed = tokio::spawn(feed_rendition(
             stream.clone(),
             Some("720p".into()),

@@ -270,7 +270,10 @@ impl RelayManager {
             };
             let rung = target.rung.clone();
             let state = RelayState::new(target, rung.clone());
-            let (queue, rx, _) = gop_queue(self.config.queue_frames);
+            let (queue, rx, _) = gop_queue(
+                self.config.queue_frames,
+                (self.config.queue_max_mib as usize).saturating_mul(1 << 20),
+            );
             let feeder = Feeder::new(queue, state.clone(), self.metrics.clone());
             let span = tracing::info_span!("relay", id = %state.target.id,
                 platform = state.target.platform.as_str(), target = %state.target.redacted_url());
@@ -362,7 +365,10 @@ impl RelayManager {
         stop: CancellationToken,
     ) {
         let mut muxer = FlvMuxer::new();
-        let mut waiting = Waiting::new(self.config.queue_frames);
+        let mut waiting = Waiting::new(
+            self.config.queue_frames,
+            (self.config.queue_max_mib as usize).saturating_mul(1 << 20),
+        );
         let mut backoff = BACKOFF_MIN;
         let max_backoff = Duration::from_secs(self.config.max_backoff_secs);
         let connect_timeout = Duration::from_secs(self.config.connect_timeout_secs);
@@ -510,13 +516,18 @@ impl RelayManager {
 struct Waiting {
     gop: Vec<MediaEvent>,
     limit: usize,
+    /// Payload bytes in `gop`, held to `max_bytes` (a GOP beyond either bound is dropped).
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl Waiting {
-    fn new(limit: usize) -> Self {
+    fn new(limit: usize, max_bytes: usize) -> Self {
         Waiting {
             gop: Vec::new(),
             limit,
+            bytes: 0,
+            max_bytes,
         }
     }
 
@@ -525,20 +536,30 @@ impl Waiting {
             MediaEvent::VideoConfig(_) | MediaEvent::AudioConfig(_) => muxer.observe(&event),
             MediaEvent::Packet(p) => {
                 let video = muxer.video_config().is_some();
-                if (p.track == TrackKind::Video && p.keyframe) || self.gop.len() >= self.limit {
+                if (p.track == TrackKind::Video && p.keyframe)
+                    || self.gop.len() >= self.limit
+                    || self.bytes + p.data.len() > self.max_bytes
+                {
                     self.gop.clear();
+                    self.bytes = 0;
                 }
                 // Without video, a short audio tail is enough to start from.
                 if !video && self.gop.len() >= 50 {
-                    self.gop.remove(0);
+                    if let MediaEvent::Packet(first) = self.gop.remove(0) {
+                        self.bytes -= first.data.len();
+                    }
                 }
-                self.gop.push(event);
+                if p.data.len() <= self.max_bytes {
+                    self.bytes += p.data.len();
+                    self.gop.push(event);
+                }
             }
             MediaEvent::End(_) => {}
         }
     }
 
     fn take(&mut self) -> Vec<MediaEvent> {
+        self.bytes = 0;
         std::mem::take(&mut self.gop)
     }
 }

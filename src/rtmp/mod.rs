@@ -4,6 +4,7 @@
 //! A leaf for the protocol edges: it imports only `media`, `config`, `util` and `metrics`, never
 //! the concerns that use it (`ingest`, `relay`), so both can build on it without a cycle.
 
+pub mod chunk_limit;
 pub mod flv;
 pub mod guard;
 pub mod handshake;

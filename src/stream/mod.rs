@@ -23,6 +23,10 @@ use tokio_util::sync::CancellationToken;
 use crate::media::{AudioConfig, EndReason, MediaEvent, TrackKind, VideoConfig};
 
 pub mod queue;
+pub mod rate;
+
+use crate::util::log_throttle::LogThrottle;
+use rate::RateWindow;
 
 /// Events the ring holds. It keeps its slots filled, so this bounds memory per stream too.
 const RING_CAPACITY: usize = 512;
@@ -31,6 +35,34 @@ const RING_CAPACITY: usize = 512;
 const GOP_CACHE_MAX_EVENTS: usize = 4096;
 const GOP_CACHE_MAX_BYTES: usize = 32 << 20;
 const BITRATE_WINDOW: Duration = Duration::from_secs(5);
+/// The message rate is judged over at least this span, so a stream's first burst (its
+/// configuration and a GOP sent at once) does not read as a flood.
+const MIN_RATE_SPAN: Duration = Duration::from_secs(2);
+
+/// Ring drops, at most one line per stream per 10 s.
+static RING_DROP_LOG: LogThrottle = LogThrottle::new(Duration::from_secs(10));
+/// Consumers skipping ahead, at most one line per stream per 10 s.
+static LAG_LOG: LogThrottle = LogThrottle::new(Duration::from_secs(10));
+
+/// Limits on what one publish session may put through the hub.
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    /// Media messages a second (averaged over a few seconds) above which the session is ended:
+    /// a real encoder sends a few hundred at most (240 fps video and 96 kHz audio).
+    pub max_messages_per_sec: u32,
+    /// Bytes the fan-out ring may hold. Beyond it, whole GOPs are dropped at the source (every
+    /// consumer skips them) until a keyframe fits again.
+    pub ring_max_bytes: usize,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        HubLimits {
+            max_messages_per_sec: 1000,
+            ring_max_bytes: 128 << 20,
+        }
+    }
+}
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical section
 /// here leaves the data consistent, so continuing is safe and keeps other streams running.
@@ -42,6 +74,7 @@ type StreamListener = Box<dyn Fn(&Arc<LiveStream>) + Send + Sync>;
 
 #[derive(Default)]
 pub struct Hub {
+    limits: HubLimits,
     streams: Mutex<HashMap<String, Arc<LiveStream>>>,
     listeners: Mutex<Vec<StreamListener>>,
     next_session: AtomicU64,
@@ -82,15 +115,18 @@ struct Fanout {
     gop: Vec<MediaEvent>,
     gop_bytes: usize,
     ended: Option<EndReason>,
+    /// Payload sizes of the events the ring holds (it keeps its last RING_CAPACITY events).
+    ring_sizes: VecDeque<usize>,
+    ring_bytes: usize,
+    /// Dropping packets until a keyframe fits in the ring's byte budget.
+    ring_dropping: bool,
 }
 
-#[derive(Default)]
 struct IngestStats {
     bytes_total: u64,
     video_frames: u64,
     audio_frames: u64,
-    window: VecDeque<(Instant, usize)>,
-    window_bytes: usize,
+    window: RateWindow,
     fps_hint: Option<f64>,
 }
 
@@ -121,7 +157,6 @@ pub struct LiveStream {
     pub publish_query: String,
     pub session_id: u64,
     pub started_at: DateTime<Utc>,
-    started: Instant,
     /// Cancelled when this session must end: taken over by a new one, or stopped by an operator.
     stop: CancellationToken,
     fanout: Mutex<Fanout>,
@@ -132,11 +167,20 @@ pub struct LiveStream {
     renditions: Mutex<HashMap<String, Arc<LiveStream>>>,
     /// Why a consumer ended this session (e.g. a codec nothing here can serve).
     abort_reason: Mutex<Option<String>>,
+    limits: HubLimits,
 }
 
 impl Hub {
     pub fn new() -> Arc<Hub> {
         Arc::new(Hub::default())
+    }
+
+    /// A hub whose publish sessions are held to `limits`.
+    pub fn with_limits(limits: HubLimits) -> Arc<Hub> {
+        Arc::new(Hub {
+            limits,
+            ..Hub::default()
+        })
     }
 
     /// Registers a consumer factory, called for every new stream before any media flows, so a
@@ -155,7 +199,7 @@ impl Hub {
     /// Like [`Hub::publish`], keeping the publish URL's query for the relays.
     pub fn publish_with_query(self: &Arc<Self>, name: &str, query: &str) -> Publisher {
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
-        let stream = Arc::new(LiveStream::new(name, query, session_id));
+        let stream = Arc::new(LiveStream::new(name, query, session_id, self.limits));
         let previous = lock(&self.streams).insert(name.to_string(), stream.clone());
         if let Some(old) = previous {
             tracing::info!(
@@ -235,14 +279,14 @@ impl Hub {
 }
 
 impl LiveStream {
-    fn new(name: &str, query: &str, session_id: u64) -> LiveStream {
+    fn new(name: &str, query: &str, session_id: u64, limits: HubLimits) -> LiveStream {
         let (sender, _) = broadcast::channel(RING_CAPACITY);
+        let started = Instant::now();
         LiveStream {
             name: name.to_string(),
             publish_query: query.to_string(),
             session_id,
             started_at: Utc::now(),
-            started: Instant::now(),
             stop: CancellationToken::new(),
             fanout: Mutex::new(Fanout {
                 sender: Some(sender),
@@ -251,13 +295,23 @@ impl LiveStream {
                 gop: Vec::new(),
                 gop_bytes: 0,
                 ended: None,
+                ring_sizes: VecDeque::with_capacity(RING_CAPACITY),
+                ring_bytes: 0,
+                ring_dropping: false,
             }),
-            stats: Mutex::new(IngestStats::default()),
+            stats: Mutex::new(IngestStats {
+                bytes_total: 0,
+                video_frames: 0,
+                audio_frames: 0,
+                window: RateWindow::new(started, BITRATE_WINDOW),
+                fps_hint: None,
+            }),
             lag_drops: AtomicU64::new(0),
             status: Mutex::new(std::collections::BTreeMap::new()),
             plan: tokio::sync::watch::Sender::new(RenditionPlan::Pending),
             renditions: Mutex::new(HashMap::new()),
             abort_reason: Mutex::new(None),
+            limits,
         }
     }
 
@@ -307,6 +361,7 @@ impl LiveStream {
             &format!("{}/{rendition}", self.name),
             "",
             self.session_id,
+            self.limits,
         ));
         lock(&self.renditions).insert(rendition.to_string(), stream.clone());
         Publisher { hub: None, stream }
@@ -396,10 +451,57 @@ impl LiveStream {
             }
             MediaEvent::End(_) => {}
         }
+        if !self.ring_admits(&mut fanout, &event) {
+            return;
+        }
         if let Some(sender) = &fanout.sender {
             // An error only means nobody is subscribed right now.
             let _ = sender.send(event);
         }
+    }
+
+    /// Keeps the ring within its byte budget: packets that would exceed it are dropped, and the
+    /// rest of their GOP with them, until a keyframe fits (configuration always goes through).
+    /// When the ring is full of large frames a keyframe may overshoot the budget by a quarter,
+    /// so a stream whose every GOP is too large still shows keyframes instead of freezing.
+    fn ring_admits(&self, fanout: &mut Fanout, event: &MediaEvent) -> bool {
+        let (size, resume_point) = match event {
+            MediaEvent::Packet(p) => (
+                p.data.len(),
+                (p.track == TrackKind::Video && p.keyframe) || fanout.video.is_none(),
+            ),
+            _ => (0, true),
+        };
+        let budget = self.limits.ring_max_bytes;
+        let evicted = if fanout.ring_sizes.len() >= RING_CAPACITY {
+            fanout.ring_sizes.front().copied().unwrap_or(0)
+        } else {
+            0
+        };
+        let after = fanout.ring_bytes - evicted + size;
+        if matches!(event, MediaEvent::Packet(_)) {
+            let fits = if fanout.ring_dropping {
+                resume_point && after <= budget.saturating_add(budget / 4)
+            } else {
+                after <= budget
+            };
+            if !fits {
+                fanout.ring_dropping = true;
+                self.lag_drops.fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = RING_DROP_LOG.check(&self.name) {
+                    tracing::warn!(stream = %self.name, ring_bytes = fanout.ring_bytes, budget,
+                        suppressed, "stream exceeds the hub's byte budget; dropping until a keyframe fits");
+                }
+                return false;
+            }
+            fanout.ring_dropping = false;
+        }
+        if fanout.ring_sizes.len() >= RING_CAPACITY {
+            fanout.ring_sizes.pop_front();
+        }
+        fanout.ring_sizes.push_back(size);
+        fanout.ring_bytes = after;
+        true
     }
 
     fn end(&self, reason: EndReason) {
@@ -421,25 +523,31 @@ impl LiveStream {
         fanout.gop.clear();
     }
 
-    fn record(&self, event: &MediaEvent, wire_bytes: usize) {
+    /// Counts one message from the publisher; false once the session went over its message
+    /// rate (it is then ended, and its media no longer forwarded).
+    fn record(&self, event: Option<&MediaEvent>, wire_bytes: usize) -> bool {
         let mut stats = lock(&self.stats);
         let now = Instant::now();
         stats.bytes_total += wire_bytes as u64;
-        stats.window.push_back((now, wire_bytes));
-        stats.window_bytes += wire_bytes;
-        while let Some(&(t, b)) = stats.window.front() {
-            if now.duration_since(t) <= BITRATE_WINDOW {
-                break;
-            }
-            stats.window.pop_front();
-            stats.window_bytes -= b;
-        }
-        if let MediaEvent::Packet(p) = event {
+        stats.window.add(now, wire_bytes);
+        if let Some(MediaEvent::Packet(p)) = event {
             match p.track {
                 TrackKind::Video => stats.video_frames += 1,
                 TrackKind::Audio => stats.audio_frames += 1,
             }
         }
+        let rate = stats.window.rates(now, MIN_RATE_SPAN).messages_per_sec;
+        drop(stats);
+        let max = f64::from(self.limits.max_messages_per_sec);
+        if rate <= max {
+            return !self.stop.is_cancelled();
+        }
+        if !self.stop.is_cancelled() {
+            self.abort(&format!(
+                "the publisher sends {rate:.0} media messages a second, above the limit of {max:.0} (ingest.max_messages_per_sec)"
+            ));
+        }
+        false
     }
 
     pub fn summary(&self) -> StreamSummary {
@@ -449,12 +557,9 @@ impl LiveStream {
             (f.video.clone(), f.audio.clone(), consumers)
         };
         let stats = lock(&self.stats);
-        let span = self
-            .started
-            .elapsed()
-            .min(BITRATE_WINDOW)
-            .as_secs_f64()
-            .max(0.5);
+        let rates = stats
+            .window
+            .rates(Instant::now(), Duration::from_millis(500));
         StreamSummary {
             name: self.name.clone(),
             session_id: self.session_id,
@@ -466,7 +571,7 @@ impl LiveStream {
             fps: video.as_ref().and_then(|v| v.fps).or(stats.fps_hint),
             audio_sample_rate: audio.as_ref().map(|a| a.sample_rate),
             audio_channels: audio.as_ref().map(|a| a.channels),
-            ingest_bitrate: (stats.window_bytes as f64 * 8.0 / span) as u64,
+            ingest_bitrate: rates.bits_per_sec,
             bytes_received: stats.bytes_total,
             video_frames: stats.video_frames,
             audio_frames: stats.audio_frames,
@@ -491,15 +596,17 @@ impl Publisher {
     }
 
     /// Forwards an event to every consumer. `wire_bytes` is what it cost on the wire (stats).
+    /// A session over its message rate is ended ([`HubLimits`]) and its media no longer
+    /// forwarded. An `End` always goes through.
     pub fn push(&self, event: MediaEvent, wire_bytes: usize) {
-        self.stream.record(&event, wire_bytes);
-        self.stream.push(event);
+        if self.stream.record(Some(&event), wire_bytes) || matches!(event, MediaEvent::End(_)) {
+            self.stream.push(event);
+        }
     }
 
-    /// Records bytes that carried no media event (headers, metadata) in the ingest bitrate.
+    /// Records a message that carried no media event (headers, metadata) in the ingest rates.
     pub fn count_bytes(&self, wire_bytes: usize) {
-        let mut stats = lock(&self.stream.stats);
-        stats.bytes_total += wire_bytes as u64;
+        self.stream.record(None, wire_bytes);
     }
 
     pub fn set_fps_hint(&self, fps: f64) {
@@ -569,8 +676,10 @@ impl Subscription {
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     self.stream.lag_drops.fetch_add(missed, Ordering::Relaxed);
-                    tracing::warn!(stream = %self.stream.name, missed,
-                        "consumer fell behind; skipping to the next keyframe");
+                    if let Some(suppressed) = LAG_LOG.check(&self.stream.name) {
+                        tracing::warn!(stream = %self.stream.name, missed, suppressed,
+                            "consumer fell behind; skipping to the next keyframe");
+                    }
                     // Re-announce the configuration in case a change was among the missed events.
                     let f = lock(&self.stream.fanout);
                     if let Some(v) = &f.video {

@@ -2,6 +2,10 @@
 //! transcoder, a relay): the producer never waits, memory never grows, and when the consumer
 //! cannot keep up whole GOPs are dropped until a keyframe finds room again. Configuration and the
 //! end are never dropped: held back while dropping, they are delivered before the next keyframe.
+//!
+//! The queue is bounded by bytes as well as by count: every queued event carries a ticket for
+//! its payload size that is released when the consumer drops it, so a few huge frames cannot
+//! pin more than the budget however few they are.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,10 +16,25 @@ use tokio::sync::mpsc;
 use crate::media::{MediaEvent, TrackKind};
 
 /// One event and when it reached the queue (the transcoder's clock anchor).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Queued {
     pub event: MediaEvent,
     pub arrived: DateTime<Utc>,
+    /// Counts the event's bytes against the queue's budget until the consumer drops it.
+    _ticket: ByteTicket,
+}
+
+/// Holds `bytes` of a queue's byte budget; released on drop.
+#[derive(Debug)]
+struct ByteTicket {
+    bytes: usize,
+    stats: Arc<QueueStats>,
+}
+
+impl Drop for ByteTicket {
+    fn drop(&mut self) {
+        self.stats.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// Counters a queue's owner reports (status, metrics).
@@ -23,6 +42,15 @@ pub struct Queued {
 pub struct QueueStats {
     pub dropped: AtomicU64,
     pub depth: AtomicUsize,
+    /// Payload bytes queued and not yet dropped by the consumer.
+    pub bytes: AtomicUsize,
+}
+
+fn payload_bytes(event: &MediaEvent) -> usize {
+    match event {
+        MediaEvent::Packet(p) => p.data.len(),
+        _ => 0,
+    }
 }
 
 /// What happened to an offered event.
@@ -40,6 +68,7 @@ pub enum Offer {
 pub struct GopQueue {
     tx: mpsc::Sender<Queued>,
     capacity: usize,
+    max_bytes: usize,
     dropping: bool,
     has_video: bool,
     /// Configuration (and the end) that arrived while dropping, sent before resuming.
@@ -47,14 +76,20 @@ pub struct GopQueue {
     stats: Arc<QueueStats>,
 }
 
-/// A queue of `capacity` events; the receiver is the consumer's end.
-pub fn gop_queue(capacity: usize) -> (GopQueue, mpsc::Receiver<Queued>, Arc<QueueStats>) {
+/// A queue of `capacity` events and at most `max_bytes` of payload (at least one 1 MiB frame);
+/// the receiver is the consumer's end.
+pub fn gop_queue(
+    capacity: usize,
+    max_bytes: usize,
+) -> (GopQueue, mpsc::Receiver<Queued>, Arc<QueueStats>) {
     let capacity = capacity.max(2);
+    let max_bytes = max_bytes.max(1 << 20);
     let (tx, rx) = mpsc::channel(capacity);
     let stats = Arc::new(QueueStats::default());
     let queue = GopQueue {
         tx,
         capacity,
+        max_bytes,
         dropping: false,
         has_video: false,
         held: Vec::new(),
@@ -98,7 +133,11 @@ impl GopQueue {
                 let key = (p.track == TrackKind::Video && p.keyframe) || !self.has_video;
                 let mut resumed = false;
                 if self.dropping {
-                    let room = self.tx.capacity() > self.capacity / 2 + self.held.len();
+                    // Resume with half the queue free, by count and by bytes.
+                    let queued = self.stats.bytes.load(Ordering::Relaxed);
+                    let room = self.tx.capacity() > self.capacity / 2 + self.held.len()
+                        && queued <= self.max_bytes / 2
+                        && queued + p.data.len() <= self.max_bytes;
                     if !(key && room) {
                         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                         return Offer::Dropped;
@@ -132,18 +171,38 @@ impl GopQueue {
     /// learns why the stream ended.
     pub async fn flush(&mut self, arrived: DateTime<Utc>) {
         for event in std::mem::take(&mut self.held) {
-            if self.tx.send(Queued { event, arrived }).await.is_err() {
+            let queued = Queued {
+                _ticket: self.ticket(&event),
+                event,
+                arrived,
+            };
+            if self.tx.send(queued).await.is_err() {
                 return;
             }
         }
         self.dropping = false;
     }
 
+    fn ticket(&self, event: &MediaEvent) -> ByteTicket {
+        let bytes = payload_bytes(event);
+        self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+        ByteTicket {
+            bytes,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Queues without waiting; false when full by count or by bytes.
     fn send(&self, event: &MediaEvent, arrived: DateTime<Utc>) -> bool {
+        let bytes = payload_bytes(event);
+        if bytes > 0 && self.stats.bytes.load(Ordering::Relaxed) + bytes > self.max_bytes {
+            return false;
+        }
         self.tx
             .try_send(Queued {
                 event: event.clone(),
                 arrived,
+                _ticket: self.ticket(event),
             })
             .is_ok()
     }
@@ -189,7 +248,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_whole_gops_and_resumes_at_a_keyframe_with_room() {
         let now = Utc::now();
-        let (mut q, mut rx, stats) = gop_queue(4);
+        let (mut q, mut rx, stats) = gop_queue(4, 0);
         assert_eq!(q.offer(config(), now), Offer::Queued);
         assert_eq!(q.offer(frame(true), now), Offer::Queued);
         assert_eq!(q.offer(frame(false), now), Offer::Queued);
@@ -210,7 +269,7 @@ mod tests {
     #[test]
     fn configuration_and_end_are_held_and_delivered_before_resuming() {
         let now = Utc::now();
-        let (mut q, mut rx, _) = gop_queue(4);
+        let (mut q, mut rx, _) = gop_queue(4, 0);
         q.offer(frame(true), now);
         for _ in 0..3 {
             q.offer(frame(false), now);
@@ -225,7 +284,7 @@ mod tests {
     #[tokio::test]
     async fn flush_delivers_a_held_end() {
         let now = Utc::now();
-        let (mut q, mut rx, _) = gop_queue(2);
+        let (mut q, mut rx, _) = gop_queue(2, 0);
         q.offer(frame(true), now);
         q.offer(frame(false), now);
         let end = MediaEvent::End(EndReason::Replaced);
@@ -246,7 +305,7 @@ mod tests {
     #[test]
     fn audio_only_resumes_on_any_frame() {
         let now = Utc::now();
-        let (mut q, mut rx, _) = gop_queue(2);
+        let (mut q, mut rx, _) = gop_queue(2, 0);
         let audio = MediaEvent::Packet(Packet {
             track: TrackKind::Audio,
             dts: 0,
@@ -261,9 +320,40 @@ mod tests {
         assert_eq!(q.offer(audio, now), Offer::Resumed);
     }
 
+    fn big_frame(keyframe: bool) -> MediaEvent {
+        MediaEvent::Packet(Packet {
+            track: TrackKind::Video,
+            dts: 0,
+            pts: 0,
+            keyframe,
+            data: Bytes::from(vec![0u8; 1 << 20]),
+        })
+    }
+
+    #[test]
+    fn the_byte_budget_bounds_a_queue_of_few_huge_frames() {
+        // The regression: 300 frames of up to 16 MiB each were allowed (gigabytes pinned).
+        let now = Utc::now();
+        let (mut q, mut rx, stats) = gop_queue(300, 4 << 20);
+        assert_eq!(q.offer(config(), now), Offer::Queued);
+        assert_eq!(q.offer(big_frame(true), now), Offer::Queued);
+        for _ in 0..3 {
+            assert_eq!(q.offer(big_frame(false), now), Offer::Queued);
+        }
+        // 4 MiB queued: the count has room, the bytes do not; the rest of the GOP goes.
+        assert_eq!(q.offer(big_frame(false), now), Offer::Dropped);
+        assert_eq!(q.offer(big_frame(true), now), Offer::Dropped);
+        assert_eq!(stats.bytes.load(Ordering::Relaxed), 4 << 20);
+        // The consumer takes them (and drops them): the budget is free again.
+        assert_eq!(drain(&mut rx).len(), 5);
+        assert_eq!(stats.bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(q.offer(big_frame(false), now), Offer::Dropped);
+        assert_eq!(q.offer(big_frame(true), now), Offer::Resumed);
+    }
+
     #[test]
     fn a_gone_consumer_is_reported() {
-        let (mut q, rx, _) = gop_queue(2);
+        let (mut q, rx, _) = gop_queue(2, 0);
         drop(rx);
         assert_eq!(q.offer(frame(true), Utc::now()), Offer::Closed);
     }

@@ -186,3 +186,74 @@ fn abort_ends_the_session_with_a_reason() {
     );
     assert!(stream.summary().consumer_status.contains_key("error"));
 }
+
+fn audio(dts: i64, len: usize) -> MediaEvent {
+    MediaEvent::Packet(Packet {
+        track: TrackKind::Audio,
+        dts,
+        pts: dts,
+        keyframe: true,
+        data: Bytes::from(vec![0u8; len]),
+    })
+}
+
+#[test]
+fn a_message_flood_ends_the_session_with_a_reason() {
+    let hub = Hub::with_limits(HubLimits {
+        max_messages_per_sec: 500,
+        ..HubLimits::default()
+    });
+    let publisher = hub.publish("flood");
+    let stream = publisher.stream().clone();
+    // 1-byte frames as fast as possible: far above 500 a second over the 2 s minimum span.
+    for i in 0..5000 {
+        publisher.push(audio(i, 1), 3);
+    }
+    let reason = stream.abort_reason().expect("the flood ended the session");
+    assert!(reason.contains("max_messages_per_sec"), "{reason}");
+    // Media is no longer forwarded once over the rate.
+    let mut sub = stream.subscribe();
+    publisher.push(audio(6000, 1), 3);
+    let rx = sub.rx.as_mut().expect("ring open");
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn a_normal_rate_is_not_a_flood() {
+    let hub = Hub::new();
+    let publisher = hub.publish("calm");
+    // A GOP sent at once at the start (as OBS does after connecting) is not a flood.
+    for i in 0..600 {
+        publisher.push(audio(i, 10), 12);
+    }
+    assert_eq!(publisher.stream().abort_reason(), None);
+}
+
+#[test]
+fn the_ring_holds_at_most_its_byte_budget_and_drops_whole_gops() {
+    let hub = Hub::with_limits(HubLimits {
+        ring_max_bytes: 1 << 20,
+        ..HubLimits::default()
+    });
+    let publisher = hub.publish("big");
+    let stream = publisher.stream().clone();
+    let big = |dts: i64, key: bool| {
+        MediaEvent::Packet(Packet {
+            track: TrackKind::Video,
+            dts,
+            pts: dts,
+            keyframe: key,
+            data: Bytes::from(vec![0u8; 100 << 10]),
+        })
+    };
+    publisher.push(config(), 10);
+    for i in 0..100 {
+        publisher.push(big(i, i % 10 == 0), 10);
+        let f = lock(&stream.fanout);
+        assert!(f.ring_bytes <= (1 << 20) + (1 << 18), "{}", f.ring_bytes);
+    }
+    assert!(stream.summary().consumer_lag_drops > 0);
+    // What a subscriber still gets starts at a keyframe after the drop.
+    let f = lock(&stream.fanout);
+    assert!(f.ring_dropping || f.ring_bytes <= 1 << 20);
+}

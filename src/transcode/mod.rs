@@ -132,7 +132,10 @@ pub fn spawn_ladder<S: LadderSink + Send + 'static>(
     metrics: Arc<Metrics>,
 ) {
     let stream = subscription.stream().clone();
-    let (mut queue, rx, queue_stats) = gop_queue(transcode.queue_frames);
+    let (mut queue, rx, queue_stats) = gop_queue(
+        transcode.queue_frames,
+        (transcode.queue_max_mib as usize).saturating_mul(1 << 20),
+    );
     let capacity = queue.capacity();
     let shared = Arc::new(Shared {
         status: Mutex::new(TranscodeStatus::default()),
@@ -255,7 +258,7 @@ fn run_pipeline<S: LadderSink>(
         }
     };
     set_state("starting", &pipeline, busy, None);
-    while let Some(Queued { event, arrived }) = rx.blocking_recv() {
+    while let Some(Queued { event, arrived, .. }) = rx.blocking_recv() {
         shared.queue.depth.store(rx.len(), Ordering::Relaxed);
         if failed {
             // Keep draining so the forwarder never blocks; the stream's HLS is already finished.

@@ -7,6 +7,7 @@ mod codecs;
 mod common;
 mod flv_publish;
 mod garage;
+mod hostile_flood;
 mod hostile_media;
 mod hostile_net;
 mod hostile_record;

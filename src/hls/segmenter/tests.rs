@@ -5,6 +5,7 @@ fn cfg() -> SegmenterConfig {
     SegmenterConfig {
         target_duration: 2.0,
         max_segment_bytes: 1 << 20,
+        max_segment_samples: 16_384,
     }
 }
 
@@ -220,5 +221,101 @@ proptest::proptest! {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn tiny_samples_on_a_constant_timestamp_are_cut_by_count() {
+    // The regression: only bytes were counted, so 1-byte samples at one timestamp grew a
+    // segment towards 64 Mi samples.
+    let mut seg = Segmenter::new(SegmenterConfig {
+        max_segment_samples: 1000,
+        ..cfg()
+    });
+    let now = Utc::now();
+    seg.push(video_cfg(), now);
+    seg.push(audio_cfg(), now);
+    seg.push(vframe(0, true), now);
+    let mut outs = Vec::new();
+    for _ in 0..10_000 {
+        outs.extend(seg.push(aframe(0), now));
+        assert!(seg.pending_samples() <= 1000);
+    }
+    let s = segments(&outs);
+    assert!(s.len() >= 9, "{}", s.len());
+}
+
+#[test]
+fn a_keyframe_per_frame_with_a_tiny_target_is_not_a_segment_per_frame() {
+    let mut seg = Segmenter::new(SegmenterConfig {
+        target_duration: 0.01,
+        ..cfg()
+    });
+    let now = Utc::now();
+    seg.push(video_cfg(), now);
+    let mut outs = Vec::new();
+    for i in 0..300 {
+        outs.extend(seg.push(vframe(i * 33, true), now));
+    }
+    let s = segments(&outs);
+    // 10 s of media: at most one segment per MIN_SEGMENT_SECS.
+    assert!(s.len() <= 20, "{}", s.len());
+    assert!(s.iter().all(|s| s.duration >= MIN_SEGMENT_SECS - 0.05));
+}
+
+fn extreme_frame(track: TrackKind, dts: i64, pts: i64, key: bool) -> MediaEvent {
+    MediaEvent::Packet(Packet {
+        track,
+        dts,
+        pts,
+        keyframe: key,
+        data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+    })
+}
+
+#[test]
+fn a_timeline_pushed_to_the_end_of_i64_does_not_overflow() {
+    let mut seg = Segmenter::new(cfg());
+    let now = Utc::now();
+    seg.push(video_cfg(), now);
+    seg.push(audio_cfg(), now);
+    for (dts, key) in [
+        (0, true),
+        (i64::MAX - 10, true),
+        (i64::MAX, false),
+        (i64::MAX, true),
+    ] {
+        seg.push(extreme_frame(TrackKind::Video, dts, i64::MAX, key), now);
+        seg.push(extreme_frame(TrackKind::Audio, dts, dts, true), now);
+    }
+    seg.push(
+        extreme_frame(TrackKind::Video, i64::MIN, i64::MIN, true),
+        now,
+    );
+    let out = seg.push(MediaEvent::End(EndReason::Stopped), now);
+    assert!(!segments(&out).is_empty());
+}
+
+proptest::proptest! {
+    /// Timestamps anywhere in i64 (a pushed timeline) never overflow or panic.
+    #[test]
+    fn extreme_timestamps_never_overflow(
+        events in proptest::collection::vec(
+            (0u8..3, proptest::prelude::any::<i64>(), proptest::prelude::any::<i64>(), proptest::prelude::any::<bool>()),
+            0..200),
+    ) {
+        let mut seg = Segmenter::new(cfg());
+        let now = Utc::now();
+        seg.push(video_cfg(), now);
+        seg.push(audio_cfg(), now);
+        for (kind, dts, pts, key) in events {
+            let track = if kind == 2 { TrackKind::Audio } else { TrackKind::Video };
+            for o in seg.push(extreme_frame(track, dts, pts, key), now) {
+                if let SegmenterOutput::Segment(s) = o {
+                    proptest::prop_assert!(s.duration >= 0.0);
+                }
+            }
+        }
+        seg.push(MediaEvent::End(EndReason::Stopped), now);
     }
 }

@@ -13,8 +13,9 @@ use crate::hls::segmenter::{InitInfo, Segment};
 use crate::record::session::{InitEntry, JournalEntry, Manifest, SegmentEntry};
 use crate::record::storage::StorageError;
 use crate::record::tap::{TapEvent, TapReceiver};
-use crate::record::throttle::{Throttle, LOG_EVERY};
 use crate::record::SessionShared;
+use crate::record::LOG_EVERY;
+use crate::util::log_throttle::RateLimit;
 
 /// Starts the next part of a recording that reached its longest duration: given the manifest
 /// of the part that ends, returns the new part's session (its uploader already running).
@@ -285,7 +286,7 @@ impl Sequencer {
 /// One recording's spool writer: numbering, its log throttle, whether its header exists.
 struct WriterState {
     sequence: Sequencer,
-    errors: Throttle,
+    errors: RateLimit,
     header_saved: bool,
     /// Seconds of media this part has seen (stored or missing).
     part_secs: f64,
@@ -295,7 +296,7 @@ impl WriterState {
     fn new() -> WriterState {
         WriterState {
             sequence: Sequencer::default(),
-            errors: Throttle::new(LOG_EVERY),
+            errors: RateLimit::new(LOG_EVERY),
             header_saved: false,
             part_secs: 0.0,
         }
@@ -303,7 +304,7 @@ impl WriterState {
 }
 
 /// A spool write failed: the recording's state says so (without paths), the log too (throttled).
-fn spool_failed(session: &SessionShared, file: &str, error: &StorageError, errors: &mut Throttle) {
+fn spool_failed(session: &SessionShared, file: &str, error: &StorageError, errors: &mut RateLimit) {
     let cause = match error {
         StorageError::Local { source, .. } => source.to_string(),
         other => other.to_string(),
@@ -317,7 +318,7 @@ fn spool_failed(session: &SessionShared, file: &str, error: &StorageError, error
         .plan()
         .spool_failed(format!("cannot write {file} to the spool: {cause}"));
     session.report();
-    if let Some(suppressed) = errors.allow(std::time::Instant::now()) {
+    if let Some(suppressed) = errors.check() {
         tracing::error!(file = %file, error = %error, suppressed,
             "cannot write to the recording spool; {what}");
     }
