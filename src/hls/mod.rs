@@ -31,6 +31,10 @@ pub fn spawn_passthrough(
     let span = tracing::info_span!(parent: None, "hls", stream = %stream.name, session = stream.session_id);
     tokio::spawn(
         async move {
+            // Every configuration change cuts a segment: a source alternating its records would
+            // make one per frame, so changes are limited as in the ladder.
+            let mut changes = crate::transcode::limits::ConfigChangeLimiter::default();
+            let (mut video, mut audio) = (None, None);
             while let Some(event) = subscription.recv().await {
                 // fMP4 passthrough writes what it gets as H.264/AAC: anything else (a codec
                 // switch mid-stream) ends the session with the reason instead of bad output.
@@ -49,6 +53,17 @@ pub fn spawn_passthrough(
                 }
                 if let MediaEvent::VideoConfig(v) = &event {
                     if let Err(e) = limits.check_size(v.width, v.height) {
+                        stream.abort(&e.to_string());
+                        break;
+                    }
+                }
+                let changed = match &event {
+                    MediaEvent::VideoConfig(v) => video.replace(v.clone()).is_some_and(|o| o != *v),
+                    MediaEvent::AudioConfig(a) => audio.replace(a.clone()).is_some_and(|o| o != *a),
+                    _ => false,
+                };
+                if changed {
+                    if let Err(e) = changes.change(std::time::Instant::now()) {
                         stream.abort(&e.to_string());
                         break;
                     }

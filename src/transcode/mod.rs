@@ -173,6 +173,8 @@ pub fn spawn_ladder<S: LadderSink + Send + 'static>(
     tokio::spawn(
         async move {
             let mut last_report = Instant::now();
+            // A source that keeps the ladder behind starts an episode per GOP: one line per 10 s.
+            let mut drop_log = crate::util::log_throttle::RateLimit::new(Duration::from_secs(10));
             while let Some(event) = subscription.recv().await {
                 let was_dropping = queue.is_dropping();
                 let frame = matches!(event, MediaEvent::Packet(_));
@@ -183,15 +185,18 @@ pub fn spawn_ladder<S: LadderSink + Send + 'static>(
                         if frame {
                             metrics.transcode_dropped_frames.inc();
                         }
-                        if !was_dropping {
+                        if let Some(suppressed) =
+                            (!was_dropping).then(|| drop_log.check()).flatten()
+                        {
                             tracing::warn!(
                                 queue = capacity,
+                                episodes_since_last_line = suppressed,
                                 "transcoder behind real time; dropping until the next keyframe"
                             );
                         }
                     }
                     Offer::Resumed => {
-                        tracing::info!("transcoder caught up; resuming at a keyframe")
+                        tracing::debug!("transcoder caught up; resuming at a keyframe")
                     }
                     Offer::Queued => {}
                 }

@@ -225,13 +225,9 @@ fn an_in_band_sps_switching_to_an_oversized_picture_is_refused() {
     assert!(hostile.join().unwrap());
 }
 
-#[test]
-fn an_avcc_flapping_every_frame_is_refused_while_another_stream_keeps_real_time() {
-    let _cpu = heavy();
-    let server = Server::start();
-    let good = good_publisher(&server, "steady", 10);
-    server.wait_master("steady", Duration::from_secs(20));
-    // Two valid records of the same stream (levels 3.0 / 4.0), alternating before every frame.
+/// An 8 s clip whose two valid records of the same stream (levels 3.0 / 4.0) alternate before
+/// every video frame.
+fn flapping_tags() -> Vec<Tag> {
     let clip = flv_publish::read_flv(&source_clip(320, 240, 30, 8));
     let a = clip
         .iter()
@@ -262,13 +258,22 @@ fn an_avcc_flapping_every_frame_is_refused_while_another_stream_keeps_real_time(
         }
         tags.push(t);
     }
+    tags
+}
+
+const FLAPPING: &str =
+    "the source changed its configuration 5 times within 10s (at most 4 allowed)";
+
+#[test]
+fn an_avcc_flapping_every_frame_is_refused_while_another_stream_keeps_real_time() {
+    let _cpu = heavy();
+    let server = Server::start();
+    let good = good_publisher(&server, "steady", 10);
+    server.wait_master("steady", Duration::from_secs(20));
+    let tags = flapping_tags();
     let started = Instant::now();
     let hostile = hostile_publish(&server, "flapper", tags);
-    wait_refused(
-        &server,
-        "flapper",
-        "the source changed its configuration 5 times within 10s (at most 4 allowed)",
-    );
+    wait_refused(&server, "flapper", FLAPPING);
     assert!(hostile.join().unwrap(), "the publisher's session was ended");
     assert!(
         started.elapsed() < Duration::from_secs(8),
@@ -277,6 +282,15 @@ fn an_avcc_flapping_every_frame_is_refused_while_another_stream_keeps_real_time(
     assert_keeps_real_time(&server, "steady");
     let (ok, err) = wait_child(good, Duration::from_secs(30));
     assert!(ok, "good publisher: {err}");
+}
+
+#[test]
+fn an_avcc_flapping_every_frame_is_refused_in_passthrough_too() {
+    // Passthrough cuts a segment at every configuration change: unchecked, one per frame.
+    let server = Server::start_passthrough(&[]);
+    let hostile = hostile_publish(&server, "flapper", flapping_tags());
+    wait_refused(&server, "flapper", FLAPPING);
+    assert!(hostile.join().unwrap(), "the publisher's session was ended");
 }
 
 /// Nice values of the server's threads: (name, nice) from /proc.
