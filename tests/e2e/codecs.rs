@@ -91,13 +91,8 @@ fn into_the_ladder(codec: &str, fourcc_prefix: &str) {
         (source["width"].as_u64(), source["height"].as_u64()),
         (Some(426), Some(240))
     );
-    // hls.js plays the ladder while it is live.
-    let (ok, report) = play_in_chromium(&server.url(&format!("/live/{user}/index.m3u8")), 2);
-    assert!(
-        ok,
-        "hls.js plays the {codec} source through the ladder: {report}"
-    );
-    // The transcoder decodes it once into one rung, keeping real time.
+    // The transcoder decodes it once into one rung, keeping real time (read while the 8 s
+    // publish is surely live: a slow browser start must not outlast it).
     let (_, streams) = server.get("/api/v1/streams");
     let streams: serde_json::Value = serde_json::from_str(&streams).expect("streams JSON");
     let transcode = streams
@@ -110,6 +105,12 @@ fn into_the_ladder(codec: &str, fourcc_prefix: &str) {
     assert_eq!(transcode["dropped_frames"], 0, "{transcode}");
     // Media seconds per second of transcoder work (decode + ladder): the headroom.
     eprintln!("{codec} → ladder while live: {transcode}");
+    // hls.js plays the ladder while it is live.
+    let (ok, report) = play_in_chromium(&server.url(&format!("/live/{user}/index.m3u8")), 2);
+    assert!(
+        ok,
+        "hls.js plays the {codec} source through the ladder: {report}"
+    );
     publisher.join().expect("publisher thread");
 
     // Smaller than every default rung: one rung at the source size, never upscaled, in H.264.
