@@ -1,0 +1,239 @@
+//! Start-up validation of every setting: a bad value is an error naming the key, not a
+//! surprise at run time.
+
+use super::{Config, ConfigError, RecordBackend};
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            key,
+            message: message.into(),
+        };
+        if !(0.5..=30.0).contains(&self.hls.segment_duration) {
+            return Err(invalid(
+                "hls.segment_duration",
+                "must be between 0.5 and 30 seconds",
+            ));
+        }
+        if self.shutdown_grace_secs > 3600 {
+            return Err(invalid("shutdown_grace_secs", "must be at most 3600"));
+        }
+        if !(3..=100).contains(&self.hls.window) {
+            return Err(invalid("hls.window", "must be between 3 and 100 segments"));
+        }
+        if self.hls.max_segment_mib == 0 || self.hls.max_stream_memory_mib == 0 {
+            return Err(invalid("hls.max_*_mib", "must be at least 1"));
+        }
+        let t = &self.transcode;
+        if t.enabled && t.rungs.is_empty() {
+            return Err(invalid(
+                "transcode.rungs",
+                "at least one rung when transcoding is on",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for r in &t.rungs {
+            if !crate::util::valid_user_name(&r.name) || r.name == "source" || r.name == "audio" {
+                return Err(invalid(
+                    "transcode.rungs.name",
+                    "use a-z, 0-9, '_' and '-' (not \"source\" or \"audio\")",
+                ));
+            }
+            if !names.insert(r.name.as_str()) {
+                return Err(invalid("transcode.rungs.name", "rung names must be unique"));
+            }
+            if !(64..=4320).contains(&r.height) {
+                return Err(invalid(
+                    "transcode.rungs.height",
+                    "must be between 64 and 4320",
+                ));
+            }
+            if r.video_bitrate == 0 || r.maxrate < r.video_bitrate || r.bufsize == 0 {
+                return Err(invalid(
+                    "transcode.rungs",
+                    "need video_bitrate > 0, maxrate >= video_bitrate, bufsize > 0",
+                ));
+            }
+            if !(0.0..=240.0).contains(&r.max_fps) {
+                return Err(invalid(
+                    "transcode.rungs.max_fps",
+                    "0 (source rate) up to 240",
+                ));
+            }
+        }
+        if !(8_000..=512_000).contains(&t.audio_bitrate) {
+            return Err(invalid(
+                "transcode.audio_bitrate",
+                "between 8000 and 512000",
+            ));
+        }
+        if ![32_000, 44_100, 48_000].contains(&t.audio_sample_rate) {
+            return Err(invalid(
+                "transcode.audio_sample_rate",
+                "32000, 44100 or 48000",
+            ));
+        }
+        if !(0..=19).contains(&t.ladder_nice) {
+            return Err(invalid("transcode.ladder_nice", "between 0 and 19"));
+        }
+        if t.max_source_pixels < 64 * 64 || !(64..=16384).contains(&t.max_source_dimension) {
+            return Err(invalid(
+                "transcode.max_source_*",
+                "max_source_pixels at least 4096, max_source_dimension 64 to 16384",
+            ));
+        }
+        if !(1.0..=480.0).contains(&t.max_source_fps) {
+            return Err(invalid("transcode.max_source_fps", "between 1 and 480"));
+        }
+        if t.queue_frames < 16 {
+            return Err(invalid("transcode.queue_frames", "at least 16"));
+        }
+        if self.rtmp.publish_timeout_secs == 0 || self.rtmp.handshake_timeout_secs == 0 {
+            return Err(invalid("rtmp.*_timeout_secs", "must be at least 1"));
+        }
+        let r = &self.rtmp;
+        if r.max_connections == 0
+            || r.max_connections_per_ip == 0
+            || r.max_unauthenticated_per_ip == 0
+        {
+            return Err(invalid("rtmp.max_connections*", "must be at least 1"));
+        }
+        if r.max_unauthenticated == 0 || r.max_unauthenticated >= r.max_connections {
+            return Err(invalid(
+                "rtmp.max_unauthenticated",
+                "at least 1 and below rtmp.max_connections (the rest is kept for publishers)",
+            ));
+        }
+        let h = &self.http;
+        if h.max_connections == 0 || h.max_connections_per_ip == 0 {
+            return Err(invalid("http.max_connections*", "must be at least 1"));
+        }
+        if [
+            h.header_read_timeout_secs,
+            h.first_byte_timeout_secs,
+            h.idle_timeout_secs,
+            h.write_timeout_secs,
+            h.h2_keep_alive_secs,
+        ]
+        .contains(&0)
+            || h.h2_max_concurrent_streams == 0
+        {
+            return Err(invalid(
+                "http.*_timeout_secs",
+                "timeouts and h2 limits must be at least 1",
+            ));
+        }
+        if h.per_ip_exempt
+            .iter()
+            .any(|a| a.parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(invalid(
+                "http.per_ip_exempt",
+                "IP addresses only, e.g. [\"10.0.0.5\"]",
+            ));
+        }
+        if !h.metrics_listen.is_empty() && h.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "http.metrics_listen",
+                "must be an address like 127.0.0.1:9100",
+            ));
+        }
+        if !self.rtmp.tls_listen.is_empty() {
+            if self
+                .rtmp
+                .tls_listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+            {
+                return Err(invalid(
+                    "rtmp.tls_listen",
+                    "must be an address like 0.0.0.0:1936",
+                ));
+            }
+            if self.rtmp.tls_cert.is_empty() || self.rtmp.tls_key.is_empty() {
+                return Err(invalid(
+                    "rtmp.tls_cert",
+                    "rtmp.tls_listen needs tls_cert and tls_key (PEM files)",
+                ));
+            }
+        }
+        let relay = &self.relay;
+        if relay.connect_timeout_secs == 0 || relay.max_backoff_secs == 0 {
+            return Err(invalid("relay.*_secs", "must be at least 1"));
+        }
+        if relay.queue_frames < 16 {
+            return Err(invalid("relay.queue_frames", "at least 16"));
+        }
+        // Budgets too small to carry a real stream would refuse every publisher.
+        if !(64..=16_384).contains(&self.rtmp.max_message_kib) {
+            return Err(invalid("rtmp.max_message_kib", "between 64 and 16384"));
+        }
+        if self.rtmp.max_messages_per_sec < 100 {
+            return Err(invalid("rtmp.max_messages_per_sec", "at least 100"));
+        }
+        if self.rtmp.ring_max_mib < 8 || t.queue_max_mib < 4 || relay.queue_max_mib < 4 {
+            return Err(invalid(
+                "rtmp.ring_max_mib / *.queue_max_mib",
+                "at least 8 / 4 MiB",
+            ));
+        }
+        if self.hls.max_segment_samples < 256 {
+            return Err(invalid("hls.max_segment_samples", "at least 256"));
+        }
+        for (key, url) in [
+            ("relay.presets.youtube", &relay.presets.youtube),
+            ("relay.presets.youtube_rtmps", &relay.presets.youtube_rtmps),
+            ("relay.presets.twitch", &relay.presets.twitch),
+            ("relay.presets.facebook", &relay.presets.facebook),
+        ] {
+            if !(url.starts_with("rtmp://") || url.starts_with("rtmps://")) {
+                return Err(invalid(key, "must be an rtmp:// or rtmps:// URL"));
+            }
+        }
+        let r = &self.record;
+        if r.spool_max_mib == 0 {
+            return Err(invalid("record.spool_max_mib", "must be at least 1"));
+        }
+        if r.backend == RecordBackend::S3 && r.enabled && r.s3.bucket.is_empty() {
+            return Err(invalid(
+                "record.s3.bucket",
+                "required with record.backend = \"s3\"",
+            ));
+        }
+        if !r.s3.endpoint.is_empty() && !r.s3.endpoint.starts_with("http") {
+            return Err(invalid(
+                "record.s3.endpoint",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if r.s3.endpoint.contains('@') {
+            // The endpoint is logged; credentials belong in the AWS chain.
+            return Err(invalid(
+                "record.s3.endpoint",
+                "no credentials in the URL: use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile",
+            ));
+        }
+        let webhook_ok = r.webhook_url.is_empty()
+            || r.webhook_url.starts_with("http://")
+            || r.webhook_url.starts_with("https://");
+        if !webhook_ok {
+            return Err(invalid(
+                "record.webhook_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if !r.rung.is_empty() && !crate::util::valid_user_name(&r.rung) {
+            return Err(invalid("record.rung", "a rung name (a-z, 0-9, '_', '-')"));
+        }
+        for (key, addr) in [
+            ("rtmp.listen", &self.rtmp.listen),
+            ("http.listen", &self.http.listen),
+        ] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(key, "must be an address like 0.0.0.0:1935"));
+            }
+        }
+        Ok(())
+    }
+}
