@@ -374,12 +374,23 @@ fn publishers_beyond_max_ladders_are_served_as_published_and_the_slot_is_freed()
 }
 
 /// A publish ended by a failure, not by its publisher (here a mid-stream sequence header over
-/// the size limit, in passthrough), with recording on: the recording keeps and plays what came
-/// before, and ends `incomplete` with the reason instead of `finished` as if all were well.
+/// the size limit, refused by passthrough or by the ladder), with recording on: the recording
+/// keeps and plays what came before, and ends `incomplete` with the reason instead of
+/// `finished` as if all were well.
 #[test]
 fn a_stream_ended_by_a_failure_leaves_an_incomplete_recording_that_says_why() {
+    failure_ends_the_recording(true);
+}
+
+#[test]
+fn a_ladder_ended_by_a_failure_leaves_an_incomplete_recording_that_says_why() {
+    let _cpu = heavy();
+    failure_ends_the_recording(false);
+}
+
+fn failure_ends_the_recording(passthrough: bool) {
     use crate::record::{start, video_seconds_read, wait_recording, ADMIN};
-    let server = start(&[], true);
+    let server = start(&[], passthrough);
     // 6 s of a real clip, then a record declaring 4096x4096 and junk frames for 4 s more.
     let mut tags = flv_publish::read_flv(&source_clip(320, 240, 30, 6));
     let end = tags.iter().map(|t| t.ts).max().unwrap_or(0) + 33;
@@ -397,6 +408,7 @@ fn a_stream_ended_by_a_failure_leaves_an_incomplete_recording_that_says_why() {
     assert!(hostile.join().unwrap(), "the publisher's session was ended");
 
     let manifest = wait_recording(&server, "cut", "incomplete", Duration::from_secs(30));
+    eprintln!("recording of a stream ended by a failure: {manifest}");
     let error = manifest["error"].as_str().unwrap_or_default();
     assert!(error.starts_with(refused), "{manifest}");
     // The reason names the limit, never a path or the stream key.
