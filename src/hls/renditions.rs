@@ -33,6 +33,8 @@ pub trait SegmentSubscriber: Send {
     /// The renditions, once planned (before their first output).
     fn planned(&mut self, _renditions: &[RenditionInfo]) {}
     fn output(&mut self, rendition: &str, output: &SegmenterOutput);
+    /// `rendition` is about to end because of a failure, not its publisher (its `End` follows).
+    fn failed(&mut self, _rendition: &str, _reason: &str) {}
 }
 
 /// A publish session's renditions on their way to the live window and the subscribers.
@@ -124,6 +126,8 @@ impl Renditions {
         if outputs.is_empty() {
             return;
         }
+        // Why this rendition is ended here (a limit, not its publisher), for the subscribers.
+        let mut failure = None;
         let made = outputs
             .iter()
             .filter(|o| matches!(o, SegmenterOutput::Segment(_)))
@@ -144,6 +148,10 @@ impl Renditions {
                     rate,
                     "segments come faster than real time allows; ending this rendition"
                 );
+                failure = Some(format!(
+                    "segments came faster than real time allows ({rate:.1} a second, at most \
+                     {MAX_SEGMENTS_PER_SEC:.0}); the rendition was ended"
+                ));
                 outputs.extend(segmenter.push(MediaEvent::End(EndReason::Stopped), now));
             }
         }
@@ -162,6 +170,11 @@ impl Renditions {
                 SegmenterOutput::End(reason) => {
                     self.ended.insert(rendition.to_string());
                     tracing::info!(rendition, ?reason, "rendition ended");
+                    if let Some(failure) = &failure {
+                        for s in &mut self.subscribers {
+                            s.failed(rendition, failure);
+                        }
+                    }
                 }
                 SegmenterOutput::Init { .. } => {}
             }
@@ -169,6 +182,22 @@ impl Renditions {
                 s.output(rendition, &output);
             }
             hls.apply(self.generation, rendition, output);
+        }
+    }
+
+    /// The producer failed (not the publisher): every rendition not ended yet is about to end
+    /// because of it. The subscribers learn why; [`Renditions::finish`] ends them.
+    pub fn fail(&mut self, reason: &str) {
+        let mut names: Vec<&String> = self
+            .segmenters
+            .keys()
+            .filter(|n| !self.ended.contains(*n))
+            .collect();
+        names.sort();
+        for name in names {
+            for s in &mut self.subscribers {
+                s.failed(name, reason);
+            }
         }
     }
 
@@ -218,6 +247,10 @@ impl LadderSink for Renditions {
         Renditions::set_clock_anchor(self, media_us, wall);
     }
 
+    fn failed(&mut self, reason: &str) {
+        Renditions::fail(self, reason);
+    }
+
     fn finish(&mut self, reason: EndReason) {
         Renditions::finish(self, reason);
     }
@@ -249,6 +282,12 @@ mod tests {
                 SegmenterOutput::End(_) => "end",
             };
             self.0.lock().unwrap().push(format!("{rendition} {kind}"));
+        }
+        fn failed(&mut self, rendition: &str, reason: &str) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{rendition} failed: {reason}"));
         }
     }
 
@@ -331,7 +370,42 @@ mod tests {
         let segments = seen.iter().filter(|s| *s == "source segment").count();
         assert!(segments <= 30, "{segments} segments");
         assert_eq!(seen.last().map(String::as_str), Some("source end"));
+        // Ended by a limit, not by the publisher: the subscribers (the recording) learn why.
+        let failed = &seen[seen.len() - 2];
+        assert!(
+            failed.starts_with("source failed: segments came faster than real time allows"),
+            "{seen:?}"
+        );
         assert!(hls.read().unwrap().is_ended());
+    }
+
+    #[test]
+    fn a_failed_producer_tells_why_for_each_rendition_still_open() {
+        let config = HlsConfig::default();
+        let registry = HlsRegistry::new(config.clone());
+        let (hls, generation) = registry.attach("carol");
+        let seen = Seen::default();
+        let mut renditions = Renditions::new(
+            hls,
+            generation,
+            &config,
+            Arc::new(Metrics::new()),
+            vec![Box::new(seen.clone())],
+        );
+        renditions.add("720p");
+        renditions.add("360p");
+        renditions.push("360p", MediaEvent::End(EndReason::Stopped));
+        LadderSink::failed(&mut renditions, "the transcoder panicked: boom");
+        LadderSink::finish(&mut renditions, EndReason::Stopped);
+        let seen = seen.0.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [
+                "360p end",
+                "720p failed: the transcoder panicked: boom",
+                "720p end"
+            ]
+        );
     }
 
     #[test]

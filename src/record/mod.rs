@@ -257,6 +257,11 @@ impl Recorder {
             return None;
         }
         let weak = Arc::downgrade(stream);
+        let (tap, events) = RecordTap::new(
+            self.config.rung.clone(),
+            self.config.queue_max_mib << 20,
+            weak.clone(),
+        );
         let shared = self.new_session(&stream.name, weak.clone(), None);
         let span = shared.span.clone();
         let rollover = (self.config.max_duration_hours > 0).then(|| {
@@ -268,8 +273,6 @@ impl Recorder {
             });
             (max, next)
         });
-        let (tap, events) =
-            RecordTap::new(self.config.rung.clone(), self.config.queue_max_mib << 20);
         tokio::spawn(
             self.spool
                 .clone()
@@ -330,7 +333,8 @@ impl Recorder {
         let recovered = span.in_scope(|| spool::recover(&dir, header, entries));
         tracing::info!(parent: &span, pending = recovered.pending.len(),
             spooled_bytes = recovered.spooled_bytes,
-            state = if recovered.interrupted { "interrupted" } else { "finished" },
+            state = if recovered.interrupted { "interrupted" } else { "ended" },
+            failed = recovered.recording.manifest.error.is_some(),
             "resuming a recording left in the spool");
         self.spool.add(recovered.spooled_bytes);
         let id = recovered.recording.manifest.id.clone();
@@ -450,6 +454,86 @@ mod tests {
                 .expect("delete"),
             5
         );
+    }
+
+    /// A stream aborted by a failure: the writer ends with the rendition (the producer still
+    /// holds the tap), the spool header keeps the reason, and a recovery after a crash at that
+    /// point finalizes the recording `incomplete` with it.
+    #[tokio::test]
+    async fn a_failure_that_ends_the_stream_is_spooled_and_survives_a_crash() {
+        use crate::hls::segmenter::{InitInfo, Segment, SegmenterOutput};
+        use crate::media::EndReason;
+        const REASON: &str = "source picture 4096x4096 is larger than this server accepts";
+        let data = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            data_dir: data.path().to_owned(),
+            ..Config::default()
+        };
+        let hub = crate::stream::Hub::new();
+        let publisher = hub.publish("erin");
+        let metrics = Arc::new(Metrics::new());
+        let spool = Arc::new(Spool::new(config.spool_path(), 1 << 30, metrics.clone()));
+        let manifest = Manifest::new("erin", "20260101T000000Z-00000d", Utc::now());
+        let dir = spool.session_dir("erin", &manifest.session);
+        let shared = Arc::new(SessionShared::new(
+            UploadPlan::new(manifest.clone()),
+            dir.clone(),
+            tracing::Span::none(),
+            Weak::new(),
+        ));
+        let (mut tap, events) =
+            RecordTap::new(String::new(), 1 << 20, Arc::downgrade(publisher.stream()));
+        let info = InitInfo {
+            video: None,
+            audio: None,
+        };
+        tap.output(
+            "source",
+            &SegmenterOutput::Init {
+                data: bytes::Bytes::from_static(b"init"),
+                info,
+            },
+        );
+        tap.output(
+            "source",
+            &SegmenterOutput::Segment(Segment {
+                duration: 2.0,
+                data: bytes::Bytes::from_static(b"media"),
+                discontinuity: false,
+                program_date_time: Utc::now(),
+                independent: true,
+                video_frames: 60,
+                start_time: 0.0,
+            }),
+        );
+        publisher.stream().abort(REASON);
+        tap.output("source", &SegmenterOutput::End(EndReason::Stopped));
+        // Returns although the tap is still alive: the recording ended with its rendition.
+        spool.clone().record(events, shared).await;
+        let (header, journal) = spool::load_session(&dir).expect("load");
+        assert!(header.ended);
+        assert_eq!(header.manifest.error.as_deref(), Some(REASON));
+        assert_eq!(journal.len(), 2);
+        drop(tap);
+
+        // The server dies before uploading: the next start finalizes from the spool.
+        let recorder = Recorder::start(&config, metrics, CancellationToken::new())
+            .await
+            .expect("start");
+        for _ in 0..200 {
+            if !recorder.is_active(&manifest.id) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!recorder.is_active(&manifest.id), "never finalized");
+        let stored = recorder
+            .manifest("erin", &manifest.session)
+            .await
+            .expect("manifest");
+        assert_eq!(stored.state, session::RecordingState::Incomplete);
+        assert_eq!(stored.error.as_deref(), Some(REASON));
+        assert_eq!((stored.segments, stored.missing_segments), (1, 0));
     }
 
     #[tokio::test]

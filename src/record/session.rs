@@ -40,8 +40,11 @@ pub enum RecordingState {
     Recording,
     /// Ended normally; every segment stored.
     Finished,
-    /// Ended normally, but segments are missing (writer behind, spool full or unwritable, a
-    /// spooled file lost): `missing_segments` says how many, the playlist marks each gap.
+    /// Ended early by a failure, or with segments missing: `error` says which failure ended the
+    /// stream (its ladder failed or panicked, the source went over a limit, a codec it cannot
+    /// serve, a flood), `missing_segments` how many segments were not recorded (writer behind,
+    /// spool full or unwritable, a spooled file lost; the playlist marks each gap). What was
+    /// recorded plays either way.
     Incomplete,
     /// The server stopped mid-recording (crash, kill); finalized at the next start.
     Interrupted,
@@ -88,6 +91,11 @@ pub struct Manifest {
     /// (`record.max_duration_hours`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continues: Option<String>,
+    /// Why the stream was ended by a failure rather than by its publisher (state `incomplete`).
+    /// The reason names the limit or the failure, never a path or a key. Absent from manifests
+    /// and spool headers written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Manifest {
@@ -109,6 +117,7 @@ impl Manifest {
             missing_segments: 0,
             gaps: 0,
             continues: None,
+            error: None,
         }
     }
 
@@ -451,6 +460,30 @@ mod tests {
         let start = Utc::now();
         let r = Recording::from_journal(Manifest::new("a", "s", start), &entries);
         assert_eq!(r.manifest.segments, 2);
+    }
+
+    #[test]
+    fn a_failure_survives_the_spool_header_and_old_headers_still_load() {
+        let start = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut manifest = Manifest::new("alice", "s-1", start);
+        let plain = serde_json::to_value(&manifest).unwrap();
+        // No failure: the manifest reads as it did before the field existed.
+        assert!(plain.get("error").is_none(), "{plain}");
+        manifest.error = Some("the transcoder panicked: boom".into());
+        let header = SpoolHeader {
+            manifest: manifest.clone(),
+            ended: true,
+        };
+        let json = serde_json::to_vec_pretty(&header).unwrap();
+        let back: SpoolHeader = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.manifest, manifest);
+        assert!(back.ended);
+        // A header (or a stored manifest.json) written before: no error.
+        let mut old = serde_json::to_value(&header).unwrap();
+        old["manifest"].as_object_mut().unwrap().remove("error");
+        let old: SpoolHeader = serde_json::from_value(old).unwrap();
+        assert_eq!(old.manifest.error, None);
+        assert_eq!(old.manifest.id, manifest.id);
     }
 
     #[test]

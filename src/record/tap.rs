@@ -4,9 +4,12 @@
 //! 64 MiB), never blocking the producer: when the queue is full the segment is dropped and
 //! counted, the count travels with the next event (the writer records the gap), and the log
 //! says so at most once per [`LOG_EVERY`].
+//!
+//! The tap also learns how its rendition ended: a failure (the producer says so, or the stream
+//! was aborted) is left for the writer, which marks the recording with it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -14,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::LOG_EVERY;
 use crate::hls::segmenter::{InitInfo, Segment, SegmenterOutput};
+use crate::stream::LiveStream;
 use crate::util::log_throttle::RateLimit;
 
 /// Events a tap may queue ahead of its writer (each is one whole segment or init).
@@ -57,10 +61,15 @@ impl TapEvent {
     }
 }
 
+/// Why the recorded rendition was ended by a failure, set by the tap before its queue closes.
+/// Beside the queue, not in it: a full queue must not lose it.
+type Failure = Arc<Mutex<Option<String>>>;
+
 /// The writer's end of a tap's queue: gives the queued bytes back as it takes events.
 pub(super) struct TapReceiver {
     rx: mpsc::Receiver<TapEvent>,
     queued: Arc<AtomicU64>,
+    failure: Failure,
 }
 
 impl TapReceiver {
@@ -68,6 +77,12 @@ impl TapReceiver {
         let event = self.rx.recv().await?;
         self.queued.fetch_sub(event.bytes(), Ordering::Relaxed);
         Some(event)
+    }
+
+    /// Why a failure ended the recorded rendition, if one did. Final once [`Self::recv`]
+    /// returned None.
+    pub fn failure(&self) -> Option<String> {
+        super::lock(&self.failure).clone()
     }
 }
 
@@ -77,6 +92,7 @@ impl From<mpsc::Receiver<TapEvent>> for TapReceiver {
         TapReceiver {
             rx,
             queued: Arc::new(AtomicU64::new(u64::MAX / 2)),
+            failure: Failure::default(),
         }
     }
 }
@@ -84,7 +100,11 @@ impl From<mpsc::Receiver<TapEvent>> for TapReceiver {
 /// The recording end of one publish session, held by its HLS producer. Picks the recorded
 /// rung, and hands that rung's output to the recorder without ever blocking the producer.
 pub struct RecordTap {
-    tx: mpsc::Sender<TapEvent>,
+    /// None once the recorded rendition ended: the writer then ends the recording.
+    tx: Option<mpsc::Sender<TapEvent>>,
+    /// The publish session, for why it ended (the reason of [`LiveStream::abort`]).
+    stream: Weak<LiveStream>,
+    failure: Failure,
     /// Bytes queued for the writer, and the most that may be.
     queued: Arc<AtomicU64>,
     max_bytes: u64,
@@ -102,21 +122,31 @@ pub struct RecordTap {
 }
 
 impl RecordTap {
-    /// A tap recording the `preferred` rung (empty: the tallest) that queues at most
+    /// A tap recording the `preferred` rung (empty: the tallest) of `stream` that queues at most
     /// `max_bytes` for its writer, and the writer's end.
-    pub(super) fn new(preferred: String, max_bytes: u64) -> (RecordTap, TapReceiver) {
-        Self::with_queue(preferred, TAP_QUEUE, max_bytes)
+    pub(super) fn new(
+        preferred: String,
+        max_bytes: u64,
+        stream: Weak<LiveStream>,
+    ) -> (RecordTap, TapReceiver) {
+        let (mut tap, rx) = Self::with_queue(preferred, TAP_QUEUE, max_bytes);
+        tap.stream = stream;
+        (tap, rx)
     }
 
     fn with_queue(preferred: String, queue: usize, max_bytes: u64) -> (RecordTap, TapReceiver) {
         let (tx, rx) = mpsc::channel(queue);
         let queued = Arc::new(AtomicU64::new(0));
+        let failure = Failure::default();
         let rx = TapReceiver {
             rx,
             queued: queued.clone(),
+            failure: failure.clone(),
         };
         let tap = RecordTap {
-            tx,
+            tx: Some(tx),
+            stream: Weak::new(),
+            failure,
             queued,
             max_bytes,
             behind_log: RateLimit::new(LOG_EVERY),
@@ -143,6 +173,10 @@ impl RecordTap {
 
     /// One segmenter output of `rung`.
     pub fn output(&mut self, rung: &str, output: &SegmenterOutput) {
+        if self.tx.is_none() {
+            // The recorded rendition ended; the recording is over.
+            return;
+        }
         if self.selected.is_none() && matches!(output, SegmenterOutput::Init { .. }) {
             // No ladder plan (passthrough, audio-only): the first rendition is the recording.
             self.selected = Some(rung.to_string());
@@ -170,8 +204,35 @@ impl RecordTap {
                     self.behind();
                 }
             }
-            // Dropping the tap (the producer finishing) ends the recording.
-            SegmenterOutput::End(_) => {}
+            // Nothing more comes for this rendition: the recording ends now (dropping the tap,
+            // when the producer finishes without an end, does the same).
+            SegmenterOutput::End(_) => self.end(),
+        }
+    }
+
+    /// The producer ended `rung` because of a failure (not its publisher): the recording, if it
+    /// is of that rung, says why.
+    pub fn failed(&mut self, rung: &str, reason: &str) {
+        if self.selected.as_deref().is_none_or(|s| s == rung) {
+            super::lock(&self.failure).get_or_insert_with(|| reason.to_string());
+        }
+    }
+
+    /// The recorded rendition ended: the failure that ended the session, if any (taken while
+    /// the producer still holds the stream), and the segments lost at the end go to the writer,
+    /// then its queue closes. Idempotent.
+    fn end(&mut self) {
+        let Some(tx) = self.tx.take() else {
+            return;
+        };
+        if let Some(reason) = self.stream.upgrade().and_then(|s| s.abort_reason()) {
+            super::lock(&self.failure).get_or_insert(reason);
+        }
+        if self.missed > 0 {
+            // Best effort: a full queue loses only the count, and the writer ends either way.
+            let _ = tx.try_send(TapEvent::Missed {
+                missed_before: self.missed,
+            });
         }
     }
 
@@ -196,7 +257,10 @@ impl RecordTap {
     fn send(&mut self, event: TapEvent) -> bool {
         let bytes = event.bytes();
         let fits = self.queued.load(Ordering::Relaxed).saturating_add(bytes) <= self.max_bytes;
-        if !(fits && self.tx.try_send(event).is_ok()) {
+        let Some(tx) = &self.tx else {
+            return false;
+        };
+        if !(fits && tx.try_send(event).is_ok()) {
             return false;
         }
         self.queued.fetch_add(bytes, Ordering::Relaxed);
@@ -234,16 +298,15 @@ impl crate::hls::SegmentSubscriber for RecordTap {
     fn output(&mut self, rendition: &str, output: &SegmenterOutput) {
         RecordTap::output(self, rendition, output);
     }
+
+    fn failed(&mut self, rendition: &str, reason: &str) {
+        RecordTap::failed(self, rendition, reason);
+    }
 }
 
 impl Drop for RecordTap {
     fn drop(&mut self) {
-        if self.missed > 0 {
-            // Best effort: a full queue loses only the count, and the writer ends either way.
-            let _ = self.tx.try_send(TapEvent::Missed {
-                missed_before: self.missed,
-            });
-        }
+        self.end();
     }
 }
 
@@ -392,6 +455,72 @@ mod tests {
             rx.rx.try_recv(),
             Err(mpsc::error::TryRecvError::Disconnected)
         ));
+    }
+
+    const REFUSED: &str = "source picture 4096x4096 is larger than this server accepts";
+
+    #[test]
+    fn the_end_of_the_recorded_rung_takes_the_reason_its_session_was_aborted() {
+        let hub = crate::stream::Hub::new();
+        let publisher = hub.publish("alice");
+        let (mut t, mut rx) = tap("");
+        t.stream = Arc::downgrade(publisher.stream());
+        t.output("source", &init());
+        t.output("source", &segment());
+        publisher.stream().abort(REFUSED);
+        t.output("source", &SegmenterOutput::End(EndReason::Stopped));
+        // The recording ends with the rendition, though the producer still holds the tap.
+        assert!(matches!(rx.rx.try_recv(), Ok(TapEvent::Init { .. })));
+        assert!(matches!(rx.rx.try_recv(), Ok(TapEvent::Segment { .. })));
+        assert!(matches!(
+            rx.rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        assert_eq!(rx.failure().as_deref(), Some(REFUSED));
+        // Nothing after the end is queued, counted or logged as lost.
+        t.output("source", &segment());
+        assert_eq!(t.missed, 0);
+    }
+
+    #[test]
+    fn a_publisher_that_stops_or_is_replaced_leaves_no_failure() {
+        let hub = crate::stream::Hub::new();
+        let publisher = hub.publish("alice");
+        let (mut t, rx) = tap("");
+        t.stream = Arc::downgrade(publisher.stream());
+        t.output("source", &init());
+        t.output("source", &SegmenterOutput::End(EndReason::Replaced));
+        drop(t);
+        assert_eq!(rx.failure(), None);
+        // A tap dropped without an end (producer gone) reads the reason then.
+        let (mut t, rx) = tap("");
+        t.stream = Arc::downgrade(publisher.stream());
+        t.output("source", &init());
+        publisher.stream().abort(REFUSED);
+        drop(t);
+        assert_eq!(rx.failure().as_deref(), Some(REFUSED));
+    }
+
+    #[test]
+    fn only_a_failure_of_the_recorded_rung_counts_and_the_first_one_wins() {
+        let hub = crate::stream::Hub::new();
+        let publisher = hub.publish("alice");
+        let (mut t, rx) = tap("");
+        t.stream = Arc::downgrade(publisher.stream());
+        t.ladder_planned(&rungs());
+        // The segment-rate limit ended another rung: this recording goes on.
+        t.failed("360p", "segments came faster than real time allows");
+        assert_eq!(rx.failure(), None);
+        t.failed("720p", "the transcoder panicked: boom");
+        t.failed("720p", "a later failure");
+        publisher
+            .stream()
+            .abort("the transcoder panicked: boom (abort)");
+        t.output("720p", &SegmenterOutput::End(EndReason::Stopped));
+        assert_eq!(
+            rx.failure().as_deref(),
+            Some("the transcoder panicked: boom")
+        );
     }
 
     fn segment_of(len: usize) -> SegmenterOutput {

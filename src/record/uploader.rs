@@ -216,6 +216,15 @@ impl UploadPlan {
         self.spool_error = Some(error);
     }
 
+    /// The stream was ended by a failure, not by its publisher: the recording says why and ends
+    /// `incomplete`. The first failure is kept (later ones follow from it); the text is bounded.
+    pub fn stream_failed(&mut self, reason: &str) {
+        self.recording
+            .manifest
+            .error
+            .get_or_insert_with(|| bounded(reason, MAX_ERROR_LEN));
+    }
+
     /// Sets the end time unless known; the header is saved before [`Self::writer_ended`].
     pub fn stamp_end(&mut self, now: DateTime<Utc>) {
         self.recording.manifest.ended_at.get_or_insert(now);
@@ -325,8 +334,8 @@ impl UploadPlan {
         let m = &mut self.recording.manifest;
         m.state = if self.interrupted {
             RecordingState::Interrupted
-        } else if m.missing_segments > 0 {
-            // Never "finished" as if complete while segments are missing.
+        } else if m.missing_segments > 0 || m.error.is_some() {
+            // Never "finished" as if complete while segments are missing or a failure ended it.
             RecordingState::Incomplete
         } else {
             RecordingState::Finished
@@ -551,6 +560,22 @@ impl Uploader {
                 "recording upload failed; will retry");
         }
     }
+}
+
+/// A failure's text in a manifest is kept to this many bytes (a panic message can be long).
+const MAX_ERROR_LEN: usize = 300;
+
+/// `text` cut to at most `max` bytes, at a character boundary, without control characters.
+fn bounded(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn log_recovery(failures: u32) {

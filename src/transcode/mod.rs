@@ -119,6 +119,10 @@ impl<S: LadderSink> LadderSink for RungOutput<S> {
     fn finish(&mut self, reason: EndReason) {
         self.sink.finish(reason);
     }
+
+    fn failed(&mut self, reason: &str) {
+        self.sink.failed(reason);
+    }
 }
 
 /// Starts the ladder for a stream whose route is decided, in the admission `slot` it was given
@@ -302,6 +306,10 @@ fn run_pipeline<S: LadderSink>(
                 if e.ends_session() {
                     // Nothing else can serve this source: tell the publisher now.
                     pipeline.sink().stream.abort(&e.to_string());
+                }
+                // The stream's HLS (and recording) end here, whether or not the session does.
+                if let Err(panic) = catch_panic(|| pipeline.sink().failed(&e.to_string())) {
+                    tracing::error!(panic, "reporting the failure panicked");
                 }
                 // After a panic the pipeline may be half-updated: finishing it may panic too.
                 let _ = catch_panic(|| pipeline.finish(EndReason::Stopped));

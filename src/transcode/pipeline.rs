@@ -44,6 +44,9 @@ pub trait LadderSink {
     /// The ladder has stopped for good (after every rung's `End`): end whatever has not ended,
     /// e.g. a stream that stopped before any rung existed.
     fn finish(&mut self, _reason: EndReason) {}
+    /// The ladder failed (it stops; `finish` follows): why, for the consumers that keep a record
+    /// of how the stream ended.
+    fn failed(&mut self, _reason: &str) {}
 }
 
 /// Settings the pipeline needs, taken from the config.

@@ -11,6 +11,7 @@ use crate::stream::Hub;
 /// A consumer with a bug: it panics on the ladder's first output.
 struct PanickingSink {
     finished: Arc<Mutex<Option<EndReason>>>,
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 impl LadderSink for PanickingSink {
@@ -20,6 +21,12 @@ impl LadderSink for PanickingSink {
 
     fn finish(&mut self, reason: EndReason) {
         *self.finished.lock().unwrap() = Some(reason);
+    }
+
+    fn failed(&mut self, reason: &str) {
+        // Told before the end, so a recording can say why it ended.
+        assert!(self.finished.lock().unwrap().is_none());
+        *self.failed.lock().unwrap() = Some(reason.to_string());
     }
 }
 
@@ -40,12 +47,14 @@ async fn a_panicking_ladder_ends_its_stream_and_releases_its_slot_and_gauge() {
     let publisher = hub.publish("alice");
     let stream = hub.get("alice").unwrap();
     let finished = Arc::new(Mutex::new(None));
+    let failed = Arc::new(Mutex::new(None));
     let slots = LadderSlots::new(1);
     let metrics = Arc::new(Metrics::new());
     spawn_ladder(
         stream.subscribe(),
         PanickingSink {
             finished: finished.clone(),
+            failed: failed.clone(),
         },
         slots.try_acquire().unwrap(),
         &TranscodeConfig::default(),
@@ -70,6 +79,8 @@ async fn a_panicking_ladder_ends_its_stream_and_releases_its_slot_and_gauge() {
     drop(publisher);
     wait_for("the ladder thread to end", || slots.in_use() == 0).await;
     assert_eq!(*finished.lock().unwrap(), Some(EndReason::Stopped));
+    // The consumers (HLS, the recording) learn why, as the publisher does.
+    assert_eq!(failed.lock().unwrap().as_deref(), Some(reason.as_str()));
     assert_eq!(metrics.transcoders.get(), 0, "the gauge is released");
     assert!(slots.try_acquire().is_some(), "the slot is free again");
 }

@@ -386,3 +386,72 @@ fn publishers_beyond_max_ladders_are_served_as_published_and_the_slot_is_freed()
         assert!(ok, "publisher: {err}");
     }
 }
+
+/// A publish ended by a failure, not by its publisher (here a mid-stream sequence header over
+/// the size limit, refused by passthrough or by the ladder), with recording on: the recording
+/// keeps and plays what came before, and ends `incomplete` with the reason instead of
+/// `finished` as if all were well.
+#[test]
+fn a_stream_ended_by_a_failure_leaves_an_incomplete_recording_that_says_why() {
+    failure_ends_the_recording(true);
+}
+
+#[test]
+fn a_ladder_ended_by_a_failure_leaves_an_incomplete_recording_that_says_why() {
+    let _cpu = heavy();
+    failure_ends_the_recording(false);
+}
+
+fn failure_ends_the_recording(passthrough: bool) {
+    use crate::record::{start, video_seconds_read, wait_recording, ADMIN};
+    let server = start(&[], passthrough);
+    // 6 s of a real clip, then a record declaring 4096x4096 and junk frames for 4 s more.
+    let mut tags = flv_publish::read_flv(&source_clip(320, 240, 30, 6));
+    let end = tags.iter().map(|t| t.ts).max().unwrap_or(0) + 33;
+    tags.push(sequence_header(&crafted_avcc(256, 256), end));
+    for i in 0..120u32 {
+        tags.push(Tag {
+            kind: 9,
+            ts: end + i * 33,
+            body: Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]),
+        });
+    }
+    let hostile = hostile_publish(&server, "cut", tags);
+    let refused = "source picture 4096x4096 is larger than this server accepts";
+    wait_refused(&server, "cut", refused);
+    assert!(hostile.join().unwrap(), "the publisher's session was ended");
+
+    let manifest = wait_recording(&server, "cut", "incomplete", Duration::from_secs(30));
+    eprintln!("recording of a stream ended by a failure: {manifest}");
+    let error = manifest["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with(refused), "{manifest}");
+    // The reason names the limit, never a path or the stream key.
+    let data_dir = server.dir.path().to_string_lossy().into_owned();
+    assert!(
+        !error.contains(&data_dir) && !error.contains('/'),
+        "{error}"
+    );
+    assert_eq!(manifest["missing_segments"], 0, "{manifest}");
+    let duration = manifest["duration_secs"].as_f64().unwrap_or(0.0);
+    assert!((4.0..=7.0).contains(&duration), "{manifest}");
+
+    // What was recorded plays, with ENDLIST.
+    let id = manifest["id"].as_str().expect("id");
+    let (status, _, playlist) =
+        server.get_authorized(&format!("/vod/{id}/index.m3u8"), ADMIN, None);
+    assert_eq!(status, 200);
+    let playlist = parse_media(&String::from_utf8_lossy(&playlist));
+    assert!(playlist.end_list);
+    let auth = format!("Authorization: Bearer {ADMIN}\r\n");
+    let vod = ffprobe_with(
+        &["-headers", &auth, "-count_packets"],
+        &server.url(&format!("/vod/{id}/index.m3u8")),
+    );
+    let played = video_seconds_read(&vod);
+    assert!((played - duration).abs() < 0.5, "{played} s of {duration}");
+
+    // The recordings API (and so the error) stays behind the admin token.
+    let list = "/api/v1/recordings?user=cut";
+    assert_eq!(server.request("GET", list, None, None).0, 401);
+    assert_eq!(server.request("GET", list, Some("wrong"), None).0, 401);
+}

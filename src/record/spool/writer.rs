@@ -81,6 +81,12 @@ impl Spool {
                 TapEvent::Missed { .. } => update_header(&session).await,
             }
         }
+        if let Some(reason) = events.failure() {
+            // Saved with the ended header below: a crash before finalizing keeps it too.
+            tracing::warn!(reason = %reason, "the stream was ended by a failure; its recording \
+                says so");
+            session.plan().stream_failed(&reason);
+        }
         self.end_part(&session, &w).await;
     }
 

@@ -263,6 +263,52 @@ fn the_final_state_is_finished_or_interrupted() {
 }
 
 #[test]
+fn a_stream_ended_by_a_failure_finalizes_incomplete_with_its_reason() {
+    let end = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+    let mut p = plan();
+    p.spooled(init(0), None);
+    p.spooled(segment(0, 0), None);
+    p.stream_failed("the transcoder panicked: boom");
+    // The first failure is the one that ended it.
+    p.stream_failed("a later failure");
+    p.writer_ended();
+    steps(&mut p, Instant::now());
+    assert_eq!(p.next_action(Instant::now()), Action::Finalize);
+    p.finalizing(end);
+    let m = p.manifest();
+    assert_eq!(m.state, RecordingState::Incomplete);
+    assert_eq!(m.error.as_deref(), Some("the transcoder panicked: boom"));
+    assert_eq!(m.missing_segments, 0);
+    // What was recorded still plays to its end.
+    assert!(p.recording().playlist().contains("#EXT-X-ENDLIST"));
+
+    // Resumed after a crash from a spool that kept the failure: the same state.
+    let mut m = Manifest::new("carol", "s-2", Utc::now());
+    m.error = Some("the publisher sends 5000 media messages a second".into());
+    let mut r = UploadPlan::resumed(Recording::new(m.clone()), [], false);
+    r.finalizing(end);
+    assert_eq!(r.manifest().state, RecordingState::Incomplete);
+    assert_eq!(r.manifest().error, m.error);
+    // The server stopped before the writer ended: interrupted says more, the reason stays.
+    let mut r = UploadPlan::resumed(Recording::new(m.clone()), [], true);
+    r.finalizing(end);
+    assert_eq!(r.manifest().state, RecordingState::Interrupted);
+    assert_eq!(r.manifest().error, m.error);
+}
+
+#[test]
+fn a_failure_reason_is_bounded_and_kept_on_one_line() {
+    let mut p = plan();
+    let long = format!("the transcoder panicked: {}\nnext line", "é".repeat(400));
+    p.stream_failed(&long);
+    let error = p.manifest().error.clone().unwrap_or_default();
+    assert!(error.len() <= MAX_ERROR_LEN, "{}", error.len());
+    assert!(error.starts_with("the transcoder panicked: éé"));
+    assert!(!error.contains('\n'));
+    assert_eq!(bounded("a\nb\tc", 10), "a b c");
+}
+
+#[test]
 fn the_playlist_is_event_while_live_and_vod_once_finalizing() {
     let mut p = plan();
     for e in [init(0), segment(0, 0)] {
