@@ -2,11 +2,19 @@
 //! jumps, segment anomalies, a writer that is behind): at most one line per key per interval,
 //! and the line that goes out says how many were suppressed since the last one.
 //!
-//! ```ignore
+//! ```
+//! use std::time::Duration;
+//! use livegate::util::log_throttle::LogThrottle;
+//!
 //! static BEHIND: LogThrottle = LogThrottle::new(Duration::from_secs(10));
-//! if let Some(suppressed) = BEHIND.check(&stream_name) {
-//!     tracing::warn!(suppressed, "recording writer is behind");
+//! let mut lines = 0;
+//! for _ in 0..1000 {
+//!     if let Some(suppressed) = BEHIND.check("alice") {
+//!         tracing::warn!(suppressed, "recording writer is behind");
+//!         lines += 1;
+//!     }
 //! }
+//! assert_eq!(lines, 1);
 //! ```
 //!
 //! [`RateLimit`] is the single-key form for an owner that has `&mut self` (no lock).
