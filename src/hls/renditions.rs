@@ -301,19 +301,25 @@ mod tests {
         })
     }
 
-    #[test]
-    fn outputs_reach_the_live_window_and_every_subscriber_in_order() {
-        let config = HlsConfig::default();
+    /// A session's renditions stage on a fresh registry, observed by one subscriber.
+    fn observed(stream: &str, config: &HlsConfig) -> (Renditions, Arc<RwLock<LiveHls>>, Seen) {
         let registry = HlsRegistry::new(config.clone());
-        let (hls, generation) = registry.attach("alice");
+        let (hls, generation) = registry.attach(stream);
         let seen = Seen::default();
-        let mut renditions = Renditions::new(
+        let renditions = Renditions::new(
             hls.clone(),
             generation,
-            &config,
+            config,
             Arc::new(Metrics::new()),
             vec![Box::new(seen.clone())],
         );
+        (renditions, hls, seen)
+    }
+
+    #[test]
+    fn outputs_reach_the_live_window_and_every_subscriber_in_order() {
+        let config = HlsConfig::default();
+        let (mut renditions, hls, seen) = observed("alice", &config);
         renditions.planned(&[RenditionInfo {
             name: "360p".into(),
             width: 640,
@@ -350,16 +356,7 @@ mod tests {
     #[test]
     fn a_segment_per_message_ends_the_rendition() {
         let config = HlsConfig::default();
-        let registry = HlsRegistry::new(config.clone());
-        let (hls, generation) = registry.attach("flood");
-        let seen = Seen::default();
-        let mut renditions = Renditions::new(
-            hls.clone(),
-            generation,
-            &config,
-            Arc::new(Metrics::new()),
-            vec![Box::new(seen.clone())],
-        );
+        let (mut renditions, hls, seen) = observed("flood", &config);
         let video = VideoConfig::h264(crate::media::avc::tests::AVCC_640X360_HIGH).unwrap();
         renditions.push("source", MediaEvent::VideoConfig(Arc::new(video)));
         // A keyframe every 10 s of media, as fast as they come: a segment per message.
@@ -382,16 +379,7 @@ mod tests {
     #[test]
     fn a_failed_producer_tells_why_for_each_rendition_still_open() {
         let config = HlsConfig::default();
-        let registry = HlsRegistry::new(config.clone());
-        let (hls, generation) = registry.attach("carol");
-        let seen = Seen::default();
-        let mut renditions = Renditions::new(
-            hls,
-            generation,
-            &config,
-            Arc::new(Metrics::new()),
-            vec![Box::new(seen.clone())],
-        );
+        let (mut renditions, _, seen) = observed("carol", &config);
         renditions.add("720p");
         renditions.add("360p");
         renditions.push("360p", MediaEvent::End(EndReason::Stopped));

@@ -414,6 +414,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    /// Waits (2 s at most) until the recording is no longer active.
+    async fn wait_finalized(recorder: &Recorder, id: &str) {
+        for _ in 0..200 {
+            if !recorder.is_active(id) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{id} never finalized");
+    }
+
     #[tokio::test]
     async fn a_recovered_spool_is_uploaded_and_finalized_as_interrupted() {
         let data = tempfile::tempdir().expect("tempdir");
@@ -431,13 +442,7 @@ mod tests {
             .await
             .expect("start");
         assert!(recorder.is_active(&manifest.id));
-        for _ in 0..200 {
-            if !recorder.is_active(&manifest.id) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(!recorder.is_active(&manifest.id), "never finalized");
+        wait_finalized(&recorder, &manifest.id).await;
         let stored = recorder
             .manifest("carol", &manifest.session)
             .await
@@ -520,13 +525,7 @@ mod tests {
         let recorder = Recorder::start(&config, metrics, CancellationToken::new())
             .await
             .expect("start");
-        for _ in 0..200 {
-            if !recorder.is_active(&manifest.id) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(!recorder.is_active(&manifest.id), "never finalized");
+        wait_finalized(&recorder, &manifest.id).await;
         let stored = recorder
             .manifest("erin", &manifest.session)
             .await

@@ -66,16 +66,20 @@ pub fn choose(
     if config.transcodes(user) {
         return Route::Ladder;
     }
-    let blocker = video
-        .filter(|v| !v.passes_through())
-        .map(|v| v.name())
-        .or_else(|| audio.filter(|a| !a.passes_through()).map(|a| a.name()));
-    match blocker {
+    match blocker(video, audio) {
         None => Route::Passthrough,
         // Per-user passthrough is a preference; a codec HLS cannot carry as is needs the ladder.
         Some(_) if config.enabled => Route::Ladder,
         Some(codec) => Route::Refuse(refusal(codec)),
     }
+}
+
+/// The first codec of the stream that HLS passthrough and RTMP relays cannot carry as is.
+fn blocker(video: Option<VideoCodec>, audio: Option<AudioCodec>) -> Option<&'static str> {
+    video
+        .filter(|v| !v.passes_through())
+        .map(|v| v.name())
+        .or_else(|| audio.filter(|a| !a.passes_through()).map(|a| a.name()))
 }
 
 /// A stream the ladder would serve when every ladder slot (`transcode.max_ladders`) is taken:
@@ -85,11 +89,7 @@ pub fn without_ladder(
     video: Option<VideoCodec>,
     audio: Option<AudioCodec>,
 ) -> Route {
-    let blocker = video
-        .filter(|v| !v.passes_through())
-        .map(|v| v.name())
-        .or_else(|| audio.filter(|a| !a.passes_through()).map(|a| a.name()));
-    match blocker {
+    match blocker(video, audio) {
         None => Route::Passthrough,
         Some(codec) => Route::Refuse(format!(
             "all {max_ladders} ladders are in use (transcode.max_ladders) and {codec} cannot be \

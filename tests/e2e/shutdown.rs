@@ -20,6 +20,17 @@ fn go_live(server: &Server, user: &str, clip: &std::path::Path) -> (std::process
     (publisher, started)
 }
 
+/// SIGTERM, then the clean exit (0, within 15 s) it must lead to; returns how long it took.
+fn terminate(server: &mut Server) -> Duration {
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let status = server
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("still running 15 s after SIGTERM\n{}", server.logs()));
+    assert!(status.success(), "exit {status:?}\n{}", server.logs());
+    signalled.elapsed()
+}
+
 #[test]
 fn sigterm_mid_stream_ends_the_stream_stores_its_recording_and_exits_0() {
     // Through the ladder: its thread must flush its encoders into the last segment.
@@ -28,13 +39,7 @@ fn sigterm_mid_stream_ends_the_stream_stores_its_recording_and_exits_0() {
     let (publisher, publishing) = go_live(&server, "dora", &clip);
     std::thread::sleep(Duration::from_secs(5));
     let published = publishing.elapsed().as_secs_f64();
-    let signalled = Instant::now();
-    server.signal("TERM");
-    let status = server
-        .wait_exit(Duration::from_secs(15))
-        .unwrap_or_else(|| panic!("still running 15 s after SIGTERM\n{}", server.logs()));
-    let drain = signalled.elapsed();
-    assert!(status.success(), "exit {status:?}\n{}", server.logs());
+    let drain = terminate(&mut server);
     let logs = server.logs();
     assert!(logs.contains("shutdown drained"), "{logs}");
     // The publisher's connection was closed by the server, not left hanging.
@@ -77,13 +82,7 @@ fn sigterm_with_three_streams_recording_to_s3_stores_every_one() {
         .iter()
         .map(|(_, started)| started.elapsed().as_secs_f64())
         .collect();
-    let signalled = Instant::now();
-    server.signal("TERM");
-    let status = server
-        .wait_exit(Duration::from_secs(15))
-        .unwrap_or_else(|| panic!("still running 15 s after SIGTERM\n{}", server.logs()));
-    let drain = signalled.elapsed();
-    assert!(status.success(), "exit {status:?}\n{}", server.logs());
+    let drain = terminate(&mut server);
     for (publisher, _) in live {
         let _ = wait_child(publisher, Duration::from_secs(10));
     }
