@@ -369,8 +369,11 @@ pub(super) fn recover(dir: &Path, header: SpoolHeader, entries: Vec<JournalEntry
     }
     if recording.manifest.ended_at.is_none() {
         // The last moment we know it was recording.
+        // Checked: a damaged journal's duration must not panic the start-up that reads it.
         let last = recording.segments.last().map(|s| {
-            s.program_date_time + chrono::Duration::milliseconds((s.duration * 1000.0) as i64)
+            chrono::Duration::try_milliseconds((s.duration * 1000.0) as i64)
+                .and_then(|d| s.program_date_time.checked_add_signed(d))
+                .unwrap_or(s.program_date_time)
         });
         recording.manifest.ended_at = Some(last.unwrap_or(recording.manifest.started_at));
     }

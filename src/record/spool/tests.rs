@@ -372,3 +372,24 @@ async fn a_spool_that_cannot_be_created_abandons_the_recording() {
         crate::record::uploader::Action::Finalize
     );
 }
+
+/// Fuzz finding (record_spool): a journal line whose duration puts the end time past what a
+/// date can hold made recovery — run at every start-up — panic in chrono's `DateTime + TimeDelta`.
+#[test]
+fn recovery_survives_a_journal_with_an_absurd_duration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let header = SpoolHeader {
+        manifest: Manifest::new("alice", "s-1", start()),
+        ended: false,
+    };
+    write_header(dir.path(), &header).expect("header");
+    let line = r#"{"kind":"segment","index":0,"duration":1e300,"bytes":1,"init":0,"discontinuity":false,"program_date_time":"2026-12-02T05:07:10Z"}"#;
+    std::fs::write(dir.path().join(JOURNAL_FILE), format!("{line}\n")).expect("journal");
+    let (header, loaded) = load_session(dir.path()).expect("load");
+    let recovered = recover(dir.path(), header, loaded);
+    // The end time falls back to the last segment's start.
+    assert_eq!(
+        recovered.recording.manifest.ended_at,
+        Some("2026-12-02T05:07:10Z".parse().expect("time"))
+    );
+}
