@@ -22,6 +22,15 @@ use crate::media::{
 const CUT_TOLERANCE: f64 = 0.9;
 /// Audio frames held while waiting for the first video keyframe (~10 s at 48 kHz).
 const MAX_EARLY_AUDIO: usize = 480;
+/// Timestamps are clamped to ± this on entry (~3,000 years at 90 kHz: no real stream gets near),
+/// so the steps between them cannot overflow; rate conversions go through [`rescale`].
+const MAX_TIMESTAMP: i64 = 1 << 53;
+
+/// `t` ticks of a `from` Hz clock in a `to` Hz clock, saturating instead of overflowing.
+fn rescale(t: i64, from: i64, to: i64) -> i64 {
+    let v = i128::from(t) * i128::from(to) / i128::from(from.max(1));
+    v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
 
 #[derive(Debug, Clone)]
 pub struct SegmenterConfig {
@@ -158,10 +167,14 @@ impl Segmenter {
                     self.audio = Some(a);
                 }
             }
-            MediaEvent::Packet(p) => match p.track {
-                TrackKind::Video => self.push_video(p, now, &mut out),
-                TrackKind::Audio => self.push_audio(p, now, &mut out),
-            },
+            MediaEvent::Packet(mut p) => {
+                p.dts = p.dts.clamp(-MAX_TIMESTAMP, MAX_TIMESTAMP);
+                p.pts = p.pts.clamp(-MAX_TIMESTAMP, MAX_TIMESTAMP);
+                match p.track {
+                    TrackKind::Video => self.push_video(p, now, &mut out),
+                    TrackKind::Audio => self.push_audio(p, now, &mut out),
+                }
+            }
             MediaEvent::End(reason) => {
                 self.flush(None, &mut out);
                 self.ended = true;
@@ -216,7 +229,7 @@ impl Segmenter {
             }
         }
         let pts = p.pts.max(dts);
-        self.anchor(dts * 1_000_000 / i64::from(VIDEO_TIMESCALE), now);
+        self.anchor(rescale(dts, i64::from(VIDEO_TIMESCALE), 1_000_000), now);
 
         if let Some(&start) = self.pending.video_dts.first() {
             let elapsed = (dts - start) as f64 / f64::from(VIDEO_TIMESCALE);
@@ -285,7 +298,7 @@ impl Segmenter {
             self.early_audio.push_back((dts, sample));
             return;
         }
-        self.anchor(dts * 1_000_000 / rate, now);
+        self.anchor(rescale(dts, rate, 1_000_000), now);
 
         if self.audio_only {
             if let Some(start) = self.pending.audio_start {
@@ -328,7 +341,7 @@ impl Segmenter {
         };
         let rate = i64::from(audio.sample_rate);
         let half_frame = i64::from(audio.frame_samples) / 2;
-        let start = video_dts * rate / i64::from(VIDEO_TIMESCALE);
+        let start = rescale(video_dts, i64::from(VIDEO_TIMESCALE), rate);
         for (dts, sample) in std::mem::take(&mut self.early_audio) {
             if dts + half_frame >= start {
                 self.append_audio(dts, sample);
@@ -367,7 +380,11 @@ impl Segmenter {
         let mut carry: Vec<(i64, Sample)> = Vec::new();
         if let (Some(next), Some(audio)) = (next_video_dts, &self.audio) {
             if !pending.video.is_empty() {
-                let cut = next * i64::from(audio.sample_rate) / i64::from(VIDEO_TIMESCALE);
+                let cut = rescale(
+                    next,
+                    i64::from(VIDEO_TIMESCALE),
+                    i64::from(audio.sample_rate),
+                );
                 let keep = pending.audio_dts.iter().take_while(|&&d| d < cut).count();
                 let dts_tail = pending.audio_dts.split_off(keep);
                 let sample_tail = pending.audio.split_off(keep);
@@ -390,14 +407,14 @@ impl Segmenter {
             let total: u64 = pending.video.iter().map(|s| u64::from(s.duration)).sum();
             (
                 total as f64 / f64::from(VIDEO_TIMESCALE),
-                first * 1_000_000 / i64::from(VIDEO_TIMESCALE),
+                rescale(first, i64::from(VIDEO_TIMESCALE), 1_000_000),
             )
         } else {
             let rate = self.audio.as_ref().map_or(48_000, |a| a.sample_rate);
             let total: u64 = pending.audio.iter().map(|s| u64::from(s.duration)).sum();
             (
                 total as f64 / f64::from(rate),
-                pending.audio_start.unwrap_or(0) * 1_000_000 / i64::from(rate),
+                rescale(pending.audio_start.unwrap_or(0), i64::from(rate), 1_000_000),
             )
         };
         let mut runs = Vec::with_capacity(2);
@@ -418,7 +435,11 @@ impl Segmenter {
         self.sequence = self.sequence.wrapping_add(1);
         let data = fmp4::media_fragment(self.sequence, &runs);
         let pdt = match self.clock_anchor {
-            Some((anchor_us, wall)) => wall + ChronoDuration::microseconds(start_us - anchor_us),
+            Some((anchor_us, wall)) => wall
+                .checked_add_signed(ChronoDuration::microseconds(
+                    start_us.saturating_sub(anchor_us),
+                ))
+                .unwrap_or_else(Utc::now),
             None => Utc::now(),
         };
         out.push(SegmenterOutput::Segment(Segment {
