@@ -84,7 +84,7 @@ fn audio_config(pick: u8) -> Arc<AudioConfig> {
         match pick % 4 {
             0 => AudioConfig::aac(&[0x11, 0x90]), // 48 kHz stereo
             1 => AudioConfig::aac(&[0x12, 0x08]), // 44.1 kHz mono
-            2 => AudioConfig::aac(&[0x17, 0x88]), // 8 kHz (index 11) mono
+            2 => AudioConfig::aac(&[0x15, 0x88]), // 8 kHz (index 11) mono
             _ => AudioConfig::opus_from_channels(2),
         }
         .expect("fixture"),
