@@ -217,7 +217,8 @@ impl Recording {
 
     pub fn add(&mut self, entry: JournalEntry) {
         let m = &mut self.manifest;
-        m.bytes += entry.bytes();
+        // Saturating: a damaged journal's byte counts must not overflow (they are read back).
+        m.bytes = m.bytes.saturating_add(entry.bytes());
         match entry {
             JournalEntry::Init(init) => {
                 m.codecs = init.codecs.clone();
@@ -257,8 +258,12 @@ impl Recording {
         let m = &mut self.manifest;
         m.segments = self.segments.len() as u64;
         m.duration_secs = self.segments.iter().map(|s| s.duration).sum();
-        m.bytes = self.segments.iter().map(|s| s.bytes).sum::<u64>()
-            + self.inits.iter().map(|i| i.bytes).sum::<u64>();
+        m.bytes = self
+            .segments
+            .iter()
+            .map(|s| s.bytes)
+            .chain(self.inits.iter().map(|i| i.bytes))
+            .fold(0, u64::saturating_add);
         lost
     }
 

@@ -393,3 +393,31 @@ fn recovery_survives_a_journal_with_an_absurd_duration() {
         Some("2026-12-02T05:07:10Z".parse().expect("time"))
     );
 }
+
+/// Found reviewing the record_spool target: byte counts in a damaged journal that add up past
+/// u64 overflowed the recording's and the spool's totals (a panic in debug builds).
+#[test]
+fn recovery_survives_byte_counts_that_overflow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let header = SpoolHeader {
+        manifest: Manifest::new("alice", "s-1", start()),
+        ended: false,
+    };
+    write_header(dir.path(), &header).expect("header");
+    let line = |i: u64| {
+        format!(
+            r#"{{"kind":"segment","index":{i},"duration":1.0,"bytes":18446744073709551615,"init":0,"discontinuity":false,"program_date_time":"2026-12-02T05:07:10Z"}}"#
+        )
+    };
+    std::fs::write(
+        dir.path().join(JOURNAL_FILE),
+        format!("{}\n{}\n", line(0), line(1)),
+    )
+    .expect("journal");
+    std::fs::write(dir.path().join("seg-000000.m4s"), b"x").expect("file");
+    std::fs::write(dir.path().join("seg-000001.m4s"), b"x").expect("file");
+    let (header, loaded) = load_session(dir.path()).expect("load");
+    let recovered = recover(dir.path(), header, loaded);
+    assert_eq!(recovered.recording.manifest.bytes, u64::MAX);
+    assert_eq!(recovered.spooled_bytes, u64::MAX);
+}
