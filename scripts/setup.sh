@@ -56,6 +56,19 @@ if [ "${minor:-0}" -lt "$need_minor" ]; then
   fi
 fi
 
+# Fuzzing (scripts/fuzz.sh; scripts/test.sh runs it briefly): cargo-fuzz on the nightly
+# toolchain, next to the stable one the build uses.
+if [ "$profile" = test ]; then
+  if ! rustup toolchain list | grep -q '^nightly'; then
+    echo "setup.sh: installing the nightly toolchain for cargo-fuzz"
+    rustup toolchain install nightly --profile minimal
+  fi
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "setup.sh: installing cargo-fuzz"
+    cargo install cargo-fuzz --locked
+  fi
+fi
+
 # The tests' S3-compatible store: Garage, a single binary built from crates.io (the first build
 # takes ~12 CPU-minutes; later runs find it installed). Reduced features: no LMDB, bundled SQLite.
 garage_version=2.5.0

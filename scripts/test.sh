@@ -17,4 +17,11 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 # End-to-end cases mostly wait on real time (ffmpeg -re), so they run several at once.
 cargo test --locked -- --test-threads "${LIVEGATE_TEST_THREADS:-6}"
+echo "== fuzz smoke run"
+# Every cargo-fuzz target briefly (LIVEGATE_FUZZ_SECONDS each, 0 skips): a finding fails the run.
+# The long runs are scripts/fuzz.sh's job; this catches a parser change that breaks at once.
+fuzz_seconds=${LIVEGATE_FUZZ_SECONDS:-10}
+if [ "$fuzz_seconds" -gt 0 ]; then
+  FUZZ_NICE=0 bash scripts/fuzz.sh "$fuzz_seconds"
+fi
 echo "== all tests passed in $(( $(date +%s) - started )) s"

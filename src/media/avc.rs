@@ -26,6 +26,10 @@ impl VideoConfig {
             .next()
             .ok_or_else(|| err("no SPS".into()))?
             .map_err(|e| err(format!("SPS: {e:?}")))?;
+        // h264-reader's RefNal::new panics on an empty NAL unit.
+        if sps_bytes.is_empty() {
+            return Err(err("empty SPS".into()));
+        }
         let nal = RefNal::new(sps_bytes, &[], true);
         let sps =
             SeqParameterSet::from_bits(nal.rbsp_bits()).map_err(|e| err(format!("SPS: {e:?}")))?;
@@ -185,6 +189,17 @@ pub(crate) mod tests {
         no_sps[5] = 0xe0;
         no_sps.push(0);
         assert!(VideoConfig::h264(&no_sps).is_err());
+    }
+
+    /// Fuzz finding (avc_config): an avcC whose SPS has length 0 reached h264-reader's
+    /// `RefNal::new`, which panics on an empty NAL unit ("RefNal must be non-empty").
+    #[test]
+    fn an_empty_sps_is_an_error_not_a_panic() {
+        // The fuzzer's input: one SPS of length 0, then PPS entries.
+        let mut record = vec![0x01, 0x0a, 0x42, 0xc0, 0xff, 0xe1, 0x00, 0x00, 0x07];
+        record.resize(0x77, 0);
+        record.extend_from_slice(&[0x03, 0x00, 0x00, 0x00, 0x02]);
+        assert!(VideoConfig::h264(&record).is_err());
     }
 
     proptest::proptest! {

@@ -47,6 +47,22 @@ pub use tap::RecordTap;
 use uploader::{UploadPlan, Uploader};
 use webhook::Webhook;
 
+/// For the fuzz targets (`fuzz/`) only: what start-up does with a spooled session's folder.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::Path;
+
+    use super::session::Recording;
+
+    /// Loads and recovers the session in `dir` (`session.json`, `journal.jsonl`) as a restart
+    /// does: the recording rebuilt from its journal, and whether it was interrupted.
+    pub fn recover_spool(dir: &Path) -> Option<(Recording, bool)> {
+        let (header, entries) = super::spool::load_session(dir).ok()?;
+        let recovered = super::spool::recover(dir, header, entries);
+        Some((recovered.recording, recovered.interrupted))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error("cannot prepare the recording spool {path}: {source}")]

@@ -267,7 +267,8 @@ impl Recording {
     /// A file was spooled: counted.
     pub fn add(&mut self, entry: JournalEntry) {
         let m = &mut self.manifest;
-        m.bytes += entry.bytes();
+        // Saturating: a damaged journal's byte counts must not overflow (they are read back).
+        m.bytes = m.bytes.saturating_add(entry.bytes());
         match entry {
             JournalEntry::Init(init) => {
                 m.codecs = init.codecs;
@@ -278,8 +279,13 @@ impl Recording {
                 m.segments += 1;
                 m.duration_secs += segment.duration;
                 let ms = (segment.duration.clamp(0.0, 86_400.0) * 1000.0) as i64;
-                self.last_segment_end =
-                    Some(segment.program_date_time + chrono::Duration::milliseconds(ms));
+                // Checked: a damaged journal's date must not panic the start-up that reads it.
+                self.last_segment_end = Some(
+                    segment
+                        .program_date_time
+                        .checked_add_signed(chrono::Duration::milliseconds(ms))
+                        .unwrap_or(segment.program_date_time),
+                );
             }
         }
     }

@@ -228,7 +228,10 @@ pub(super) fn recover(dir: &Path, header: SpoolHeader, entries: Vec<JournalEntry
             recording.forget(&entry);
         }
     }
-    let spooled_bytes = pending.iter().map(JournalEntry::bytes).sum();
+    let spooled_bytes = pending
+        .iter()
+        .map(JournalEntry::bytes)
+        .fold(0, u64::saturating_add);
     if let Ok(files) = std::fs::read_dir(dir) {
         for file in files.flatten() {
             let name = file.file_name().to_string_lossy().into_owned();

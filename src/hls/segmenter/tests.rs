@@ -319,3 +319,53 @@ proptest::proptest! {
         seg.push(MediaEvent::End(EndReason::Stopped), now);
     }
 }
+
+fn packet(track: TrackKind, dts: i64, pts: i64, keyframe: bool) -> MediaEvent {
+    MediaEvent::Packet(Packet {
+        track,
+        dts,
+        pts,
+        keyframe,
+        data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+    })
+}
+
+/// Fuzz finding (timeline_segmenter): timestamps near the ends of i64 — what a pushed timeline
+/// reaches, and what any producer may hand over — overflowed the tick → µs conversions
+/// (`dts * 1_000_000`), the rate conversions and the decode-time steps (panic in debug,
+/// wrapped PDTs and durations in release).
+#[test]
+fn extreme_timestamps_neither_overflow_nor_panic() {
+    let now = Utc::now();
+    let mut seg = Segmenter::new(cfg());
+    // Audio alone first: an audio-only start anchors the clock on an audio timestamp.
+    let mut out = seg.push(audio_cfg(), now);
+    out.extend(seg.push(packet(TrackKind::Audio, i64::MAX / 1000, 0, true), now));
+    out.extend(seg.push(video_cfg(), now));
+    for dts in [
+        i64::MAX / 1000,
+        i64::MAX,
+        i64::MIN,
+        0,
+        i64::MAX - 1,
+        i64::MIN / 7,
+    ] {
+        for (pts, keyframe) in [(dts, true), (i64::MIN, false), (i64::MAX, true)] {
+            out.extend(seg.push(packet(TrackKind::Video, dts, pts, keyframe), now));
+            out.extend(seg.push(packet(TrackKind::Audio, dts, dts, true), now));
+        }
+    }
+    seg.set_clock_anchor(i64::MIN, now);
+    out.extend(seg.push(packet(TrackKind::Video, i64::MAX, i64::MAX, true), now));
+    out.extend(seg.push(MediaEvent::End(EndReason::Stopped), now));
+    let segs = segments(&out);
+    assert!(!segs.is_empty());
+    for s in segs {
+        assert!(
+            s.duration.is_finite() && s.duration >= 0.0,
+            "{}",
+            s.duration
+        );
+        assert!(s.start_time.is_finite());
+    }
+}

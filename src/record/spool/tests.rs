@@ -657,3 +657,52 @@ fn a_legacy_spool_naming_a_missing_init_recovers_without_it() {
     assert_eq!(plan.manifest().missing_segments, 2);
     assert_eq!(plan.manifest().state, RecordingState::Incomplete);
 }
+
+/// Fuzz finding (record_spool): a journal line whose duration puts the end time past what a
+/// date can hold made recovery — run at every start-up — panic in chrono's `DateTime + TimeDelta`.
+#[test]
+fn recovery_survives_a_journal_with_an_absurd_duration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let header = SpoolHeader {
+        manifest: Manifest::new("alice", "s-1", start()),
+        ended: false,
+    };
+    write_header(dir.path(), &header).expect("header");
+    let line = r#"{"kind":"segment","index":0,"duration":1e300,"bytes":1,"init":0,"discontinuity":false,"program_date_time":"2026-12-02T05:07:10Z"}"#;
+    std::fs::write(dir.path().join(JOURNAL_FILE), format!("{line}\n")).expect("journal");
+    let (header, loaded) = load_session(dir.path()).expect("load");
+    let recovered = recover(dir.path(), header, loaded);
+    // A segment counts for a day at most in the end time.
+    assert_eq!(
+        recovered.recording.manifest.ended_at,
+        Some("2026-12-03T05:07:10Z".parse().expect("time"))
+    );
+}
+
+/// Found reviewing the record_spool target: byte counts in a damaged journal that add up past
+/// u64 overflowed the recording's and the spool's totals (a panic in debug builds).
+#[test]
+fn recovery_survives_byte_counts_that_overflow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let header = SpoolHeader {
+        manifest: Manifest::new("alice", "s-1", start()),
+        ended: false,
+    };
+    write_header(dir.path(), &header).expect("header");
+    let line = |i: u64| {
+        format!(
+            r#"{{"kind":"segment","index":{i},"duration":1.0,"bytes":18446744073709551615,"init":0,"discontinuity":false,"program_date_time":"2026-12-02T05:07:10Z"}}"#
+        )
+    };
+    std::fs::write(
+        dir.path().join(JOURNAL_FILE),
+        format!("{}\n{}\n", line(0), line(1)),
+    )
+    .expect("journal");
+    std::fs::write(dir.path().join("seg-000000.m4s"), b"x").expect("file");
+    std::fs::write(dir.path().join("seg-000001.m4s"), b"x").expect("file");
+    let (header, loaded) = load_session(dir.path()).expect("load");
+    let recovered = recover(dir.path(), header, loaded);
+    assert_eq!(recovered.recording.manifest.bytes, u64::MAX);
+    assert_eq!(recovered.spooled_bytes, u64::MAX);
+}
