@@ -97,6 +97,8 @@ fuzz_target!(|input: Input| {
     let mut segmenter = Segmenter::new(SegmenterConfig {
         target_duration: target,
         max_segment_bytes: max_bytes,
+        // Small caps too, so the forced sample-count cut is exercised.
+        max_segment_samples: (usize::from(input.max_segment_kib) % 1024).max(1) * 16,
     });
     let mut now = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
     if let Some((media_us, wall)) = input.anchor {
