@@ -57,10 +57,15 @@ impl Server {
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .into();
+        // The test's own ffmpeg encoders and browsers stand in for other machines: the server's
+        // ladders must not yield the CPU to them (`ladder_nice` ranks the ladder below this
+        // server's ingest and HTTP). The test of that setting sets it again.
+        let defaults = [("LIVEGATE_TRANSCODE_LADDER_NICE", "0")];
         let mut server = Server {
             child: None,
-            env: env
+            env: defaults
                 .iter()
+                .chain(env)
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             rtmp_port,

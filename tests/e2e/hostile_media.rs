@@ -316,7 +316,10 @@ fn thread_nices(pid: u32) -> Vec<(String, i64)> {
 #[test]
 fn publishers_beyond_max_ladders_are_served_as_published_and_the_slot_is_freed() {
     let _cpu = heavy();
-    let server = Server::start_with(&[("LIVEGATE_TRANSCODE_MAX_LADDERS", "1")]);
+    let server = Server::start_with(&[
+        ("LIVEGATE_TRANSCODE_MAX_LADDERS", "1"),
+        ("LIVEGATE_TRANSCODE_LADDER_NICE", "10"),
+    ]);
     let first = good_publisher(&server, "first", 10);
     server.wait_master("first", Duration::from_secs(20));
     let others: Vec<Child> = ["second", "third"]
