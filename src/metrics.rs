@@ -48,6 +48,10 @@ pub struct Metrics {
     pub relays_live: Gauge,
     pub http_refused: Family<ReasonLabel, Counter>,
     pub http_closed: Family<ReasonLabel, Counter>,
+    pub whip_sessions: Gauge,
+    pub whip_ended: Family<ReasonLabel, Counter>,
+    pub whip_failures: Family<ReasonLabel, Counter>,
+    pub whip_keyframe_requests: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -81,6 +85,10 @@ impl Metrics {
             relays_live: Gauge::default(),
             http_refused: Family::default(),
             http_closed: Family::default(),
+            whip_sessions: Gauge::default(),
+            whip_ended: Family::default(),
+            whip_failures: Family::default(),
+            whip_keyframe_requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -214,6 +222,26 @@ impl Metrics {
             "HTTP connections closed by a timeout, by reason (first_byte, idle, stalled)",
             m.http_closed.clone(),
         );
+        registry.register(
+            "whip_sessions",
+            "WHIP (WebRTC) sessions open now, connecting or publishing",
+            m.whip_sessions.clone(),
+        );
+        registry.register(
+            "whip_sessions_ended",
+            "WHIP sessions ended, by reason (deleted, idle_timeout, taken_over, connect_timeout, ...)",
+            m.whip_ended.clone(),
+        );
+        registry.register(
+            "whip_failures",
+            "WHIP publish attempts that failed, by reason (bad_key, unusable_offer, connect_timeout, ...)",
+            m.whip_failures.clone(),
+        );
+        registry.register(
+            "whip_keyframe_requests",
+            "Keyframe requests sent to WebRTC publishers, by kind (pli, fir)",
+            m.whip_keyframe_requests.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -248,6 +276,34 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    pub fn whip_ended(&self, reason: &'static str) {
+        self.whip_ended
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn whip_failed(&self, reason: &'static str) {
+        self.whip_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn whip_keyframe_requests(&self, plis: u64, firs: u64) {
+        for (kind, n) in [("pli", plis), ("fir", firs)] {
+            if n > 0 {
+                self.whip_keyframe_requests
+                    .get_or_create(&ReasonLabel {
+                        reason: kind.to_string(),
+                    })
+                    .inc_by(n);
+            }
+        }
     }
 
     pub fn render(&self) -> String {

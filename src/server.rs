@@ -180,6 +180,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         }
     });
 
+    let whip = if config.whip.enabled {
+        let gate = PublishGate::new(keys.clone(), hub.clone(), metrics.clone());
+        let whip =
+            crate::ingest::whip::Whip::start(&config.whip, gate, metrics.clone(), stop.clone())
+                .await
+                .map_err(|source| ServerError::Bind {
+                    what: "WHIP UDP",
+                    addr: config.whip.udp_listen.clone(),
+                    source,
+                })?;
+        Some(whip)
+    } else {
+        None
+    };
     let state = Arc::new(AppState {
         config: config.clone(),
         hub: hub.clone(),
@@ -188,6 +202,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         metrics: metrics.clone(),
         recorder: recorder.clone(),
         relays: relays.clone(),
+        whip,
+        whip_rate: crate::net::request_rate::RequestRate::new(config.whip.requests_per_minute),
     });
     let metrics_task = match config.http.metrics_listen.as_str() {
         "" => None,
@@ -229,6 +245,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         "publish: {} with a stream key from `livegate keys add <user>`",
         config.rtmp_publish_url()
     );
+    if config.whip.enabled {
+        tracing::info!(
+            "publish from a browser: {}/publish (WHIP endpoint {}/whip/<user>, Bearer = stream key)",
+            config.http_base_url(),
+            config.http_base_url()
+        );
+    }
     tracing::info!("watch:   {}/live/<user>/index.m3u8", config.http_base_url());
     if config.http.admin_token.is_empty() {
         tracing::info!("admin API off (set http.admin_token to manage keys over HTTP)");

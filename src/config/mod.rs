@@ -44,6 +44,7 @@ pub struct Config {
     pub transcode: TranscodeConfig,
     pub record: RecordConfig,
     pub relay: RelayConfig,
+    pub whip: WhipConfig,
 }
 
 impl Default for Config {
@@ -59,6 +60,7 @@ impl Default for Config {
             transcode: TranscodeConfig::default(),
             record: RecordConfig::default(),
             relay: RelayConfig::default(),
+            whip: WhipConfig::default(),
         }
     }
 }

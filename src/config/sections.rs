@@ -410,3 +410,68 @@ impl Default for HlsConfig {
 }
 
 pub const ENV_PREFIX: &str = "LIVEGATE_";
+
+/// WHIP (WebRTC-HTTP ingestion, RFC 9725): browsers and OBS publish over WebRTC with the same
+/// stream key as RTMP. Signalling is on the HTTP server (`POST /whip/<user>`); media arrives on
+/// one UDP port shared by every session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhipConfig {
+    pub enabled: bool,
+    /// The UDP socket all WebRTC sessions share (ICE, DTLS, SRTP).
+    pub udp_listen: String,
+    /// Addresses put in the SDP answer as ICE candidates: `IP` or `IP:PORT` (the port defaults
+    /// to `udp_listen`'s). Behind a 1:1 NAT, the public address. Empty: the address `udp_listen`
+    /// binds, or every interface's address when it binds all of them.
+    pub advertise: Vec<String>,
+    /// STUN/TURN servers offered to clients in `Link` headers (RFC 9725 §4.6).
+    pub ice_servers: Vec<IceServer>,
+    /// WebRTC sessions at once (connecting or publishing); more are answered 503.
+    pub max_sessions: usize,
+    /// Seconds from the answer to a connected session (ICE and DTLS done); then it is dropped.
+    pub connect_timeout_secs: u64,
+    /// Seconds without a packet from the client (media, RTCP or ICE consent) before a
+    /// connected session ends, e.g. a browser tab closed without DELETE.
+    pub idle_timeout_secs: u64,
+    /// Largest SDP offer or trickle body accepted (KiB).
+    pub max_sdp_kib: usize,
+    /// WHIP requests (POST, PATCH, DELETE) one address may make a minute; more are answered 429.
+    pub requests_per_minute: u32,
+    /// Offer H.264 (packetization-mode 1).
+    pub h264: bool,
+    /// Offer VP8.
+    pub vp8: bool,
+    /// Offer VP9 profile 0.
+    pub vp9: bool,
+}
+
+/// One ICE server for WHIP clients.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:host:port` or `turn:host:port?transport=udp`.
+    pub url: String,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub credential: String,
+}
+
+impl Default for WhipConfig {
+    fn default() -> Self {
+        WhipConfig {
+            enabled: true,
+            udp_listen: "0.0.0.0:8189".into(),
+            advertise: Vec::new(),
+            ice_servers: Vec::new(),
+            max_sessions: 100,
+            connect_timeout_secs: 15,
+            idle_timeout_secs: 10,
+            max_sdp_kib: 64,
+            requests_per_minute: 60,
+            h264: true,
+            vp8: true,
+            vp9: true,
+        }
+    }
+}

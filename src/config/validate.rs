@@ -15,6 +15,51 @@ impl Config {
                 "must be between 0.5 and 30 seconds",
             ));
         }
+        let w = &self.whip;
+        if w.enabled {
+            if w.udp_listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid("whip.udp_listen", "must be IP:PORT"));
+            }
+            if w.advertise.iter().any(|a| {
+                a.parse::<std::net::IpAddr>().is_err() && a.parse::<std::net::SocketAddr>().is_err()
+            }) {
+                return Err(invalid(
+                    "whip.advertise",
+                    "each entry must be an IP or IP:PORT",
+                ));
+            }
+            if !(w.h264 || w.vp8 || w.vp9) {
+                return Err(invalid(
+                    "whip.h264/vp8/vp9",
+                    "enable at least one video codec",
+                ));
+            }
+            if w.max_sessions == 0 || w.max_sdp_kib == 0 || w.requests_per_minute == 0 {
+                return Err(invalid(
+                    "whip.max_sessions/max_sdp_kib/requests_per_minute",
+                    "must be at least 1",
+                ));
+            }
+            if !(1..=120).contains(&w.connect_timeout_secs)
+                || !(2..=120).contains(&w.idle_timeout_secs)
+            {
+                return Err(invalid(
+                    "whip.connect_timeout_secs/idle_timeout_secs",
+                    "must be between 1 (2 for idle) and 120 seconds",
+                ));
+            }
+            if w.ice_servers.iter().any(|s| {
+                !(s.url.starts_with("stun:")
+                    || s.url.starts_with("turn:")
+                    || s.url.starts_with("turns:"))
+                    || s.url.contains(['<', '>', '"', ',', ' '])
+            }) {
+                return Err(invalid(
+                    "whip.ice_servers.url",
+                    "must be a stun:, turn: or turns: URI",
+                ));
+            }
+        }
         if self.shutdown_grace_secs > 3600 {
             return Err(invalid("shutdown_grace_secs", "must be at most 3600"));
         }

@@ -239,6 +239,7 @@ pub(super) fn service(
     app: axum::Router,
     activity: Arc<Activity>,
     respond_within: Duration,
+    peer: std::net::SocketAddr,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<TrackedBody>,
@@ -247,7 +248,11 @@ pub(super) fn service(
 > + Clone {
     use hyper::service::Service as _;
     let app = TowerToHyperService::new(app);
-    hyper::service::service_fn(move |request: Request<Incoming>| {
+    hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        // Handlers that limit per client (WHIP) read the address as axum's ConnectInfo.
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         let in_flight = InFlight::begin(activity.clone());
         let call = app.call(request);
         async move {

@@ -10,6 +10,7 @@ mod recordings;
 mod relays;
 mod serve;
 mod streams;
+mod whip;
 
 use std::sync::Arc;
 
@@ -36,6 +37,28 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub recorder: Arc<Recorder>,
     pub relays: Arc<RelayManager>,
+    /// None when `whip.enabled` is off.
+    pub whip: Option<Arc<crate::ingest::whip::Whip>>,
+    /// WHIP requests per client address.
+    pub whip_rate: crate::net::request_rate::RequestRate,
+}
+
+/// WHIP signalling and the publish page. The body limit is the SDP cap (413 beyond it).
+fn whip_routes(state: &AppState) -> Router<Arc<AppState>> {
+    use axum::routing::{options, MethodRouter};
+    let limit = state.whip.as_ref().map_or(64 << 10, |w| w.max_sdp_bytes());
+    let endpoint = |post: MethodRouter<Arc<AppState>>| post.options(whip::options);
+    Router::new()
+        .route("/publish", get(whip::publish_page))
+        .route("/whip", endpoint(post(whip::post)))
+        .route("/whip/{user}", endpoint(post(whip::post_user)))
+        .route(
+            "/whip/{user}/{id}",
+            options(whip::options)
+                .patch(whip::patch)
+                .delete(whip::delete),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
 }
 
 /// `/metrics` alone, for `http.metrics_listen`.
@@ -91,5 +114,6 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(relays::remove),
         )
         .merge(hls)
+        .merge(whip_routes(&state))
         .with_state(state)
 }

@@ -106,7 +106,7 @@ pub async fn serve(
         let (app, builder, metrics) = (app.clone(), builder.clone(), metrics.clone());
         let stop = stop.clone();
         connections.spawn(async move {
-            serve_connection(stream, app, builder, timeouts, metrics, stop).await;
+            serve_connection(stream, peer, app, builder, timeouts, metrics, stop).await;
             drop(permit);
         });
     }
@@ -117,6 +117,7 @@ pub async fn serve(
 
 async fn serve_connection(
     mut stream: TcpStream,
+    peer: std::net::SocketAddr,
     app: axum::Router,
     builder: Builder<TokioExecutor>,
     timeouts: Timeouts,
@@ -136,7 +137,7 @@ async fn serve_connection(
     };
     let activity = Activity::new();
     let io = TokioIo::new(ServerIo::new(stream, prefix, timeouts.write));
-    let service = service(app, activity.clone(), timeouts.write);
+    let service = service(app, activity.clone(), timeouts.write, peer);
     let connection = builder.serve_connection_with_upgrades(io, service);
     let mut connection = std::pin::pin!(connection);
     loop {

@@ -33,6 +33,7 @@ impl Refusal {
     }
 }
 
+#[derive(Clone)]
 pub struct PublishGate {
     keys: Keys,
     hub: Arc<Hub>,
@@ -48,20 +49,18 @@ impl PublishGate {
     /// followed the key in the publish URL (relay targets may be named there; never logged).
     /// The current span gets a `user` field once the user is known.
     pub async fn admit(&self, key: &str, query: &str) -> Result<Publisher, Refusal> {
-        let checked = self.keys.check(key).await;
-        // Checked after the (possibly slow) key lookup, right before the stream is created.
-        if self.hub.is_closed() {
-            tracing::info!("publish refused: the server is shutting down");
-            self.metrics.refused("shutting_down");
-            return Err(Refusal::Unavailable("the server is shutting down".into()));
-        }
-        let refusal = match checked {
+        let user = self.check(key).await?;
+        self.publish(&user, query)
+    }
+
+    /// Checks `key` without publishing anything: the user it belongs to. A protocol that
+    /// accepts media only after a setup that can fail (WebRTC's ICE and DTLS) checks first and
+    /// publishes once media can flow, so a failed attempt never takes over a live stream.
+    pub async fn check(&self, key: &str) -> Result<String, Refusal> {
+        let refusal = match self.keys.check(key).await {
             Ok(KeyCheck::Valid { user }) => {
                 tracing::Span::current().record("user", user.as_str());
-                let publisher = self.hub.publish_with_query(&user, query);
-                tracing::info!(session = publisher.stream().session_id, "publish accepted");
-                self.metrics.publish_accepted.inc();
-                return Ok(publisher);
+                return Ok(user);
             }
             Ok(KeyCheck::Revoked { user }) => {
                 tracing::Span::current().record("user", user.as_str());
@@ -79,6 +78,25 @@ impl PublishGate {
         };
         self.metrics.refused(refusal.reason());
         Err(refusal)
+    }
+
+    /// Starts `user`'s publish session (its key was checked), taking over a live one.
+    pub fn publish(&self, user: &str, query: &str) -> Result<Publisher, Refusal> {
+        // Checked after the (possibly slow) key lookup, right before the stream is created.
+        if self.hub.is_closed() {
+            tracing::info!("publish refused: the server is shutting down");
+            self.metrics.refused("shutting_down");
+            return Err(Refusal::Unavailable("the server is shutting down".into()));
+        }
+        let publisher = self.hub.publish_with_query(user, query);
+        tracing::info!(session = publisher.stream().session_id, "publish accepted");
+        self.metrics.publish_accepted.inc();
+        Ok(publisher)
+    }
+
+    /// Whether `user` is live (to tell a WebRTC publisher's takeover from a first publish).
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 }
 

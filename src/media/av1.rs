@@ -27,6 +27,7 @@ impl VideoConfig {
             max_frame_size(header).ok_or_else(|| err("unreadable sequence header"))?;
         check_size(VideoCodec::Av1, width, height)?;
         Ok(VideoConfig {
+            inband_parameters: false,
             codec: VideoCodec::Av1,
             record: Bytes::copy_from_slice(record),
             width,

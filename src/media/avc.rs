@@ -46,6 +46,7 @@ impl VideoConfig {
             .filter(|f| f.is_finite() && *f > 0.0 && *f <= 480.0);
         let (profile, constraints) = (u8::from(sps.profile_idc), u8::from(sps.constraint_flags));
         Ok(VideoConfig {
+            inband_parameters: false,
             codec: VideoCodec::H264,
             record: Bytes::copy_from_slice(record),
             width,

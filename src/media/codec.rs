@@ -89,6 +89,10 @@ pub struct VideoConfig {
     pub nal_length_size: u8,
     /// RFC 6381 `CODECS` value, e.g. `avc1.64001f`.
     pub(super) rfc6381: String,
+    /// Every keyframe carries what a decoder needs in-band (VP8/VP9 headers; H.264 parameter
+    /// sets kept in the payload, as WebRTC sends them), so a decoder already open follows a new
+    /// configuration of the same codec (a resolution change) without being reopened.
+    pub inband_parameters: bool,
 }
 
 /// Sizes beyond this are refused at parse: no encoder livegate serves makes them, and a decoder
@@ -119,6 +123,7 @@ impl VideoConfig {
             }
         };
         Ok(VideoConfig {
+            inband_parameters: false,
             codec,
             record: Bytes::new(),
             width,

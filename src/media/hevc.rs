@@ -31,6 +31,7 @@ impl VideoConfig {
         let (width, height) = sps_size(sps).ok_or_else(|| err("unreadable SPS"))?;
         check_size(VideoCodec::Hevc, width, height)?;
         Ok(VideoConfig {
+            inband_parameters: false,
             codec: VideoCodec::Hevc,
             record: Bytes::copy_from_slice(record),
             width,

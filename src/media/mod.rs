@@ -14,6 +14,7 @@ pub mod codec;
 pub mod hevc;
 pub mod opus;
 pub mod timeline;
+pub mod vpx;
 
 use std::sync::Arc;
 

@@ -5,5 +5,6 @@
 
 pub mod limiter;
 pub mod nofile;
+pub mod request_rate;
 
 pub use limiter::{ConnLimiter, ConnPermit, LimitRefusal};

@@ -37,6 +37,12 @@ impl Publisher {
         self.stream.record(None, wire_bytes);
     }
 
+    /// A consumer's keyframe request since the last call, with its reason (see
+    /// [`LiveStream::request_keyframe`]).
+    pub fn keyframe_wanted(&self) -> Option<&'static str> {
+        lock(&self.stream.keyframe_wanted).take()
+    }
+
     pub fn set_fps_hint(&self, fps: f64) {
         if fps.is_finite() && fps > 0.0 && fps <= 480.0 {
             lock(&self.stream.stats).fps_hint = Some(fps);
@@ -113,6 +119,7 @@ impl Subscription {
                     if let Some(v) = &f.video {
                         self.backlog.push_back(MediaEvent::VideoConfig(v.clone()));
                         self.skip_to_keyframe = true;
+                        self.stream.request_keyframe("consumer lag");
                     }
                     if let Some(a) = &f.audio {
                         self.backlog.push_back(MediaEvent::AudioConfig(a.clone()));

@@ -170,6 +170,9 @@ pub struct LiveStream {
     renditions: Mutex<HashMap<String, Arc<LiveStream>>>,
     /// Why a consumer ended this session (e.g. a codec nothing here can serve).
     abort_reason: Mutex<Option<String>>,
+    /// Why a consumer last asked the publisher for a keyframe, until the publisher takes it
+    /// (a WebRTC publisher sends one only when asked; RTMP encoders ignore this).
+    keyframe_wanted: Mutex<Option<&'static str>>,
     limits: HubLimits,
 }
 
@@ -314,6 +317,7 @@ impl LiveStream {
             plan: tokio::sync::watch::Sender::new(RenditionPlan::Pending),
             renditions: Mutex::new(HashMap::new()),
             abort_reason: Mutex::new(None),
+            keyframe_wanted: Mutex::new(None),
             limits,
         }
     }
@@ -325,6 +329,13 @@ impl LiveStream {
         self.set_status("error", serde_json::Value::String(reason.to_string()));
         *lock(&self.abort_reason) = Some(reason.to_string());
         self.stop.cancel();
+    }
+
+    /// Asks the publisher for a keyframe (`reason` names the consumer's cause, for stats): a
+    /// consumer that starts, or skips ahead, waits for the next one. Publishers that can ask
+    /// their encoder (WebRTC's PLI) take it with [`Publisher::keyframe_wanted`].
+    pub fn request_keyframe(&self, reason: &'static str) {
+        *lock(&self.keyframe_wanted) = Some(reason);
     }
 
     /// Why the session was ended by [`LiveStream::abort`], if it was.
@@ -378,6 +389,11 @@ impl LiveStream {
     /// A future that completes when this session must end (takeover or operator stop).
     pub fn stopped(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.stop.cancelled()
+    }
+
+    /// Whether this session was told to end (takeover, operator stop, shutdown, abort).
+    pub fn stop_requested(&self) -> bool {
+        self.stop.is_cancelled()
     }
 
     /// A consumer publishes its state (shown in the streams API under `key`).
@@ -450,6 +466,9 @@ impl LiveStream {
                     // Audio-only: keep a rolling window rather than refusing new frames.
                     fanout.gop.clear();
                     fanout.gop_bytes = 0;
+                } else if starts_ok {
+                    // The GOP outgrew the late-joiner cache: a new one starts sooner if asked.
+                    self.request_keyframe("GOP cache full");
                 }
             }
             MediaEvent::End(_) => {}
@@ -489,6 +508,9 @@ impl LiveStream {
                 after <= budget
             };
             if !fits {
+                if !fanout.ring_dropping {
+                    self.request_keyframe("ring full");
+                }
                 fanout.ring_dropping = true;
                 self.lag_drops.fetch_add(1, Ordering::Relaxed);
                 if let Some(suppressed) = RING_DROP_LOG.check(&self.name) {

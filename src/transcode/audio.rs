@@ -187,7 +187,9 @@ impl AudioTranscoder {
         graph
             .output("in", 0)
             .and_then(|p| p.input("out", 0))
-            .and_then(|p| p.parse(&format!("aresample={}", enc.rate)))
+            // async=1: silence where the source's timestamps leave a gap (WebRTC audio has no
+            // sample counter, only RTP times, and loses packets), trimmed where they overlap.
+            .and_then(|p| p.parse(&format!("aresample={}:async=1", enc.rate)))
             .map_err(av("audio filter graph"))?;
         graph.validate().map_err(av("audio filter graph"))?;
         if let Some(mut out) = graph.get("out") {

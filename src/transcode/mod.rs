@@ -136,6 +136,8 @@ pub fn spawn_ladder<S: LadderSink + Send + 'static>(
     metrics: Arc<Metrics>,
 ) {
     let stream = subscription.stream().clone();
+    // The ladder forces its own keyframes but starts decoding at the source's next one.
+    stream.request_keyframe("ladder start");
     let (mut queue, rx, queue_stats) = gop_queue(
         transcode.queue_frames,
         (transcode.queue_max_mib as usize).saturating_mul(1 << 20),
@@ -188,6 +190,9 @@ pub fn spawn_ladder<S: LadderSink + Send + 'static>(
                         // Configuration and the end are held, not dropped.
                         if frame {
                             metrics.transcode_dropped_frames.inc();
+                        }
+                        if !was_dropping {
+                            stream.request_keyframe("transcoder behind");
                         }
                         if let Some(suppressed) =
                             (!was_dropping).then(|| drop_log.check()).flatten()

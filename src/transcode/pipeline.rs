@@ -182,6 +182,22 @@ impl<S: LadderSink> Pipeline<S> {
         if self.video.as_ref().is_some_and(|v| v.source == config) {
             return Ok(());
         }
+        // A WebRTC source changes its picture size with the bandwidth; the decoder follows
+        // in-band and the scalers follow the decoded size, so the rungs keep running (reopening
+        // them would cost a flush and a discontinuity per change).
+        if let Some(chain) = self.video.as_mut() {
+            if chain.source.codec == config.codec && config.inband_parameters {
+                self.settings.limits.check_config(&config)?;
+                tracing::info!(
+                    from = %format!("{}x{}", chain.source.width, chain.source.height),
+                    to = %format!("{}x{}", config.width, config.height),
+                    "source picture size changed; the rungs keep their sizes"
+                );
+                chain.source = config.clone();
+                self.last_video_config = Some(config);
+                return Ok(());
+            }
+        }
         if self
             .last_video_config
             .replace(config.clone())

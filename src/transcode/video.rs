@@ -155,7 +155,9 @@ pub fn open_rung(
     // Keyframes only where the shared grid forces them (as IDR), so all rungs cut at the
     // same frames: no scene-cut keyframes, and a keyint longer than any segment.
     options.set("forced-idr", "1");
-    let keyint = ((segment_duration * fps).ceil() as u32).max(16);
+    // The grid forces every keyframe; keyint is only a backstop, long enough that a source
+    // faster than its declared rate (variable frame rate from WebRTC) never reaches it first.
+    let keyint = ((segment_duration * fps.max(30.0) * 4.0).ceil() as u32).max(16);
     options.set(
         "x264-params",
         &format!("scenecut=0:open-gop=0:keyint={keyint}:min-keyint={keyint}"),

@@ -1,0 +1,358 @@
+//! WHIP signalling (RFC 9725) over the HTTP server: `POST /whip/{user}` (or `POST /whip`, the
+//! user taken from the key) with `Authorization: Bearer <stream key>` and an SDP offer → 201
+//! with the answer, an absolute `Location` and a strong `ETag`; `PATCH` (trickle ICE) and
+//! `DELETE` on the session URL; `OPTIONS` for CORS preflights with `Accept-Post`. Every
+//! response carries CORS headers so a page on another origin can publish and read `Location`.
+//! The media side is [`crate::ingest::whip`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::ingest::whip::offer::OfferError;
+use crate::ingest::whip::{Fragment, Whip, WhipError};
+
+const SDP: &str = "application/sdp";
+const TRICKLE: &str = "application/trickle-ice-sdpfrag";
+
+/// The publish page: camera preview, codec choice, go live / stop (self-contained, no CDN).
+pub async fn publish_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("publish.html"),
+    )
+        .into_response()
+}
+
+fn status(e: &WhipError) -> StatusCode {
+    match e {
+        WhipError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        WhipError::Forbidden => StatusCode::FORBIDDEN,
+        WhipError::Offer(OfferError::Malformed(_)) => StatusCode::BAD_REQUEST,
+        WhipError::Offer(OfferError::NotAcceptable(_)) => StatusCode::NOT_ACCEPTABLE,
+        WhipError::Offer(OfferError::Unprocessable(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+        WhipError::Full | WhipError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        WhipError::NotFound => StatusCode::NOT_FOUND,
+        WhipError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+        WhipError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+        WhipError::IceRestart => StatusCode::UNPROCESSABLE_ENTITY,
+        WhipError::BadFragment(_) => StatusCode::BAD_REQUEST,
+        WhipError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// CORS for every WHIP response: any origin may publish (the key is the credential, sent as
+/// a header, never a cookie), and page scripts may read the headers WHIP clients need.
+fn cors(headers: &mut HeaderMap) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Link, Accept-Post"),
+    );
+}
+
+/// A plain-text error with the status RFC 9725 names for it.
+fn error(e: WhipError) -> Response {
+    let code = status(&e);
+    let mut response = (code, format!("{e}\n")).into_response();
+    if code == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"livegate\""),
+        );
+    }
+    if code == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    cors(response.headers_mut());
+    response
+}
+
+fn plain(code: StatusCode, message: &str) -> Response {
+    let mut response = (code, format!("{message}\n")).into_response();
+    cors(response.headers_mut());
+    response
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+fn content_type_is(headers: &HeaderMap, wanted: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(wanted))
+}
+
+/// `Link` headers for the configured ICE servers (RFC 9725 §4.6); `with_credentials` is false
+/// for unauthenticated requests (preflights), so TURN passwords go only to key holders.
+fn ice_server_links(whip: &Whip, headers: &mut HeaderMap, with_credentials: bool) {
+    for s in whip.ice_servers() {
+        let has_credentials = !s.username.is_empty() || !s.credential.is_empty();
+        if has_credentials && !with_credentials {
+            continue;
+        }
+        let mut link = format!("<{}>; rel=\"ice-server\"", s.url);
+        if has_credentials {
+            link.push_str(&format!(
+                "; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
+                s.username.replace('"', ""),
+                s.credential.replace('"', "")
+            ));
+        }
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            headers.append(header::LINK, v);
+        }
+    }
+}
+
+fn whip_or_404(state: &AppState) -> Result<Arc<Whip>, WhipOff> {
+    state.whip.clone().ok_or(WhipOff)
+}
+
+/// `whip.enabled` is off: 404.
+struct WhipOff;
+
+impl IntoResponse for WhipOff {
+    fn into_response(self) -> Response {
+        plain(StatusCode::NOT_FOUND, "WHIP ingest is off (whip.enabled)")
+    }
+}
+
+fn rate_limited(state: &AppState, peer: SocketAddr) -> Option<Response> {
+    if state.whip_rate.allow(peer.ip(), Instant::now()) {
+        return None;
+    }
+    state.metrics.whip_failed("rate_limited");
+    let mut r = plain(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many WHIP requests from this address; slow down",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    Some(r)
+}
+
+/// The base of absolute URLs: `public_http_url`, else what the client asked for (`Host`).
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if !state.config.public_http_url.is_empty() {
+        return state
+            .config
+            .public_http_url
+            .trim_end_matches('/')
+            .to_string();
+    }
+    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(host) if !host.contains(['/', ' ', '"', '<', '>']) => format!("http://{host}"),
+        _ => state.config.http_base_url(),
+    }
+}
+
+pub async fn post_user(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    offer(state, peer, Some(user), headers, body).await
+}
+
+pub async fn post(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    offer(state, peer, None, headers, body).await
+}
+
+async fn offer(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    path_user: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let whip = match whip_or_404(&state) {
+        Ok(w) => w,
+        Err(off) => return off.into_response(),
+    };
+    if let Some(r) = rate_limited(&state, peer) {
+        return r;
+    }
+    let span = match &path_user {
+        Some(user) => tracing::info_span!("whip_offer", %user, %peer),
+        None => tracing::info_span!("whip_offer", %peer),
+    };
+    let _entered = span.enter();
+    if path_user
+        .as_deref()
+        .is_some_and(|u| !crate::util::valid_user_name(u))
+    {
+        return plain(StatusCode::NOT_FOUND, "no such user");
+    }
+    let Some(key) = bearer(&headers).map(str::to_string) else {
+        tracing::warn!("WHIP publish refused: no Bearer stream key");
+        state.metrics.whip_failed("bad_key");
+        return error(WhipError::Unauthorized(
+            "send the stream key as Authorization: Bearer <key>".into(),
+        ));
+    };
+    if !content_type_is(&headers, SDP) {
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be Content-Type: application/sdp",
+        );
+    }
+    let Ok(sdp) = std::str::from_utf8(&body) else {
+        return error(WhipError::Offer(OfferError::Malformed("not UTF-8".into())));
+    };
+    drop(_entered);
+    let answered =
+        tracing::Instrument::instrument(whip.offer(path_user.as_deref(), &key, sdp), span.clone())
+            .await;
+    let answer = match answered {
+        Ok(a) => a,
+        Err(e) => return error(e),
+    };
+    let location = format!(
+        "{}/whip/{}/{}",
+        base_url(&state, &headers),
+        answer.user,
+        answer.id
+    );
+    let mut response = (StatusCode::CREATED, answer.sdp).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&answer.etag) {
+        h.insert(header::ETAG, v);
+    }
+    ice_server_links(&whip, h, true);
+    cors(h);
+    response
+}
+
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((user, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let whip = match whip_or_404(&state) {
+        Ok(w) => w,
+        Err(off) => return off.into_response(),
+    };
+    if let Some(r) = rate_limited(&state, peer) {
+        return r;
+    }
+    let Some(key) = bearer(&headers) else {
+        return error(WhipError::Unauthorized(
+            "send the stream key as Authorization: Bearer <key>".into(),
+        ));
+    };
+    match whip.delete(&user, &id, key).await {
+        Ok(()) => plain(StatusCode::OK, "session ended"),
+        Err(e) => error(e),
+    }
+}
+
+pub async fn patch(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((user, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let whip = match whip_or_404(&state) {
+        Ok(w) => w,
+        Err(off) => return off.into_response(),
+    };
+    if let Some(r) = rate_limited(&state, peer) {
+        return r;
+    }
+    let Some(key) = bearer(&headers).map(str::to_string) else {
+        return error(WhipError::Unauthorized(
+            "send the stream key as Authorization: Bearer <key>".into(),
+        ));
+    };
+    if !content_type_is(&headers, TRICKLE) {
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "PATCH takes Content-Type: application/trickle-ice-sdpfrag",
+        );
+    }
+    let fragment = match std::str::from_utf8(&body)
+        .map_err(|_| WhipError::BadFragment("not UTF-8".into()))
+        .and_then(Fragment::parse)
+    {
+        Ok(f) => f,
+        Err(e) => return error(e),
+    };
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match whip.patch(&user, &id, &key, if_match, fragment).await {
+        Ok(etag) => {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                r.headers_mut().insert(header::ETAG, v);
+            }
+            cors(r.headers_mut());
+            r
+        }
+        Err(e) => error(e),
+    }
+}
+
+/// CORS preflight and WHIP discovery: the methods and headers a publishing page needs, and
+/// `Accept-Post` on the endpoint.
+pub async fn options(State(state): State<Arc<AppState>>, method: Method) -> Response {
+    debug_assert_eq!(method, Method::OPTIONS);
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    cors(h);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    h.insert("accept-post", HeaderValue::from_static(SDP));
+    if let Some(whip) = &state.whip {
+        ice_server_links(whip, h, false);
+    }
+    r
+}
