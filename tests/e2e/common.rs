@@ -15,6 +15,8 @@ pub struct Server {
     env: Vec<(String, String)>,
     pub rtmp_port: u16,
     pub http_port: u16,
+    /// WHIP's UDP port.
+    pub whip_port: u16,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     agent: ureq::Agent,
@@ -25,6 +27,13 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free port")
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("no free UDP port")
 }
 
 impl Server {
@@ -44,11 +53,13 @@ impl Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let rtmp_port = free_port();
         let http_port = free_port();
+        let whip_port = free_udp_port();
         let config_path = dir.path().join("livegate.toml");
         let data_dir = dir.path().join("data");
         let toml = format!(
             "data_dir = {data:?}\n[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\
-             [http]\nlisten = \"127.0.0.1:{http_port}\"\n[hls]\nsegment_duration = 2.0\nwindow = 6\n",
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\n[hls]\nsegment_duration = 2.0\nwindow = 6\n\
+             [whip]\nudp_listen = \"127.0.0.1:{whip_port}\"\n",
             data = data_dir.display().to_string(),
         );
         std::fs::write(&config_path, toml).expect("write config");
@@ -70,6 +81,7 @@ impl Server {
                 .collect(),
             rtmp_port,
             http_port,
+            whip_port,
             dir,
             config_path,
             agent,
@@ -493,6 +505,43 @@ pub fn play_level(url: &str, seconds: u32, level: i32) -> (bool, serde_json::Val
             || serde_json::json!({"raw": stdout, "stderr": String::from_utf8_lossy(&out.stderr)}),
         );
     (out.status.success(), report)
+}
+
+/// WebRTC tests keep every packet on loopback (REFERENCES.md, "Testing here"): the test runs
+/// again, alone, in a new network namespace whose only interface is `lo` (Chromium would gather
+/// candidates on every interface otherwise). Returns true in the calling process once that run
+/// passed, so the caller returns; false inside the namespace, where the caller runs its body.
+/// `test` is the test's path in this binary (`whip::name`). `heavy` takes [`heavy`]'s turn for
+/// the namespaced run.
+pub fn in_loopback_namespace(test: &str, heavy_turn: bool) -> bool {
+    if std::env::var_os("E2E_IN_LOOPBACK_NETNS").is_some() {
+        return false;
+    }
+    let _turn = heavy_turn.then(heavy);
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = Command::new("unshare")
+        .args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ])
+        .arg(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env("E2E_IN_LOOPBACK_NETNS", "1")
+        .output()
+        .expect("run unshare (util-linux) and ip (iproute2): scripts/setup.sh installs them");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{test} failed in its network namespace:\n{text}"
+    );
+    true
 }
 
 /// Ladder tests transcode for real; on a 2-core machine they take turns so none of them falls

@@ -17,3 +17,4 @@ mod relay;
 mod rtmp_hls;
 mod shutdown;
 mod sinks;
+mod whip;
