@@ -12,8 +12,11 @@ run_pkgs=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libavfilter-dev libavdevice-dev ffmpeg
 )
-# Test peers: Chromium (hls.js), nginx-rtmp (relay sink), stunnel4 and openssl (RTMPS).
-test_pkgs=(chromium chromium-driver jq procps python3 nginx libnginx-mod-rtmp stunnel4 openssl)
+# Test peers: Chromium (hls.js, WebRTC publishes), nginx-rtmp (relay sink), stunnel4 and openssl
+# (RTMPS); util-linux's unshare and iproute2's ip run the WebRTC tests in a loopback-only network
+# namespace.
+test_pkgs=(chromium chromium-driver jq procps python3 nginx libnginx-mod-rtmp stunnel4 openssl
+  util-linux iproute2)
 # Debian's nodejs/npm only when no Node.js is installed (another Node's npm conflicts with them).
 command -v node >/dev/null 2>&1 || test_pkgs+=(nodejs npm)
 

@@ -176,6 +176,7 @@ pub async fn serve(
                 ctx.metrics.rtmp_active.inc();
                 let _ = socket.set_nodelay(true);
                 let mut conn = Connection::new(ctx.clone(), preauth, accepted_at);
+                conn.protocol = if tls.is_some() { "rtmps" } else { "rtmp" };
                 let result = match tls {
                     None => conn.run(socket).await,
                     Some(acceptor) => {
@@ -250,6 +251,8 @@ struct Connection {
     chunk_limit: ChunkLimit,
     bytes_before_publish: usize,
     outbound: Vec<u8>,
+    /// `rtmp` or `rtmps`, shown in the streams API.
+    protocol: &'static str,
 }
 
 impl Connection {
@@ -268,6 +271,7 @@ impl Connection {
                 u32::try_from(ctx.config.max_message_kib.saturating_mul(1024)).unwrap_or(u32::MAX),
             ),
             bytes_before_publish: 0,
+            protocol: "rtmp",
             outbound: Vec::new(),
         }
     }
@@ -489,6 +493,9 @@ impl Connection {
         let query = stream_key.split_once('?').map_or("", |(_, q)| q);
         let (code, description) = match self.ctx.gate.admit(&key, query).await {
             Ok(publisher) => {
+                publisher
+                    .stream()
+                    .set_status("ingest", serde_json::json!({ "protocol": self.protocol }));
                 self.publisher = Some(publisher);
                 // Authenticated: this connection now holds a publishing slot only.
                 self.preauth = None;

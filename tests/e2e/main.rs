@@ -18,3 +18,4 @@ mod rtmp_hls;
 mod shutdown;
 mod sinks;
 mod whip;
+mod whip_client;
