@@ -537,6 +537,8 @@ pub fn in_loopback_namespace(test: &str, heavy_turn: bool) -> bool {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Shown with --nocapture (the figures some tests print).
+    eprintln!("{text}");
     assert!(
         out.status.success() && text.contains("1 passed"),
         "{test} failed in its network namespace:\n{text}"

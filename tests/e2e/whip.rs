@@ -569,3 +569,124 @@ fn five_publishers_share_one_udp_port() {
     let report = finish_publisher(publisher, Duration::from_secs(60));
     assert_eq!(report.as_array().map(|a| a.len()), Some(5), "{report}");
 }
+
+/// Times (seconds) where `file`'s picture turns white (mean luma above mid-grey).
+fn flash_times(file: &Path) -> Vec<f64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-f", "lavfi", "-show_entries"])
+        .args([
+            "frame=pts_time:frame_tags=lavfi.signalstats.YAVG",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(format!("movie={},signalstats", file.display()))
+        .output()
+        .expect("ffprobe");
+    let mut times = Vec::new();
+    let mut bright = false;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut parts = line.split(',');
+        let (Some(t), Some(y)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(t), Ok(y)) = (t.parse::<f64>(), y.parse::<f64>()) else {
+            continue;
+        };
+        if y > 128.0 && !bright {
+            times.push(t);
+        }
+        bright = y > 128.0;
+    }
+    times
+}
+
+/// Times (seconds) where `file`'s audio turns from silence to a tone.
+fn beep_times(file: &Path) -> Vec<f64> {
+    let out = Command::new("ffmpeg")
+        // -copyts: times on the file's own timeline, as the movie source reads the video.
+        .args(["-hide_banner", "-nostats", "-copyts", "-i"])
+        .arg(file)
+        .args([
+            "-vn",
+            "-af",
+            "silencedetect=n=-40dB:d=0.2",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg");
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| l.split("silence_end: ").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// The publish page's test pattern (a white flash with a beep every 2 s, both timed by one
+/// clock in the page) through WebRTC and the ladder: in the HLS, each beep starts within 100 ms
+/// of its flash. (Chromium's file-backed fake camera and microphone loop independently, so
+/// their A/V phase is not a reference.)
+#[test]
+fn audio_and_video_stay_in_sync_through_whip() {
+    if in_loopback_namespace("whip::audio_and_video_stay_in_sync_through_whip", true) {
+        return;
+    }
+    let server = Server::start();
+    let dir = server.dir.path();
+    let key = server.add_key("sync");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/publish.mjs");
+    let publisher = Command::new("node")
+        .arg(script)
+        .args(["--seconds", "10"])
+        .arg(server.url(&format!(
+            "/publish?key={key}&codec=VP8&auto=1&width=320&height=240&source=pattern"
+        )))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let report = finish_publisher(publisher, Duration::from_secs(60));
+    eprintln!("publisher: {report}");
+    let master = parse_master(&server.wait_master("sync", Duration::from_secs(5)));
+    let rung = master.variants[0]
+        .uri
+        .trim_end_matches("/index.m3u8")
+        .to_string();
+    let playlist = server.wait_endlist("sync", &rung, Duration::from_secs(15));
+    // One file: the init segment, then every media segment.
+    let files = server.download_segments("sync", &rung, &playlist);
+    let init_len = {
+        let (_, init) = server.get_bytes(&format!(
+            "/live/sync/{rung}/{}",
+            playlist.segments[0].map.as_ref().expect("init").uri
+        ));
+        init.len()
+    };
+    let mut whole = std::fs::read(&files[0]).unwrap();
+    for f in &files[1..] {
+        whole.extend_from_slice(&std::fs::read(f).unwrap()[init_len..]);
+    }
+    let joined = dir.join("sync.mp4");
+    std::fs::write(&joined, whole).unwrap();
+    let flashes = flash_times(&joined);
+    let beeps = beep_times(&joined);
+    assert!(flashes.len() >= 3, "flashes {flashes:?}");
+    let offsets: Vec<f64> = flashes
+        .iter()
+        .filter_map(|f| {
+            beeps
+                .iter()
+                .map(|b| b - f)
+                .min_by(|x, y| x.abs().total_cmp(&y.abs()))
+        })
+        .collect();
+    eprintln!("A/V offsets (audio − video, s): {offsets:?}");
+    let mut sorted = offsets.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    assert!(
+        median.abs() < 0.1,
+        "A/V offset {median:.3} s: flashes {flashes:?}, beeps {beeps:?}"
+    );
+}

@@ -29,7 +29,10 @@ fn access_units(data: &[u8]) -> Vec<Vec<u8>> {
         }
     }
     starts.push(data.len());
-    starts.windows(2).map(|w| data[w[0]..w[1]].to_vec()).collect()
+    starts
+        .windows(2)
+        .map(|w| data[w[0]..w[1]].to_vec())
+        .collect()
 }
 
 /// The packets of an Ogg Opus file, without its two header packets.
@@ -58,13 +61,46 @@ fn encode(dir: &Path) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let audio = dir.join("a.ogg");
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "6"])
-        .args(["-c:v", "libx264", "-profile:v", "high", "-pix_fmt", "yuv420p"])
-        .args(["-x264-params", "aud=1:keyint=60:min-keyint=60:bframes=0:scenecut=0"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-t",
+            "6",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "high",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args([
+            "-x264-params",
+            "aud=1:keyint=60:min-keyint=60:bframes=0:scenecut=0",
+        ])
         .args(["-bsf:v", "h264_mp4toannexb", "-f", "h264"])
         .arg(&video)
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "6"])
-        .args(["-map", "1:a", "-c:a", "libopus", "-frame_duration", "20", "-f", "ogg"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "6",
+        ])
+        .args([
+            "-map",
+            "1:a",
+            "-c:a",
+            "libopus",
+            "-frame_duration",
+            "20",
+            "-f",
+            "ogg",
+        ])
         .arg(&audio)
         .status()
         .expect("ffmpeg");
@@ -86,7 +122,12 @@ fn str0m_publishes_an_obs_style_offer_without_candidates() {
     let server = Server::start();
     let key = server.add_key("obs");
     let (video, audio) = encode(server.dir.path());
-    assert!(video.len() >= 170 && audio.len() >= 290, "{} {}", video.len(), audio.len());
+    assert!(
+        video.len() >= 170 && audio.len() >= 290,
+        "{} {}",
+        video.len(),
+        audio.len()
+    );
 
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let local = socket.local_addr().unwrap();
@@ -123,7 +164,9 @@ fn str0m_publishes_an_obs_style_offer_without_candidates() {
     let location = response.headers()["location"].to_str().unwrap().to_string();
     let answer = response.body_mut().read_to_string().unwrap();
     let answer = SdpAnswer::from_sdp_string(&answer).expect("an SDP answer");
-    rtc.sdp_api().accept_answer(pending, answer).expect("answer accepted");
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .expect("answer accepted");
 
     socket
         .set_read_timeout(Some(Duration::from_millis(5)))
@@ -169,12 +212,14 @@ fn str0m_publishes_an_obs_style_offer_without_candidates() {
                 }
                 Output::Event(Event::Connected) => connected_at = Some(Instant::now()),
                 Output::Event(Event::KeyframeRequest(_)) => keyframe_requests += 1,
-                Output::Event(Event::IceConnectionStateChange(IceConnectionState::Disconnected)) => {
+                Output::Event(Event::IceConnectionStateChange(
+                    IceConnectionState::Disconnected,
+                )) => {
                     panic!("ICE disconnected")
                 }
                 Output::Event(_) => {}
             }
-        };
+        }
         let input = match socket.recv_from(&mut buf) {
             Ok((n, source)) => Input::Receive(
                 Instant::now(),
@@ -184,15 +229,24 @@ fn str0m_publishes_an_obs_style_offer_without_candidates() {
         };
         rtc.handle_input(input).expect("input");
     }
-    assert!(connected_at.is_some(), "ICE and DTLS connected without candidates in the offer");
+    assert!(
+        connected_at.is_some(),
+        "ICE and DTLS connected without candidates in the offer"
+    );
     assert_eq!((v, a), (video.len(), audio.len()), "all media sent");
 
     let probe = ffprobe(&server.url("/live/obs/360p/index.m3u8"));
     let text = probe.to_string();
-    assert!(text.contains("\"h264\"") && text.contains("\"aac\""), "{probe}");
+    assert!(
+        text.contains("\"h264\"") && text.contains("\"aac\""),
+        "{probe}"
+    );
     let streams = server.get("/api/v1/streams").1;
     assert!(streams.contains("\"protocol\":\"whip\""), "{streams}");
-    assert!(keyframe_requests >= 1, "livegate asked for a keyframe at the start");
+    assert!(
+        keyframe_requests >= 1,
+        "livegate asked for a keyframe at the start"
+    );
 
     let done = agent
         .delete(&location)

@@ -224,6 +224,12 @@ impl Session {
         let time = self
             .clock
             .map(kind, data.time.numer() as u32, arrival, report);
+        if (kind == TrackKind::Video && self.tracks.video_frames < 3)
+            || (kind == TrackKind::Audio && self.tracks.audio_frames < 3)
+        {
+            tracing::debug!(parent: &self.span, ?kind, time, arrival_ms = arrival.as_millis() as u64,
+                rtp = data.time.numer(), sr = ?data.last_sender_info, "first frames");
+        }
         let frame = Frame {
             codec,
             data: &data.data,
