@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (measurements, not tests). Usage: scripts/bench.sh ingest|ladder|codecs [SECONDS]
+# Benchmarks (measurements, not tests). Usage: scripts/bench.sh ingest|ladder|codecs|whip [SECONDS]
 #
 # ladder: livegate's in-process ladder against the reference ffmpeg-CLI ladder
 #   (ffmpeg/reference-ladder.sh) on generated 720p30 and 1080p30 inputs: CPU-s per media-s and
@@ -19,6 +19,10 @@
 #   default ladder for SECONDS (default 30): the server's CPU-seconds per media-second for each,
 #   and HEVC's and AV1's as a ratio of H.264's measured in the same run (what decoding them costs
 #   on top of the ladder).
+# whip: 640x480 VP8 and H.264 from headless Chromium over WHIP, and H.264 over RTMP, each through
+#   the ladder for SECONDS (default 30), in a loopback-only network namespace: time to the first
+#   master playlist, segment availability delay, server CPU-seconds per media-second (and as a
+#   ratio of RTMP's), Chromium's WebRTC stats. See scripts/bench_whip.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-ingest}
@@ -29,7 +33,8 @@ case "$mode" in
   ingest) ;;
   ladder) exec python3 scripts/bench_ladder.py "$secs" ;;
   codecs) exec bash scripts/bench_codecs.sh "${2:-30}" ;;
-  *) echo "usage: scripts/bench.sh ingest|ladder|codecs [SECONDS]" >&2; exit 2 ;;
+  whip) exec unshare --net -- sh -c 'ip link set lo up && exec python3 scripts/bench_whip.py "$0"' "${2:-30}" ;;
+  *) echo "usage: scripts/bench.sh ingest|ladder|codecs|whip [SECONDS]" >&2; exit 2 ;;
 esac
 bin=$PWD/target/release/livegate
 work=$(mktemp -d /tmp/livegate-bench.XXXXXX)

@@ -21,6 +21,8 @@ fi
 echo
 echo "Publish with ffmpeg:  ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine \\"
 echo "    -c:v libx264 -preset veryfast -g 60 -c:a aac -f flv rtmp://localhost/live/<key>"
+echo "Or from this machine's browser (camera and microphone, WebRTC/WHIP): http://localhost:8080/publish"
+echo "    OBS 30+: Service WHIP, Server http://HOST:8080/whip/$user, Bearer Token = the key (UDP 8189 open)"
 echo "Watch:  ffplay http://localhost:8080/live/$user/index.m3u8  (or any HLS player, e.g. hls.js)"
 echo
 exec "$bin" serve

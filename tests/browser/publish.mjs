@@ -74,7 +74,11 @@ console.error(`publish.mjs: ${results.filter((r) => r.state === 'live').length}/
 await new Promise((r) => setTimeout(r, seconds * 1000));
 for (const [i, p] of pages.entries()) {
   results[i].stats = await p.page.evaluate(() => window.livegate.stats());
-  results[i].location = await p.page.evaluate(() => window.livegate.location);
+  Object.assign(results[i], await p.page.evaluate(() => ({
+    location: window.livegate.location,
+    postedAt: window.livegate.postedAt,
+    connectedAt: window.livegate.connectedAt,
+  })));
   results[i].console = p.log.slice(-5);
 }
 if (end === 'kill') {

@@ -544,7 +544,10 @@ fn five_publishers_share_one_udp_port() {
     if in_loopback_namespace("whip::five_publishers_share_one_udp_port", true) {
         return;
     }
-    let server = Server::start_with(&[("LIVEGATE_TRANSCODE_MAX_LADDERS", "5")]);
+    let server = Server::start_with(&[
+        ("LIVEGATE_TRANSCODE_MAX_LADDERS", "5"),
+        ("LIVEGATE_HTTP_ADMIN_TOKEN", ADMIN),
+    ]);
     let users = ["p1", "p2", "p3", "p4", "p5"];
     let keys: Vec<String> = users.iter().map(|u| server.add_key(u)).collect();
     let pages: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "VP8")).collect();
@@ -566,8 +569,29 @@ fn five_publishers_share_one_udp_port() {
         server.wait_master(user, Duration::from_secs(40));
     }
     assert_eq!(metric(&server, "livegate_whip_sessions "), 5.0);
+    // Revoking a key ends that user's WebRTC session and stream, and only that one.
+    let (status, _) = server.request("DELETE", "/api/v1/keys/p5", Some(ADMIN), None);
+    assert_eq!(status, 204);
+    let first = parse_master(&server.get("/live/p5/index.m3u8").1).variants[0]
+        .uri
+        .clone();
+    let rung = first.trim_end_matches("/index.m3u8");
+    server.wait_endlist("p5", rung, Duration::from_secs(10));
+    assert_eq!(metric(&server, "livegate_whip_sessions "), 4.0);
+    assert!(
+        metric(
+            &server,
+            "livegate_whip_sessions_ended_total{reason=\"stopped\"}"
+        ) >= 1.0
+    );
     let report = finish_publisher(publisher, Duration::from_secs(60));
     assert_eq!(report.as_array().map(|a| a.len()), Some(5), "{report}");
+    for user in &users[..4] {
+        assert!(
+            stream(&server, user).is_none(),
+            "{user} ended by its DELETE"
+        );
+    }
 }
 
 /// Times (seconds) where `file`'s picture turns white (mean luma above mid-grey).

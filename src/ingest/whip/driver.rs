@@ -177,7 +177,9 @@ impl Driver {
             }
             match session.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
-                    session.next_timeout = t.max(now).min(now + Duration::from_secs(1));
+                    // At least 1 ms ahead, so a deadline str0m does not advance cannot spin us.
+                    let soonest = now + Duration::from_millis(1);
+                    session.next_timeout = t.max(soonest).min(now + Duration::from_secs(1));
                     return;
                 }
                 Ok(Output::Transmit(t)) => {

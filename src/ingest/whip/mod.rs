@@ -438,3 +438,57 @@ fn candidates(config: &WhipConfig, bind: IpAddr, port: u16) -> Vec<SocketAddr> {
     out.dedup();
     out
 }
+
+/// Entry points for the fuzz targets (`fuzz/`): the sans-IO parts fed from raw bytes.
+pub mod fuzzing {
+    use std::time::Duration;
+
+    use super::clock::{SenderReport, StreamClock};
+    use super::track::{Frame, FrameCodec, Tracks};
+    use crate::media::{MediaEvent, TrackKind};
+
+    /// Frames as a WebRTC peer could send them, through the stream clock and the frame
+    /// converter. `data` is a sequence of records: a flags byte (codec, keyframe, contiguous,
+    /// sender report), a 4-byte RTP time, a 2-byte arrival step in ms, a 2-byte length, the
+    /// payload. Returns the events, checked: video timestamps never go back.
+    pub fn frames(mut data: &[u8]) -> Vec<MediaEvent> {
+        let mut clock = StreamClock::new();
+        let mut tracks = Tracks::default();
+        let mut out = Vec::new();
+        let mut arrival = Duration::ZERO;
+        while data.len() >= 9 {
+            let flags = data[0];
+            let rtp = u32::from_be_bytes([data[1], data[2], data[3], data[4]]);
+            arrival += Duration::from_millis(u64::from(u16::from_be_bytes([data[5], data[6]])));
+            let len = usize::from(u16::from_be_bytes([data[7], data[8]])).min(data.len() - 9);
+            let payload = &data[9..9 + len];
+            data = &data[9 + len..];
+            let codec = match flags & 3 {
+                0 => FrameCodec::H264,
+                1 => FrameCodec::Vp8,
+                2 => FrameCodec::Vp9,
+                _ => FrameCodec::Opus,
+            };
+            let kind = if codec == FrameCodec::Opus {
+                TrackKind::Audio
+            } else {
+                TrackKind::Video
+            };
+            let report = (flags & 8 != 0).then(|| SenderReport {
+                ntp_secs: f64::from(rtp) / 1000.0,
+                rtp: rtp.rotate_left(7),
+                packets: u32::from(flags >> 4),
+            });
+            let time = clock.map(kind, rtp, arrival, report);
+            let frame = Frame {
+                codec,
+                data: payload,
+                time,
+                keyframe: flags & 4 != 0,
+                contiguous: flags & 0x10 == 0,
+            };
+            let _ = tracks.frame(&frame, &mut out);
+        }
+        out
+    }
+}
