@@ -56,33 +56,49 @@ fn ogg_packets(data: &[u8]) -> Vec<Vec<u8>> {
     packets.into_iter().skip(2).collect()
 }
 
+/// The media: 3 s of 1280x720 then 3 s of 640x360 (a browser lowering its resolution under
+/// bandwidth pressure), H.264 High from x264 with an access unit delimiter per frame; and 6 s of
+/// Opus in 20 ms packets.
 fn encode(dir: &Path) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let video = dir.join("v.h264");
+    let mut video = Vec::new();
+    for (i, size) in ["1280x720", "640x360"].iter().enumerate() {
+        let file = dir.join(format!("v{i}.h264"));
+        let status = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg(format!("testsrc2=size={size}:rate=30"))
+            .args([
+                "-t",
+                "3",
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "high",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args(["-preset", "ultrafast"])
+            .args([
+                "-x264-params",
+                "aud=1:keyint=60:min-keyint=60:bframes=0:scenecut=0",
+            ])
+            .args(["-bsf:v", "h264_mp4toannexb", "-f", "h264"])
+            .arg(&file)
+            .status()
+            .expect("ffmpeg");
+        assert!(status.success());
+        video.extend(access_units(&std::fs::read(file).unwrap()));
+    }
     let audio = dir.join("a.ogg");
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=30",
-            "-t",
-            "6",
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "high",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args([
-            "-x264-params",
-            "aud=1:keyint=60:min-keyint=60:bframes=0:scenecut=0",
-        ])
-        .args(["-bsf:v", "h264_mp4toannexb", "-f", "h264"])
-        .arg(&video)
         .args([
             "-f",
             "lavfi",
@@ -91,24 +107,17 @@ fn encode(dir: &Path) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             "-t",
             "6",
         ])
-        .args([
-            "-map",
-            "1:a",
-            "-c:a",
-            "libopus",
-            "-frame_duration",
-            "20",
-            "-f",
-            "ogg",
-        ])
+        .args(["-c:a", "libopus", "-frame_duration", "20", "-f", "ogg"])
         .arg(&audio)
         .status()
         .expect("ffmpeg");
     assert!(status.success());
-    (
-        access_units(&std::fs::read(video).unwrap()),
-        ogg_packets(&std::fs::read(audio).unwrap()),
-    )
+    (video, ogg_packets(&std::fs::read(audio).unwrap()))
+}
+
+/// Frame `i`'s time: a variable frame rate (22 ms and 44 ms apart in turn, 30 fps on average).
+fn vfr_ms(i: usize) -> u64 {
+    (i as u64 / 2) * 66 + if i % 2 == 1 { 22 } else { 0 }
 }
 
 #[test]
@@ -181,14 +190,14 @@ fn str0m_publishes_an_obs_style_offer_without_candidates() {
         // Media paced in real time from the moment ICE and DTLS are up.
         if let Some(t0) = connected_at {
             let elapsed = Instant::now().duration_since(t0);
-            while v < video.len() && Duration::from_millis(v as u64 * 1000 / 30) <= elapsed {
+            while v < video.len() && Duration::from_millis(vfr_ms(v)) <= elapsed {
                 let writer = rtc.writer(video_mid).expect("video writer");
                 let pt = writer
                     .payload_params()
                     .find(|p| p.spec().codec == Codec::H264)
                     .expect("H.264 negotiated")
                     .pt();
-                let time = MediaTime::new(v as u64 * 3000, Frequency::NINETY_KHZ);
+                let time = MediaTime::new(vfr_ms(v) * 90, Frequency::NINETY_KHZ);
                 writer
                     .write(pt, Instant::now(), time, video[v].clone())
                     .expect("write video");
@@ -235,11 +244,15 @@ fn str0m_publishes_an_obs_style_offer_without_candidates() {
     );
     assert_eq!((v, a), (video.len(), audio.len()), "all media sent");
 
-    let probe = ffprobe(&server.url("/live/obs/360p/index.m3u8"));
+    let probe = ffprobe(&server.url("/live/obs/720p/index.m3u8"));
     let text = probe.to_string();
     assert!(
         text.contains("\"h264\"") && text.contains("\"aac\""),
         "{probe}"
+    );
+    assert!(
+        text.contains("\"height\":720"),
+        "the rungs keep their sizes: {probe}"
     );
     let streams = server.get("/api/v1/streams").1;
     assert!(streams.contains("\"protocol\":\"whip\""), "{streams}");
@@ -254,5 +267,35 @@ fn str0m_publishes_an_obs_style_offer_without_candidates() {
         .call()
         .expect("DELETE");
     assert_eq!(done.status(), 200);
-    server.wait_endlist("obs", "360p", Duration::from_secs(15));
+    // The resolution change did not restart the ladder, and the variable frame rate did not
+    // move the keyframe grid: every rung cut the same ~2 s segments, without a discontinuity.
+    let mut rungs = Vec::new();
+    for rung in ["360p", "480p", "720p"] {
+        let playlist = server.wait_endlist("obs", rung, Duration::from_secs(15));
+        let durations: Vec<f32> = playlist.segments.iter().map(|s| s.duration).collect();
+        assert!(
+            playlist.segments.iter().all(|s| !s.discontinuity),
+            "{rung}: a discontinuity"
+        );
+        let whole = &durations[..durations.len() - 1];
+        assert!(
+            whole.iter().all(|d| (1.8..=2.2).contains(d)),
+            "{rung}: segments off the 2 s grid: {durations:?}"
+        );
+        rungs.push(durations);
+    }
+    assert!(
+        rungs.windows(2).all(|w| w[0] == w[1]),
+        "rungs aligned: {rungs:?}"
+    );
+    let logs = server.logs();
+    assert_eq!(
+        logs.matches("ladder ready").count(),
+        1,
+        "one ladder for the session"
+    );
+    assert!(
+        logs.contains("source picture size changed"),
+        "the size change was seen"
+    );
 }
