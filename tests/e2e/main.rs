@@ -18,4 +18,5 @@ mod rtmp_hls;
 mod shutdown;
 mod sinks;
 mod whip;
+mod whip_browser;
 mod whip_client;
