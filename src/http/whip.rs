@@ -15,6 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::config::IceServer;
 use crate::ingest::whip::offer::OfferError;
 use crate::ingest::whip::{Fragment, Whip, WhipError};
 
@@ -108,8 +109,8 @@ fn content_type_is(headers: &HeaderMap, wanted: &str) -> bool {
 
 /// `Link` headers for the configured ICE servers (RFC 9725 §4.6); `with_credentials` is false
 /// for unauthenticated requests (preflights), so TURN passwords go only to key holders.
-fn ice_server_links(whip: &Whip, headers: &mut HeaderMap, with_credentials: bool) {
-    for s in whip.ice_servers() {
+fn ice_server_links(servers: &[IceServer], headers: &mut HeaderMap, with_credentials: bool) {
+    for s in servers {
         let has_credentials = !s.username.is_empty() || !s.credential.is_empty();
         if has_credentials && !with_credentials {
             continue;
@@ -253,7 +254,7 @@ async fn offer(
     if let Ok(v) = HeaderValue::from_str(&answer.etag) {
         h.insert(header::ETAG, v);
     }
-    ice_server_links(&whip, h, true);
+    ice_server_links(whip.ice_servers(), h, true);
     cors(h);
     response
 }
@@ -352,7 +353,73 @@ pub async fn options(State(state): State<Arc<AppState>>, method: Method) -> Resp
     );
     h.insert("accept-post", HeaderValue::from_static(SDP));
     if let Some(whip) = &state.whip {
-        ice_server_links(whip, h, false);
+        ice_server_links(whip.ice_servers(), h, false);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_servers_become_link_headers_and_turn_credentials_need_the_key() {
+        let servers = [
+            IceServer {
+                url: "stun:stun.example.net:3478".into(),
+                username: String::new(),
+                credential: String::new(),
+            },
+            IceServer {
+                url: "turn:turn.example.net:3478?transport=udp".into(),
+                username: "u".into(),
+                credential: "p\"w".into(),
+            },
+        ];
+        let links = |with_credentials| {
+            let mut h = HeaderMap::new();
+            ice_server_links(&servers, &mut h, with_credentials);
+            h.get_all(header::LINK)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            links(true),
+            [
+                "<stun:stun.example.net:3478>; rel=\"ice-server\"",
+                "<turn:turn.example.net:3478?transport=udp>; rel=\"ice-server\"; username=\"u\"; \
+                 credential=\"pw\"; credential-type=\"password\"",
+            ]
+        );
+        assert_eq!(
+            links(false),
+            ["<stun:stun.example.net:3478>; rel=\"ice-server\""]
+        );
+    }
+
+    #[test]
+    fn statuses_follow_rfc_9725() {
+        let cases = [
+            (WhipError::Unauthorized("x".into()), 401),
+            (WhipError::Forbidden, 403),
+            (WhipError::Offer(OfferError::Malformed("x".into())), 400),
+            (WhipError::Offer(OfferError::NotAcceptable("x".into())), 406),
+            (WhipError::Offer(OfferError::Unprocessable("x".into())), 422),
+            (WhipError::Full, 503),
+            (WhipError::NotFound, 404),
+            (WhipError::PreconditionRequired, 428),
+            (WhipError::PreconditionFailed, 412),
+            (WhipError::IceRestart, 422),
+            (WhipError::BadFragment("x".into()), 400),
+        ];
+        for (e, code) in cases {
+            let r = error(e);
+            assert_eq!(r.status().as_u16(), code);
+            assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+            if code == 401 {
+                assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
+            }
+        }
+    }
 }
