@@ -14,9 +14,9 @@ run_pkgs=(
 )
 # Test peers: Chromium (hls.js, WebRTC publishes), nginx-rtmp (relay sink), stunnel4 and openssl
 # (RTMPS); util-linux's unshare and iproute2's ip run the WebRTC tests in a loopback-only network
-# namespace.
+# namespace; redis-server for the cluster tests (each starts its own on a loopback port).
 test_pkgs=(chromium chromium-driver jq procps python3 nginx libnginx-mod-rtmp stunnel4 openssl
-  util-linux iproute2)
+  util-linux iproute2 redis-server)
 # Debian's nodejs/npm only when no Node.js is installed (another Node's npm conflicts with them).
 command -v node >/dev/null 2>&1 || test_pkgs+=(nodejs npm)
 

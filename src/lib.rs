@@ -6,6 +6,7 @@
 //! [`rtmp`] holds the RTMP pieces [`ingest`] (server side) and [`relay`] (client side) share.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod datadir;
 pub mod hls;

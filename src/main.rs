@@ -6,7 +6,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use livegate::auth::{AuthError, KeyStore};
+use std::sync::Arc;
+
+use livegate::auth::{AuthError, KeyStore, Keys};
+use livegate::cluster::keys::RedisKeys;
 use livegate::config::Config;
 use livegate::relay::{Platform, RelayStore, RelayTarget};
 
@@ -76,6 +79,67 @@ enum KeysAction {
     Revoke { user: String },
     /// Replace a user's key with a new one; prints it once (alone on the last line).
     Rotate { user: String },
+    /// Copy the embedded key file (data_dir/keys.json) into the cluster's Redis: every user
+    /// without a key there keeps their key (only hashes move). The file is left unchanged.
+    Import,
+}
+
+/// The key backend the server uses with this configuration: Redis when the cluster is on.
+fn key_backend(config: &Config) -> anyhow::Result<Keys> {
+    if config.cluster.enabled() {
+        let (_, redis) = livegate::cluster::connect(&config.cluster)?;
+        Ok(Arc::new(RedisKeys::new(
+            redis,
+            &config.cluster.key_prefix,
+            std::time::Duration::from_secs(config.cluster.key_snapshot_max_age_secs),
+        )))
+    } else {
+        Ok(Arc::new(KeyStore::new(config.keys_path())))
+    }
+}
+
+async fn keys_command(config: &Config, action: KeysAction) -> anyhow::Result<()> {
+    let keys = key_backend(config)?;
+    match action {
+        KeysAction::Add { user } => {
+            let key = keys.add(&user).await?;
+            print_new_key(config, &user, &key, "Created");
+        }
+        KeysAction::Rotate { user } => {
+            let key = keys.rotate(&user).await?;
+            print_new_key(config, &user, &key, "Rotated");
+        }
+        KeysAction::Revoke { user } => {
+            keys.revoke(&user).await?;
+            println!("Revoked the stream key of '{user}'.");
+        }
+        KeysAction::List => {
+            let list = keys.list().await?;
+            if list.is_empty() {
+                println!("No stream keys yet: livegate keys add <user>");
+            }
+            for k in list {
+                println!("{}\t{}\t{}", k.user, k.hint, k.created_at.to_rfc3339());
+            }
+        }
+        KeysAction::Import => {
+            anyhow::ensure!(
+                config.cluster.enabled(),
+                "keys import copies the key file into the cluster's Redis: set cluster.redis_url"
+            );
+            let (_, redis) = livegate::cluster::connect(&config.cluster)?;
+            let redis =
+                RedisKeys::new(redis, &config.cluster.key_prefix, std::time::Duration::ZERO);
+            let file = KeyStore::new(config.keys_path());
+            let (imported, skipped) = redis.import(&file.list()?, &file.revoked()?).await?;
+            println!(
+                "Imported {imported} user(s) from {} into Redis; {skipped} already had a key there \
+                 and were left alone. The file is unchanged.",
+                config.keys_path().display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -213,30 +277,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Keys { action } => {
             let config = load_config(cli.config.as_ref())?;
-            let store = KeyStore::new(config.keys_path());
-            match action {
-                KeysAction::Add { user } => {
-                    let key = store.add(&user)?;
-                    print_new_key(&config, &user, &key, "Created");
-                }
-                KeysAction::Rotate { user } => {
-                    let key = store.rotate(&user)?;
-                    print_new_key(&config, &user, &key, "Rotated");
-                }
-                KeysAction::Revoke { user } => {
-                    store.revoke(&user)?;
-                    println!("Revoked the stream key of '{user}'.");
-                }
-                KeysAction::List => {
-                    let keys = store.list()?;
-                    if keys.is_empty() {
-                        println!("No stream keys yet: livegate keys add <user>");
-                    }
-                    for k in keys {
-                        println!("{}\t{}\t{}", k.user, k.hint, k.created_at.to_rfc3339());
-                    }
-                }
-            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(keys_command(&config, action))?;
         }
         Command::Relays { action } => {
             let config = load_config(cli.config.as_ref())?;
@@ -260,7 +305,13 @@ fn main() -> anyhow::Result<()> {
                         &config.relay.presets,
                     )?;
                     // Relay targets are for users who can publish.
-                    if !KeyStore::new(config.keys_path()).has_key(&user)? {
+                    let keys = key_backend(&config)?;
+                    let has_key = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("starting the async runtime")?
+                        .block_on(keys.has_key(&user))?;
+                    if !has_key {
                         return Err(AuthError::NotFound(user.clone()).into());
                     }
                     let target = store.add(target)?;

@@ -52,6 +52,7 @@ pub struct Metrics {
     pub whip_ended: Family<ReasonLabel, Counter>,
     pub whip_failures: Family<ReasonLabel, Counter>,
     pub whip_keyframe_requests: Family<ReasonLabel, Counter>,
+    pub cluster_redis_up: Gauge,
 }
 
 impl Metrics {
@@ -89,6 +90,7 @@ impl Metrics {
             whip_ended: Family::default(),
             whip_failures: Family::default(),
             whip_keyframe_requests: Family::default(),
+            cluster_redis_up: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -241,6 +243,11 @@ impl Metrics {
             "whip_keyframe_requests",
             "Keyframe requests sent to WebRTC publishers, by kind (pli, fir)",
             m.whip_keyframe_requests.clone(),
+        );
+        registry.register(
+            "cluster_redis_up",
+            "1 while this node's cluster event listener is connected to Redis, 0 while not",
+            m.cluster_redis_up.clone(),
         );
         Metrics { registry, ..m }
     }

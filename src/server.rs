@@ -39,6 +39,8 @@ pub enum ServerError {
     Relay(#[from] RelayError),
     #[error("RTMPS: {0}")]
     Tls(String),
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error(transparent)]
     Lock(#[from] crate::datadir::LockError),
     #[error(transparent)]
@@ -94,7 +96,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     // `shutdown` starts the drain; `stop` ends whatever is left once the drain is over.
     let stop = CancellationToken::new();
     let recorder = Recorder::start(&config, metrics.clone(), stop.clone()).await?;
-    let keys: Keys = Arc::new(KeyStore::new(config.keys_path()));
+    let keys: Keys = if config.cluster.enabled() {
+        let (keys, mut revoked) =
+            crate::cluster::start_keys(&config.cluster, metrics.clone(), stop.clone())
+                .map_err(|e| ServerError::Cluster(e.to_string()))?;
+        tracing::info!(node = %config.cluster_node_id(), "cluster on: stream keys in Redis");
+        // A key revoked or rotated on any node ends the user's live session here.
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            while let Some(user) = revoked.recv().await {
+                if hub.stop(&user) {
+                    tracing::info!(%user, "stream key revoked in the cluster; ending the live session");
+                }
+            }
+        });
+        Arc::new(keys)
+    } else {
+        Arc::new(KeyStore::new(config.keys_path()))
+    };
     let relays = RelayManager::new(&config, RelayStore::for_config(&config), metrics.clone())?;
     {
         // Every new stream is routed to the ladder or passthrough once its codecs are known; its

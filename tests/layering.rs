@@ -20,6 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("media", &["util"]),
     ("stream", &["media", "metrics", "util"]),
     ("auth", &["config", "util"]),
+    ("cluster", &["auth", "config", "metrics", "util"]),
     ("rtmp", &["media", "config", "metrics", "util"]),
     (
         "ingest",
@@ -47,6 +48,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "http",
         &[
             "auth",
+            "cluster",
             "ingest",
             "stream",
             "transcode",

@@ -46,12 +46,24 @@ pub struct KeyStore {
     file: JsonFile,
 }
 
+/// A fresh key for `user` and the entry that stores it (hashed).
+pub(crate) fn new_entry(user: &str) -> (KeyEntry, String) {
+    let key = generate_key();
+    let entry = KeyEntry {
+        user: user.to_string(),
+        hash: hash_key(&key),
+        hint: format!("{}…", &key[..KEY_PREFIX.len() + 4]),
+        created_at: Utc::now(),
+    };
+    (entry, key)
+}
+
 pub fn generate_key() -> String {
     let bytes: [u8; 20] = rand::random();
     format!("{KEY_PREFIX}{}", hex::encode(bytes))
 }
 
-fn hash_key(key: &str) -> String {
+pub(super) fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
@@ -87,14 +99,7 @@ impl KeyStore {
     }
 
     fn new_entry(user: &str) -> (KeyEntry, String) {
-        let key = generate_key();
-        let entry = KeyEntry {
-            user: user.to_string(),
-            hash: hash_key(&key),
-            hint: format!("{}…", &key[..KEY_PREFIX.len() + 4]),
-            created_at: Utc::now(),
-        };
-        (entry, key)
+        new_entry(user)
     }
 
     fn remember_revoked(store: &mut StoreFile, entry: KeyEntry) {
@@ -149,6 +154,11 @@ impl KeyStore {
             Self::remember_revoked(store, old);
             Ok(())
         })
+    }
+
+    /// Revoked and rotated-away key hashes (newest last), for `keys import`.
+    pub fn revoked(&self) -> Result<Vec<RevokedEntry>, AuthError> {
+        Ok(self.read()?.revoked)
     }
 
     pub fn list(&self) -> Result<Vec<KeyEntry>, AuthError> {

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::util::JsonFileError;
+pub(crate) use embedded::new_entry;
 pub use embedded::{generate_key, KeyStore, RevokedEntry, KEY_PREFIX};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,9 @@ pub enum AuthError {
     },
     #[error("key store {path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
+    /// A networked key store (Redis) did not answer in time or refused the command.
+    #[error("key store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<JsonFileError> for AuthError {
@@ -74,6 +78,11 @@ pub trait KeyBackend: Send + Sync {
     fn revoke<'a>(&'a self, user: &'a str) -> KeyFuture<'a, ()>;
     fn list(&self) -> KeyFuture<'_, Vec<KeyEntry>>;
     fn has_key<'a>(&'a self, user: &'a str) -> KeyFuture<'a, bool>;
+}
+
+/// Hashes of a presented key as every backend stores it (hex SHA-256).
+pub fn hash_key(key: &str) -> String {
+    embedded::hash_key(key)
 }
 
 /// The key backend the server uses.

@@ -45,6 +45,7 @@ pub struct Config {
     pub record: RecordConfig,
     pub relay: RelayConfig,
     pub whip: WhipConfig,
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -61,6 +62,7 @@ impl Default for Config {
             record: RecordConfig::default(),
             relay: RelayConfig::default(),
             whip: WhipConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -140,6 +142,18 @@ impl Config {
         } else {
             format!("rtmp://{host}:{port}/live")
         }
+    }
+
+    /// This node's name in the cluster: `cluster.node_id`, else the host name.
+    pub fn cluster_node_id(&self) -> String {
+        if !self.cluster.node_id.is_empty() {
+            return self.cluster.node_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "livegate".to_string())
     }
 
     pub fn http_base_url(&self) -> String {

@@ -475,3 +475,48 @@ impl Default for WhipConfig {
         }
     }
 }
+
+/// Several nodes sharing one Redis (off by default: the embedded single node). On when
+/// `redis_url` is set: stream keys live in Redis, so any node checks any key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://` for TLS). Empty: off.
+    pub redis_url: String,
+    /// Prefix of every Redis key livegate writes (several deployments can share one Redis).
+    pub key_prefix: String,
+    /// This node's name in the cluster. Empty: the host name.
+    pub node_id: String,
+    /// This node's HTTP address as the other nodes reach it, e.g. `http://10.0.0.5:8080`.
+    /// Empty: `http.listen`.
+    pub advertise_http: String,
+    /// Milliseconds a Redis command may take (connect included) before it counts as failed.
+    pub redis_timeout_ms: u64,
+    /// Seconds between full reloads of the in-memory key snapshot (changes also arrive at once
+    /// over pub/sub).
+    pub key_refresh_secs: u64,
+    /// While Redis cannot answer, publishes are checked against the in-memory key snapshot if it
+    /// is at most this old (seconds); older, they are refused as unavailable. A key revoked
+    /// during an outage may publish on a node until then.
+    pub key_snapshot_max_age_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: String::new(),
+            key_prefix: "livegate:".into(),
+            node_id: String::new(),
+            advertise_http: String::new(),
+            redis_timeout_ms: 300,
+            key_refresh_secs: 5,
+            key_snapshot_max_age_secs: 600,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.redis_url.is_empty()
+    }
+}

@@ -15,6 +15,30 @@ impl Config {
                 "must be between 0.5 and 30 seconds",
             ));
         }
+        let c = &self.cluster;
+        if c.enabled() {
+            if !(c.redis_url.starts_with("redis://")
+                || c.redis_url.starts_with("rediss://")
+                || c.redis_url.starts_with("unix://"))
+            {
+                return Err(invalid(
+                    "cluster.redis_url",
+                    "must be a redis://, rediss:// or unix:// URL",
+                ));
+            }
+            if !(10..=10_000).contains(&c.redis_timeout_ms) {
+                return Err(invalid(
+                    "cluster.redis_timeout_ms",
+                    "must be between 10 and 10000",
+                ));
+            }
+            if c.key_refresh_secs == 0 || c.key_snapshot_max_age_secs == 0 {
+                return Err(invalid(
+                    "cluster.key_refresh_secs/key_snapshot_max_age_secs",
+                    "must be at least 1",
+                ));
+            }
+        }
         let w = &self.whip;
         if w.enabled {
             if w.udp_listen.parse::<std::net::SocketAddr>().is_err() {

@@ -22,6 +22,10 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidUser(_) => StatusCode::BAD_REQUEST,
             AuthError::Exists(_) => StatusCode::CONFLICT,
             AuthError::NotFound(_) => StatusCode::NOT_FOUND,
+            AuthError::Unavailable(_) => {
+                tracing::warn!(error = %e, "key store unavailable");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AuthError::Io { .. } | AuthError::Corrupt { .. } => {
                 tracing::error!(error = %e, "key store failure");
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -263,6 +263,8 @@ impl Server {
             .args(args)
             .arg("--config")
             .arg(&self.config_path)
+            // The server's overrides: the CLI must see the same configuration (cluster, …).
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .expect("run livegate CLI")
     }

@@ -1,0 +1,81 @@
+//! Several livegate nodes sharing one Redis (`[cluster]`, off unless `redis_url` is set). This
+//! part: stream keys in Redis ([`keys::RedisKeys`], behind the same `KeyBackend` interface as
+//! the embedded file) and the event channel that carries key changes to every node
+//! ([`events`]). Nothing here blocks start-up on Redis: the connection is lazy and reconnects
+//! by itself.
+
+pub mod events;
+pub mod keys;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClusterConfig;
+use crate::metrics::Metrics;
+use keys::RedisKeys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster.redis_url: {0}")]
+    Url(String),
+}
+
+/// A lazily connected Redis connection with the configured timeouts: it connects on first use
+/// and reconnects after a failure, so a node starts and serves while Redis is down.
+pub fn connect(config: &ClusterConfig) -> Result<(redis::Client, ConnectionManager), ClusterError> {
+    let client = redis::Client::open(config.redis_url.as_str())
+        .map_err(|e| ClusterError::Url(e.to_string()))?;
+    let timeout = Duration::from_millis(config.redis_timeout_ms);
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(1));
+    let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+        .map_err(|e| ClusterError::Url(e.to_string()))?;
+    Ok((client, manager))
+}
+
+/// The key store of a cluster node and the tasks that keep it current: a snapshot reload every
+/// `key_refresh_secs` and the event listener. Revoked users arrive on the returned receiver.
+pub fn start_keys(
+    config: &ClusterConfig,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Result<(RedisKeys, mpsc::Receiver<String>), ClusterError> {
+    let (client, manager) = connect(config)?;
+    let keys = RedisKeys::new(
+        manager,
+        &config.key_prefix,
+        Duration::from_secs(config.key_snapshot_max_age_secs),
+    );
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(events::listen(
+        client,
+        format!("{}{}", config.key_prefix, events::EVENTS),
+        keys.clone(),
+        tx,
+        metrics,
+        stop.clone(),
+    ));
+    let refresher = keys.clone();
+    let every = Duration::from_secs(config.key_refresh_secs);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = refresher.refresh().await {
+                        tracing::debug!(error = %e, "key snapshot reload failed");
+                    }
+                }
+            }
+        }
+    });
+    Ok((keys, rx))
+}
