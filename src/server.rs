@@ -96,23 +96,51 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     // `shutdown` starts the drain; `stop` ends whatever is left once the drain is over.
     let stop = CancellationToken::new();
     let recorder = Recorder::start(&config, metrics.clone(), stop.clone()).await?;
-    let keys: Keys = if config.cluster.enabled() {
-        let (keys, mut revoked) =
-            crate::cluster::start_keys(&config.cluster, metrics.clone(), stop.clone())
+    let node = if config.cluster.enabled() {
+        let id = config.cluster_node_id();
+        let http = if config.cluster.advertise_http.is_empty() {
+            config.http_base_url()
+        } else {
+            config.cluster.advertise_http.clone()
+        };
+        let node =
+            crate::cluster::start(&config.cluster, &id, &http, metrics.clone(), stop.clone())
                 .map_err(|e| ServerError::Cluster(e.to_string()))?;
-        tracing::info!(node = %config.cluster_node_id(), "cluster on: stream keys in Redis");
-        // A key revoked or rotated on any node ends the user's live session here.
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            while let Some(user) = revoked.recv().await {
-                if hub.stop(&user) {
-                    tracing::info!(%user, "stream key revoked in the cluster; ending the live session");
-                }
-            }
-        });
-        Arc::new(keys)
+        tracing::info!(node = %id, http = %http, "cluster on: stream keys and stream leases in Redis");
+        Some(node)
     } else {
-        Arc::new(KeyStore::new(config.keys_path()))
+        None
+    };
+    let (keys, leases): (Keys, Option<crate::cluster::leases::Leases>) = match node {
+        Some(node) => {
+            let crate::cluster::Node {
+                keys,
+                leases,
+                mut events,
+            } = node;
+            // A key revoked on any node, or this user's stream taken by a publish on another
+            // node, ends the live session here.
+            let (hub, taken) = (hub.clone(), leases.clone());
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    match event {
+                        crate::cluster::events::Event::Revoked(user) => {
+                            if hub.stop(&user) {
+                                tracing::info!(%user, "stream key revoked in the cluster; ending the live session");
+                            }
+                        }
+                        crate::cluster::events::Event::Takeover(user, token) => {
+                            if taken.taken_over(&user, token) && hub.stop(&user) {
+                                tracing::info!(%user, token, "stream taken over by a publish on another node; ending the session here");
+                            }
+                        }
+                        crate::cluster::events::Event::Keys => {}
+                    }
+                }
+            });
+            (Arc::new(keys), Some(leases))
+        }
+        None => (Arc::new(KeyStore::new(config.keys_path())), None),
     };
     let relays = RelayManager::new(&config, RelayStore::for_config(&config), metrics.clone())?;
     {
@@ -122,7 +150,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         let recorder = recorder.clone();
         let relays = relays.clone();
         let ladders = transcode::LadderSlots::new(config.transcode.max_ladders);
+        let lease_holder = leases.clone();
         hub.on_new_stream(move |stream| {
+            if let Some(leases) = &lease_holder {
+                tokio::spawn(leases.clone().hold(stream.clone()));
+            }
             // Subscribe now, synchronously, so no event published after this call is missed.
             let subscription = stream.subscribe();
             let (hls, generation) = registry.attach(&stream.name);
@@ -222,6 +254,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         recorder: recorder.clone(),
         relays: relays.clone(),
         whip,
+        leases: leases.clone(),
         whip_rate: crate::net::request_rate::RequestRate::new(config.whip.requests_per_minute),
     });
     let metrics_task = match config.http.metrics_listen.as_str() {

@@ -20,7 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("media", &["util"]),
     ("stream", &["media", "metrics", "util"]),
     ("auth", &["config", "util"]),
-    ("cluster", &["auth", "config", "metrics", "util"]),
+    ("cluster", &["auth", "stream", "config", "metrics", "util"]),
     ("rtmp", &["media", "config", "metrics", "util"]),
     (
         "ingest",

@@ -23,6 +23,8 @@ pub enum Event {
     Keys,
     /// This user's key was revoked or rotated away: their live session must end.
     Revoked(String),
+    /// Another node took this user's stream lease with this token.
+    Takeover(String, i64),
 }
 
 impl Event {
@@ -32,17 +34,22 @@ impl Event {
             ("revoked", user) if crate::util::valid_user_name(user) => {
                 Some(Event::Revoked(user.to_string()))
             }
+            ("takeover", rest) => {
+                let (user, token) = rest.split_once(' ')?;
+                let token = token.parse().ok()?;
+                crate::util::valid_user_name(user).then(|| Event::Takeover(user.to_string(), token))
+            }
             _ => None,
         }
     }
 }
 
-/// Listens until `stop`; revoked users go to `revoked`.
+/// Listens until `stop`; revocations and takeovers go to `events`.
 pub async fn listen(
     client: redis::Client,
     channel: String,
     keys: RedisKeys,
-    revoked: mpsc::Sender<String>,
+    events: mpsc::Sender<Event>,
     metrics: std::sync::Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -107,7 +114,10 @@ pub async fn listen(
             match Event::parse(&text) {
                 Some(Event::Revoked(user)) => {
                     let _ = keys.refresh().await;
-                    let _ = revoked.send(user).await;
+                    let _ = events.send(Event::Revoked(user)).await;
+                }
+                Some(takeover @ Event::Takeover(..)) => {
+                    let _ = events.send(takeover).await;
                 }
                 Some(Event::Keys) => {
                     let _ = keys.refresh().await;
@@ -131,6 +141,11 @@ mod tests {
             Some(Event::Revoked("alice".into()))
         );
         assert_eq!(Event::parse("revoked ../x"), None);
+        assert_eq!(
+            Event::parse("takeover bob 42"),
+            Some(Event::Takeover("bob".into(), 42))
+        );
+        assert_eq!(Event::parse("takeover bob x"), None);
         assert_eq!(Event::parse("hello"), None);
     }
 }

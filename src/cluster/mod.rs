@@ -1,11 +1,13 @@
-//! Several livegate nodes sharing one Redis (`[cluster]`, off unless `redis_url` is set). This
-//! part: stream keys in Redis ([`keys::RedisKeys`], behind the same `KeyBackend` interface as
-//! the embedded file) and the event channel that carries key changes to every node
+//! Several livegate nodes sharing one Redis (`[cluster]`, off unless `redis_url` is set): stream
+//! keys in Redis ([`keys::RedisKeys`], behind the same `KeyBackend` interface as the embedded
+//! file), stream ownership leases ([`leases`]: who holds which stream, takeover across nodes,
+//! routing), and the event channel that carries key changes and takeovers to every node
 //! ([`events`]). Nothing here blocks start-up on Redis: the connection is lazy and reconnects
 //! by itself.
 
 pub mod events;
 pub mod keys;
+pub mod leases;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClusterConfig;
 use crate::metrics::Metrics;
 use keys::RedisKeys;
+use leases::Leases;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -40,18 +43,33 @@ pub fn connect(config: &ClusterConfig) -> Result<(redis::Client, ConnectionManag
     Ok((client, manager))
 }
 
-/// The key store of a cluster node and the tasks that keep it current: a snapshot reload every
-/// `key_refresh_secs` and the event listener. Revoked users arrive on the returned receiver.
-pub fn start_keys(
+/// What a cluster node runs: its key store, its leases, and the events (revocations,
+/// takeovers) the server acts on. Starts the snapshot reloads and the event listener.
+pub struct Node {
+    pub keys: RedisKeys,
+    pub leases: Leases,
+    pub events: mpsc::Receiver<events::Event>,
+}
+
+pub fn start(
     config: &ClusterConfig,
+    node_id: &str,
+    advertise_http: &str,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-) -> Result<(RedisKeys, mpsc::Receiver<String>), ClusterError> {
+) -> Result<Node, ClusterError> {
     let (client, manager) = connect(config)?;
     let keys = RedisKeys::new(
-        manager,
+        manager.clone(),
         &config.key_prefix,
         Duration::from_secs(config.key_snapshot_max_age_secs),
+    );
+    let leases = Leases::new(
+        manager,
+        &config.key_prefix,
+        node_id,
+        advertise_http,
+        Duration::from_secs(config.lease_ttl_secs),
     );
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(events::listen(
@@ -77,5 +95,9 @@ pub fn start_keys(
             }
         }
     });
-    Ok((keys, rx))
+    Ok(Node {
+        keys,
+        leases,
+        events: rx,
+    })
 }

@@ -499,6 +499,9 @@ pub struct ClusterConfig {
     /// is at most this old (seconds); older, they are refused as unavailable. A key revoked
     /// during an outage may publish on a node until then.
     pub key_snapshot_max_age_secs: u64,
+    /// Seconds a stream lease lives without renewal (renewed every third of it): how long a
+    /// dead node's streams stay routed to it.
+    pub lease_ttl_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -511,6 +514,7 @@ impl Default for ClusterConfig {
             redis_timeout_ms: 300,
             key_refresh_secs: 5,
             key_snapshot_max_age_secs: 600,
+            lease_ttl_secs: 6,
         }
     }
 }

@@ -32,6 +32,12 @@ impl Config {
                     "must be between 10 and 10000",
                 ));
             }
+            if !(3..=300).contains(&c.lease_ttl_secs) {
+                return Err(invalid(
+                    "cluster.lease_ttl_secs",
+                    "must be between 3 and 300",
+                ));
+            }
             if c.key_refresh_secs == 0 || c.key_snapshot_max_age_secs == 0 {
                 return Err(invalid(
                     "cluster.key_refresh_secs/key_snapshot_max_age_secs",

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue};
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{not_found, ApiError};
@@ -25,10 +25,26 @@ pub(super) fn playlist_response(body: String) -> Response {
         .into_response()
 }
 
+/// Another node's answer when the cluster says it holds the stream.
+async fn remote(
+    state: &AppState,
+    user: &str,
+    uri: &OriginalUri,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let path = uri.0.path_and_query().map_or("/", |p| p.as_str());
+    super::owner::proxy_if_remote(state, user, path, headers).await
+}
+
 pub(super) async fn master_playlist(
     State(state): State<Arc<AppState>>,
     Path(user): Path<String>,
+    uri: OriginalUri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if let Some(r) = remote(&state, &user, &uri, &headers).await {
+        return Ok(r);
+    }
     let hls = state.hls.get(&user).ok_or_else(|| not_found("stream"))?;
     let text = hls
         .read()
@@ -41,7 +57,12 @@ pub(super) async fn master_playlist(
 pub(super) async fn media_playlist(
     State(state): State<Arc<AppState>>,
     Path((user, rendition)): Path<(String, String)>,
+    uri: OriginalUri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if let Some(r) = remote(&state, &user, &uri, &headers).await {
+        return Ok(r);
+    }
     let hls = state.hls.get(&user).ok_or_else(|| not_found("stream"))?;
     let text = hls
         .read()
@@ -54,7 +75,12 @@ pub(super) async fn media_playlist(
 pub(super) async fn hls_file(
     State(state): State<Arc<AppState>>,
     Path((user, rendition, file)): Path<(String, String, String)>,
+    uri: OriginalUri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    if let Some(r) = remote(&state, &user, &uri, &headers).await {
+        return Ok(r);
+    }
     let hls = state.hls.get(&user).ok_or_else(|| not_found("stream"))?;
     let found = hls
         .read()

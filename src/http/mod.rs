@@ -6,6 +6,7 @@ mod conn;
 mod error;
 mod hls;
 mod keys;
+mod owner;
 mod recordings;
 mod relays;
 mod serve;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub relays: Arc<RelayManager>,
     /// None when `whip.enabled` is off.
     pub whip: Option<Arc<crate::ingest::whip::Whip>>,
+    /// Stream leases when the cluster is on: routes `/live/` requests to the owning node.
+    pub leases: Option<crate::cluster::leases::Leases>,
     /// WHIP requests per client address.
     pub whip_rate: crate::net::request_rate::RequestRate,
 }

@@ -23,6 +23,33 @@ pub(super) struct StreamView {
     #[serde(flatten)]
     summary: StreamSummary,
     hls_url: String,
+    /// The node holding the stream (cluster only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+}
+
+/// A stream another node of the cluster holds (from its lease).
+#[derive(Serialize)]
+pub(super) struct RemoteView {
+    name: String,
+    node: String,
+    session_id: u64,
+    state: String,
+    hls_url: String,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(super) enum Listed {
+    Local(StreamView),
+    Remote(RemoteView),
+}
+
+#[derive(serde::Deserialize, Default)]
+pub(super) struct ListQuery {
+    /// `?local=1`: this node's streams only.
+    #[serde(default)]
+    local: Option<String>,
 }
 
 /// Whether a status field stays out of the public view: errors of any kind (their texts name
@@ -45,8 +72,9 @@ fn public_status(value: &mut serde_json::Value) {
 
 pub(super) async fn list_streams(
     State(state): State<Arc<AppState>>,
+    axum::extract::Query(query): axum::extract::Query<ListQuery>,
     headers: HeaderMap,
-) -> Result<Json<Vec<StreamView>>, ApiError> {
+) -> Result<Json<Vec<Listed>>, ApiError> {
     // No Authorization header: the public view; one that is wrong: refused, so a mistyped token
     // is noticed rather than silently showing less.
     let admin = headers.contains_key(header::AUTHORIZATION);
@@ -54,26 +82,54 @@ pub(super) async fn list_streams(
         admin::authorize(&state, &headers)?;
     }
     let base = state.config.http_base_url();
-    Ok(Json(
-        state
-            .hub
-            .list()
-            .into_iter()
-            .map(|s| {
-                let mut summary = s.summary();
-                if !admin {
-                    summary
-                        .consumer_status
-                        .retain(|name, _| !private_field(name));
-                    summary.consumer_status.values_mut().for_each(public_status);
-                }
-                StreamView {
-                    hls_url: format!("{base}/live/{}/index.m3u8", summary.name),
-                    summary,
-                }
+    let node = state.leases.as_ref().map(|l| l.node().to_string());
+    let mut out: Vec<Listed> = state
+        .hub
+        .list()
+        .into_iter()
+        .map(|s| {
+            let mut summary = s.summary();
+            if !admin {
+                summary
+                    .consumer_status
+                    .retain(|name, _| !private_field(name));
+                summary.consumer_status.values_mut().for_each(public_status);
+            }
+            Listed::Local(StreamView {
+                hls_url: format!("{base}/live/{}/index.m3u8", summary.name),
+                summary,
+                node: node.clone(),
             })
-            .collect(),
-    ))
+        })
+        .collect();
+    let local_only = query.local.as_deref().is_some_and(|v| v != "0");
+    if let (Some(leases), false) = (&state.leases, local_only) {
+        // The rest of the cluster's live streams, from their leases (a Redis outage lists only
+        // this node's).
+        let here: std::collections::HashSet<String> =
+            state.hub.list().iter().map(|s| s.name.clone()).collect();
+        match leases.all().await {
+            Ok(all) => out.extend(
+                all.into_iter()
+                    .filter(|(user, l)| {
+                        l.is_live() && l.node != leases.node() && !here.contains(user)
+                    })
+                    .map(|(user, l)| {
+                        Listed::Remote(RemoteView {
+                            hls_url: format!("{base}/live/{user}/index.m3u8"),
+                            name: user,
+                            node: l.node,
+                            session_id: l.session,
+                            state: l.state,
+                        })
+                    }),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster streams unavailable (Redis); listing this node's")
+            }
+        }
+    }
+    Ok(Json(out))
 }
 
 pub(super) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

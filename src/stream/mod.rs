@@ -391,6 +391,11 @@ impl LiveStream {
         self.stop.cancelled()
     }
 
+    /// Tells this session's publisher to end (its lease went to another node).
+    pub fn stop_session(&self) {
+        self.stop.cancel();
+    }
+
     /// Whether this session was told to end (takeover, operator stop, shutdown, abort).
     pub fn stop_requested(&self) -> bool {
         self.stop.is_cancelled()

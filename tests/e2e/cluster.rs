@@ -273,3 +273,145 @@ fn keys_import_moves_an_embedded_key_file_into_redis() {
         "{listed}"
     );
 }
+
+fn get_with_headers(server: &Server, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent.get(&server.url(path)).call().expect("GET");
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let mut body = Vec::new();
+    use std::io::Read;
+    let _ = r.body_mut().as_reader().read_to_end(&mut body);
+    (r.status().as_u16(), headers, body)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn any_node_serves_any_stream_and_a_publish_on_another_node_takes_over() {
+    let redis = Redis::start();
+    let a = node(&redis, "node-a");
+    let b = node(&redis, "node-b");
+    let key = a.add_key("fred");
+    let on_a = publish(&a, &key, 60.0);
+    a.wait_master("fred", Duration::from_secs(20));
+    let lease = redis.cli(&["GET", "livegate:stream:fred"]);
+    assert!(
+        lease.contains("node-a") && lease.contains("live"),
+        "{lease}"
+    );
+
+    // Node B serves A's stream: the master, the media playlist and a segment, byte for byte.
+    let (status, headers, master) = get_with_headers(&b, "/live/fred/index.m3u8");
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-livegate-node"), Some("node-a"));
+    assert_eq!(master, a.get_bytes("/live/fred/index.m3u8").1);
+    let playlist =
+        String::from_utf8(get_with_headers(&b, "/live/fred/source/index.m3u8").2).unwrap();
+    let segment = playlist
+        .lines()
+        .find(|l| l.ends_with(".m4s"))
+        .expect("a segment")
+        .to_string();
+    let via_b = get_with_headers(&b, &format!("/live/fred/source/{segment}"));
+    assert_eq!(via_b.0, 200);
+    assert_eq!(
+        via_b.2,
+        a.get_bytes(&format!("/live/fred/source/{segment}")).1
+    );
+    assert_eq!(get_with_headers(&b, "/live/nobody/index.m3u8").0, 404);
+    let listed = b.get("/api/v1/streams").1;
+    assert!(
+        listed.contains("\"node\":\"node-a\"") && listed.contains("fred"),
+        "{listed}"
+    );
+    assert!(!b.get("/api/v1/streams?local=1").1.contains("fred"));
+
+    // The same key on node B (OBS reconnecting through a load balancer): A ends its session.
+    let started = Instant::now();
+    let mut on_b = publish(&b, &key, 60.0);
+    a.wait_until(Duration::from_secs(20), "A's session ends", || {
+        a.get("/api/v1/streams?local=1").1 == "[]"
+    });
+    let took = started.elapsed();
+    eprintln!("takeover across nodes: A's session ended {took:?} after B's publish started");
+    let (_, err) = wait_child(on_a, Duration::from_secs(10));
+    assert_ne!(err, "timed out", "A's publisher was disconnected");
+    b.wait_until(Duration::from_secs(10), "the lease moves to B", || {
+        redis
+            .cli(&["GET", "livegate:stream:fred"])
+            .contains("node-b")
+    });
+    // A now proxies to B.
+    a.wait_until(Duration::from_secs(10), "A routes to B", || {
+        let (status, headers, _) = get_with_headers(&a, "/live/fred/index.m3u8");
+        status == 200 && header(&headers, "x-livegate-node") == Some("node-b")
+    });
+    // A's late end did not erase B's lease.
+    std::thread::sleep(Duration::from_millis(2500));
+    let lease = redis.cli(&["GET", "livegate:stream:fred"]);
+    assert!(
+        lease.contains("node-b") && lease.contains("live"),
+        "{lease}"
+    );
+    let _ = on_b.kill();
+    let _ = on_b.wait();
+    b.wait_until(Duration::from_secs(10), "the lease is marked ended", || {
+        redis
+            .cli(&["GET", "livegate:stream:fred"])
+            .contains("ended")
+    });
+}
+
+#[test]
+fn a_dead_node_loses_its_lease_within_the_ttl() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let env = [
+        ("LIVEGATE_CLUSTER_REDIS_URL", url.as_str()),
+        ("LIVEGATE_CLUSTER_NODE_ID", "node-a"),
+        ("LIVEGATE_CLUSTER_LEASE_TTL_SECS", "3"),
+        ("LIVEGATE_TRANSCODE_ENABLED", "false"),
+        ("LIVEGATE_WHIP_ENABLED", "false"),
+    ];
+    let mut a = Server::start_with(&env);
+    let b = node(&redis, "node-b");
+    let key = a.add_key("gina");
+    let mut ffmpeg = publish(&a, &key, 60.0);
+    a.wait_master("gina", Duration::from_secs(20));
+    b.wait_until(Duration::from_secs(5), "B routes to A", || {
+        get_with_headers(&b, "/live/gina/index.m3u8").0 == 200
+    });
+    a.kill9();
+    let killed = Instant::now();
+    b.wait_until(Duration::from_secs(10), "the lease expires", || {
+        redis.cli(&["EXISTS", "livegate:stream:gina"]).trim() == "0"
+    });
+    let expired = killed.elapsed();
+    eprintln!("kill -9 → lease gone after {expired:?}");
+    assert!(expired <= Duration::from_secs(4), "{expired:?}");
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    let mut again = publish(&b, &key, 60.0);
+    b.wait_master("gina", Duration::from_secs(20));
+    eprintln!(
+        "kill -9 → republished and served on B after {:?}",
+        killed.elapsed()
+    );
+    assert!(redis
+        .cli(&["GET", "livegate:stream:gina"])
+        .contains("node-b"));
+    let _ = again.kill();
+    let _ = again.wait();
+}
