@@ -11,13 +11,13 @@ use crate::common::{ffmpeg_publish, wait_child, Server, Source};
 use crate::record::ADMIN;
 
 /// A redis-server of its own, without persistence; stopped on drop.
-struct Redis {
+pub(crate) struct Redis {
     child: Option<Child>,
     port: u16,
 }
 
 impl Redis {
-    fn start() -> Redis {
+    pub(crate) fn start() -> Redis {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -87,7 +87,7 @@ impl Drop for Redis {
     }
 }
 
-fn node(redis: &Redis, id: &str) -> Server {
+pub(crate) fn node(redis: &Redis, id: &str) -> Server {
     let url = redis.url();
     Server::start_with(&[
         ("LIVEGATE_CLUSTER_REDIS_URL", url.as_str()),
@@ -99,7 +99,7 @@ fn node(redis: &Redis, id: &str) -> Server {
     ])
 }
 
-fn publish(server: &Server, key: &str, seconds: f64) -> Child {
+pub(crate) fn publish(server: &Server, key: &str, seconds: f64) -> Child {
     ffmpeg_publish(
         &server.rtmp_url(key),
         &Source {

@@ -6,6 +6,7 @@ mod cluster;
 mod codecs;
 #[allow(dead_code)]
 mod common;
+mod edge;
 mod flv_publish;
 mod garage;
 mod hostile_flood;
