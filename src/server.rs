@@ -152,12 +152,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         let ladders = transcode::LadderSlots::new(config.transcode.max_ladders);
         let lease_holder = leases.clone();
         hub.on_new_stream(move |stream| {
-            if let Some(leases) = &lease_holder {
-                tokio::spawn(leases.clone().hold(stream.clone()));
-            }
             // Subscribe now, synchronously, so no event published after this call is missed.
             let subscription = stream.subscribe();
             let (hls, generation) = registry.attach(&stream.name);
+            if let Some(leases) = &lease_holder {
+                tokio::spawn(leases.clone().hold(stream.clone(), registry.clone()));
+            }
             let mut subscribers: Vec<Box<dyn SegmentSubscriber>> = Vec::new();
             if let Some(tap) = recorder.tap(stream) {
                 subscribers.push(Box::new(tap));

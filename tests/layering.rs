@@ -20,7 +20,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("media", &["util"]),
     ("stream", &["media", "metrics", "util"]),
     ("auth", &["config", "util"]),
-    ("cluster", &["auth", "stream", "config", "metrics", "util"]),
+    (
+        "cluster",
+        &["auth", "stream", "hls", "config", "metrics", "util"],
+    ),
     ("rtmp", &["media", "config", "metrics", "util"]),
     (
         "ingest",

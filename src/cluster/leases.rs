@@ -18,7 +18,13 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
+use crate::hls::{HlsRegistry, Numbering};
 use crate::stream::LiveStream;
+
+/// Segments a predecessor may have made after its last numbering report (reports come with
+/// every renewal, a third of the TTL; segments every couple of seconds): the successor skips
+/// that many numbers so media sequence numbers only ever rise.
+const NUMBERING_SKIP: u64 = 3;
 
 /// Takes the lease. KEYS: stream, gen. ARGV: node, http, ttl ms, channel, user, session.
 /// Returns the new token; publishes a takeover when another node held it live.
@@ -170,10 +176,71 @@ impl Leases {
             .await
     }
 
+    /// The lease as stored now.
+    async fn current(&self, user: &str) -> redis::RedisResult<Option<Lease>> {
+        let mut redis = self.redis.clone();
+        let v: Option<String> = redis::cmd("GET")
+            .arg(self.key(&format!("stream:{user}")))
+            .query_async(&mut redis)
+            .await?;
+        Ok(v.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    /// A predecessor on another node: its playlists' numbering, continued here so viewers
+    /// moving between nodes see media sequence numbers rise, with a discontinuity.
+    async fn resume_numbering(&self, user: &str, hls: &HlsRegistry) {
+        let previous = match self.current(user).await {
+            Ok(Some(lease)) if lease.node != self.node => lease,
+            _ => return,
+        };
+        let mut redis = self.redis.clone();
+        let stored: redis::RedisResult<Option<String>> = redis::cmd("GET")
+            .arg(self.key(&format!("numbering:{user}")))
+            .query_async(&mut redis)
+            .await;
+        let Some(numbering) = stored
+            .ok()
+            .flatten()
+            .and_then(|j| serde_json::from_str::<Vec<Numbering>>(&j).ok())
+        else {
+            return;
+        };
+        if let Some(live) = hls.get(user) {
+            live.write()
+                .unwrap_or_else(|e| e.into_inner())
+                .continue_after(&numbering, NUMBERING_SKIP);
+            tracing::info!(%user, from = %previous.node, "continuing the playlists' numbering of the previous node");
+        }
+    }
+
+    /// Reports this node's playlist numbering for a successor.
+    async fn report_numbering(&self, user: &str, hls: &HlsRegistry) {
+        let Some(live) = hls.get(user) else { return };
+        let numbering = live.read().unwrap_or_else(|e| e.into_inner()).numbering();
+        if numbering.is_empty() {
+            return;
+        }
+        let Ok(json) = serde_json::to_string(&numbering) else {
+            return;
+        };
+        let mut redis = self.redis.clone();
+        let stored: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(self.key(&format!("numbering:{user}")))
+            .arg(json)
+            .arg("PX")
+            .arg(Self::ms(self.ended_ttl))
+            .query_async(&mut redis)
+            .await;
+        if let Err(e) = stored {
+            tracing::debug!(%user, error = %e, "cannot store the playlists' numbering");
+        }
+    }
+
     /// Holds the lease for a publish session until it ends (spawned per new stream). A lease
     /// lost to another node's token ends the session here.
-    pub async fn hold(self, stream: Arc<LiveStream>) {
+    pub async fn hold(self, stream: Arc<LiveStream>, hls: Arc<HlsRegistry>) {
         let user = stream.name.clone();
+        self.resume_numbering(&user, &hls).await;
         let every = self.ttl / 3;
         let mut lease: Option<Lease> = None;
         let mut logged_down = false;
@@ -216,7 +283,10 @@ impl Leases {
                         tracing::info!(%user, token = l.token, "stream lease re-established (Redis had lost it)");
                         logged_down = false;
                     }
-                    Ok(_) => logged_down = false,
+                    Ok(_) => {
+                        logged_down = false;
+                        self.report_numbering(&user, &hls).await;
+                    }
                     Err(e) => {
                         if !logged_down {
                             tracing::warn!(%user, error = %e, "cannot renew the stream lease (Redis); publishing goes on");
@@ -237,6 +307,14 @@ impl Leases {
             }
         }
         if let Some(l) = lease {
+            // The final numbering, unless a successor owns the stream already.
+            if self
+                .current(&user)
+                .await
+                .is_ok_and(|c| c.is_some_and(|c| c.token == l.token))
+            {
+                self.report_numbering(&user, &hls).await;
+            }
             {
                 let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
                 if held.get(&user) == Some(&l.token) {

@@ -64,6 +64,18 @@ pub struct LiveHls {
     ended_at: Option<Instant>,
     started_at: DateTime<Utc>,
     config: HlsConfig,
+    /// Numbering to continue from, per rendition, after a session on another node (see
+    /// [`LiveHls::continue_after`]).
+    carried: Vec<Numbering>,
+}
+
+/// Where a rendition's numbering stands: its name, the next media sequence number, and how many
+/// discontinuities it has had (what the discontinuity sequence counts).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Numbering {
+    pub rendition: String,
+    pub next_sequence: u64,
+    pub discontinuities: u64,
 }
 
 /// What a request for a file under a rendition finds.
@@ -136,6 +148,53 @@ impl LiveHls {
             ended_at: None,
             started_at: Utc::now(),
             config,
+            carried: Vec::new(),
+        }
+    }
+
+    /// Each rendition's numbering, for a successor on another node.
+    pub fn numbering(&self) -> Vec<Numbering> {
+        self.renditions
+            .iter()
+            .map(|r| Numbering {
+                rendition: r.name.clone(),
+                next_sequence: r.next_sequence,
+                discontinuities: r.discontinuities_removed
+                    + r.segments
+                        .iter()
+                        .filter(|s| s.segment.discontinuity)
+                        .count() as u64,
+            })
+            .collect()
+    }
+
+    /// Continues a predecessor's numbering (a publish taken over from another node): each
+    /// rendition's media sequence goes on from `next_sequence + skip` (`skip` covers segments the
+    /// predecessor made after it last reported), its discontinuity sequence from the
+    /// predecessor's count, and its first segment is marked a discontinuity. Renditions that
+    /// already listed a segment of this session keep their numbers.
+    pub fn continue_after(&mut self, numbering: &[Numbering], skip: u64) {
+        self.carried = numbering
+            .iter()
+            .map(|n| Numbering {
+                next_sequence: n.next_sequence.saturating_add(skip),
+                ..n.clone()
+            })
+            .collect();
+        let carried = self.carried.clone();
+        for r in &mut self.renditions {
+            Self::carry(r, &carried);
+        }
+    }
+
+    fn carry(r: &mut Rendition, carried: &[Numbering]) {
+        if !r.segments.is_empty() {
+            return;
+        }
+        if let Some(n) = carried.iter().find(|n| n.rendition == r.name) {
+            r.next_sequence = r.next_sequence.max(n.next_sequence);
+            r.discontinuities_removed = r.discontinuities_removed.max(n.discontinuities);
+            r.pending_discontinuity = true;
         }
     }
 
@@ -180,8 +239,9 @@ impl LiveHls {
         if matches!(output, SegmenterOutput::Init { .. })
             && !self.renditions.iter().any(|r| r.name == rendition)
         {
-            self.renditions
-                .push(Rendition::new(rendition, config.segment_duration));
+            let mut r = Rendition::new(rendition, config.segment_duration);
+            Self::carry(&mut r, &self.carried);
+            self.renditions.push(r);
         }
         let Some(r) = self.renditions.iter_mut().find(|r| r.name == rendition) else {
             return;

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::media::{EndReason, MediaEvent};
 use crate::stream::Subscription;
-pub use live::{HlsFile, HlsRegistry, LiveHls, SOURCE_RENDITION};
+pub use live::{HlsFile, HlsRegistry, LiveHls, Numbering, SOURCE_RENDITION};
 pub use renditions::{Renditions, SegmentSubscriber};
 
 pub use playlist::PLAYLIST_CONTENT_TYPE;

@@ -45,9 +45,20 @@ pub(super) async fn proxy_if_remote(
         Ok(Some(lease)) => lease,
         Ok(None) => return None,
         Err(e) => {
-            // No lease readable and no recent one known: the local node answers if it can.
-            tracing::debug!(%user, error = %e, "owner lookup failed; serving locally");
-            return None;
+            // No lease readable and no recent one known: a stream this node has is served;
+            // another is unknowable now, which is not a 404.
+            if state.hls.get(user).is_some() {
+                return None;
+            }
+            tracing::debug!(%user, error = %e, "owner lookup failed");
+            let mut r = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the cluster registry (Redis) is unavailable; try again shortly\n",
+            )
+                .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            return Some(r);
         }
     };
     if lease.node == leases.node() {

@@ -203,6 +203,9 @@ fn redis_down_is_not_an_outage_for_key_checks() {
     let b = node(&redis, "node-b");
     assert_eq!(b.get("/healthz").0, 200);
     assert!(refused(&b, &key));
+    // Nor can it know where bob's stream is: 503, not 404. A still serves it.
+    assert_eq!(b.get("/live/bob/index.m3u8").0, 503);
+    assert_eq!(a.get("/live/bob/index.m3u8").0, 200);
 
     // Redis back: B loads the keys and the same key publishes there; A's stream never stopped.
     redis.spawn();
@@ -339,6 +342,15 @@ fn any_node_serves_any_stream_and_a_publish_on_another_node_takes_over() {
     assert!(!b.get("/api/v1/streams?local=1").1.contains("fred"));
 
     // The same key on node B (OBS reconnecting through a load balancer): A ends its session.
+    let sequence = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // Wait for a renewal to have reported A's numbering (every third of the TTL).
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = a.get("/live/fred/source/index.m3u8").1;
     let started = Instant::now();
     let mut on_b = publish(&b, &key, 60.0);
     a.wait_until(Duration::from_secs(20), "A's session ends", || {
@@ -358,6 +370,18 @@ fn any_node_serves_any_stream_and_a_publish_on_another_node_takes_over() {
         let (status, headers, _) = get_with_headers(&a, "/live/fred/index.m3u8");
         status == 200 && header(&headers, "x-livegate-node") == Some("node-b")
     });
+    // Viewers on either node see B's playlist continue A's numbering, with a discontinuity.
+    let mut after = String::new();
+    a.wait_until(Duration::from_secs(20), "B's first segment", || {
+        after = String::from_utf8(get_with_headers(&a, "/live/fred/source/index.m3u8").2)
+            .unwrap_or_default();
+        after.contains(".m4s")
+    });
+    assert!(
+        sequence(&after) > sequence(&before),
+        "media sequence rises across nodes:\n{before}\n---\n{after}"
+    );
+    assert!(after.contains("#EXT-X-DISCONTINUITY"), "{after}");
     // A's late end did not erase B's lease.
     std::thread::sleep(Duration::from_millis(2500));
     let lease = redis.cli(&["GET", "livegate:stream:fred"]);

@@ -185,3 +185,43 @@ fn ended_streams_are_swept_and_restart_fresh() {
     assert_eq!(reg.sweep(), 1);
     assert!(reg.is_empty());
 }
+
+#[test]
+fn a_successor_on_another_node_continues_the_numbering() {
+    // The predecessor (another node): 8 segments, one discontinuity (a takeover there).
+    let old = HlsRegistry::new(HlsConfig::default());
+    let (hls, generation) = old.attach("alice");
+    let mut h = hls.write().unwrap();
+    h.apply(generation, SOURCE_RENDITION, init());
+    for i in 0..8 {
+        h.apply(generation, SOURCE_RENDITION, seg(2.0, i == 3));
+    }
+    let numbering = h.numbering();
+    assert_eq!(
+        numbering,
+        [Numbering {
+            rendition: SOURCE_RENDITION.into(),
+            next_sequence: 8,
+            discontinuities: 1,
+        }]
+    );
+    let last = parse_media(&h.media_playlist(SOURCE_RENDITION).unwrap());
+    drop(h);
+
+    // The successor continues before its first segment, skipping what it may not have heard of.
+    let new = HlsRegistry::new(HlsConfig::default());
+    let (hls, generation) = new.attach("alice");
+    let mut h = hls.write().unwrap();
+    h.continue_after(&numbering, 3);
+    h.apply(generation, SOURCE_RENDITION, init());
+    h.apply(generation, SOURCE_RENDITION, seg(2.0, false));
+    let p = parse_media(&h.media_playlist(SOURCE_RENDITION).unwrap());
+    assert_eq!(p.media_sequence, 11);
+    assert!(p.media_sequence > last.media_sequence + last.segments.len() as u64 - 1);
+    assert!(
+        p.segments[0].discontinuity,
+        "the first segment is a discontinuity"
+    );
+    // Its discontinuity sequence continues the predecessor's count.
+    assert_eq!(p.discontinuity_sequence, 1);
+}
