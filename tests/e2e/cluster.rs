@@ -224,6 +224,18 @@ fn redis_down_is_not_an_outage_for_key_checks() {
     b.wait_until(Duration::from_secs(10), "node B reconnected", || {
         b.get("/metrics").1.contains("livegate_cluster_redis_up 1")
     });
+    // A re-establishes the lease of the stream it kept publishing (the new Redis was empty).
+    let back = Instant::now();
+    a.wait_until(Duration::from_secs(10), "A's lease re-established", || {
+        redis
+            .cli(&["GET", "livegate:stream:bob"])
+            .contains("node-a")
+    });
+    eprintln!(
+        "Redis back → A's lease re-established after {:?}",
+        back.elapsed()
+    );
+    assert_eq!(b.get("/live/bob/index.m3u8").0, 200, "B routes to A again");
     let (ok, err) = wait_child(publish(&b, &key, 3.0), Duration::from_secs(30));
     assert!(ok, "publishes on B once Redis is back: {err}");
     assert!(
