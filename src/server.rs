@@ -192,7 +192,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
 
     let ingest = Arc::new(IngestContext {
         config: config.rtmp.clone(),
-        gate: PublishGate::new(keys.clone(), hub.clone(), metrics.clone()),
+        gate: PublishGate::new(keys.clone(), hub.clone(), metrics.clone())
+            .with_hook(crate::ingest::auth_hook::AuthHook::new(&config.hooks)),
         metrics: metrics.clone(),
         slots: rtmp::Slots::new(&config.rtmp),
     });
@@ -232,7 +233,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     });
 
     let whip = if config.whip.enabled {
-        let gate = PublishGate::new(keys.clone(), hub.clone(), metrics.clone());
+        let gate = PublishGate::new(keys.clone(), hub.clone(), metrics.clone())
+            .with_hook(crate::ingest::auth_hook::AuthHook::new(&config.hooks));
         let whip =
             crate::ingest::whip::Whip::start(&config.whip, gate, metrics.clone(), stop.clone())
                 .await

@@ -46,6 +46,7 @@ pub struct Config {
     pub relay: RelayConfig,
     pub whip: WhipConfig,
     pub cluster: ClusterConfig,
+    pub hooks: HooksConfig,
 }
 
 impl Default for Config {
@@ -63,6 +64,7 @@ impl Default for Config {
             relay: RelayConfig::default(),
             whip: WhipConfig::default(),
             cluster: ClusterConfig::default(),
+            hooks: HooksConfig::default(),
         }
     }
 }

@@ -524,3 +524,28 @@ impl ClusterConfig {
         !self.redis_url.is_empty()
     }
 }
+
+/// Hooks into the operator's site.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksConfig {
+    /// External publish authorization: after a key checks out, livegate POSTs
+    /// `{"user": …, "protocol": "rtmp"|"rtmps"|"whip"}` here; 2xx allows the publish, 401/403
+    /// refuses it (the site decides: a ban, an unpaid plan, a schedule). Empty: off.
+    pub publish_auth_url: String,
+    /// Milliseconds the hook may take; then it counts as failed.
+    pub publish_auth_timeout_ms: u64,
+    /// When the hook fails (timeout, connection error, any other status): allow the publish
+    /// (true) or refuse it as unavailable (false).
+    pub publish_auth_fail_open: bool,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            publish_auth_url: String::new(),
+            publish_auth_timeout_ms: 1000,
+            publish_auth_fail_open: false,
+        }
+    }
+}

@@ -15,6 +15,23 @@ impl Config {
                 "must be between 0.5 and 30 seconds",
             ));
         }
+        let h = &self.hooks;
+        if !h.publish_auth_url.is_empty() {
+            if !(h.publish_auth_url.starts_with("http://")
+                || h.publish_auth_url.starts_with("https://"))
+            {
+                return Err(invalid(
+                    "hooks.publish_auth_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if !(10..=30_000).contains(&h.publish_auth_timeout_ms) {
+                return Err(invalid(
+                    "hooks.publish_auth_timeout_ms",
+                    "must be between 10 and 30000",
+                ));
+            }
+        }
         let c = &self.cluster;
         if c.enabled() {
             if !(c.redis_url.starts_with("redis://")

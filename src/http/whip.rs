@@ -37,7 +37,7 @@ pub async fn publish_page() -> Response {
 fn status(e: &WhipError) -> StatusCode {
     match e {
         WhipError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-        WhipError::Forbidden => StatusCode::FORBIDDEN,
+        WhipError::Forbidden | WhipError::Denied => StatusCode::FORBIDDEN,
         WhipError::Offer(OfferError::Malformed(_)) => StatusCode::BAD_REQUEST,
         WhipError::Offer(OfferError::NotAcceptable(_)) => StatusCode::NOT_ACCEPTABLE,
         WhipError::Offer(OfferError::Unprocessable(_)) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::auth_hook::{AuthHook, Verdict};
 use crate::auth::{KeyCheck, Keys};
 use crate::metrics::Metrics;
 use crate::stream::{Hub, Publisher};
@@ -18,7 +19,11 @@ pub enum Refusal {
         user: String,
     },
     Unknown,
-    /// The key store could not answer.
+    /// The site's publish-authorization hook refused this user.
+    Denied {
+        user: String,
+    },
+    /// The key store (or the authorization hook) could not answer.
     Unavailable(String),
 }
 
@@ -28,6 +33,7 @@ impl Refusal {
         match self {
             Refusal::Revoked { .. } => "revoked_key",
             Refusal::Unknown => "unknown_key",
+            Refusal::Denied { .. } => "auth_hook_denied",
             Refusal::Unavailable(_) => "key_store_error",
         }
     }
@@ -38,19 +44,62 @@ pub struct PublishGate {
     keys: Keys,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
+    hook: Option<AuthHook>,
 }
 
 impl PublishGate {
     pub fn new(keys: Keys, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
-        PublishGate { keys, hub, metrics }
+        PublishGate {
+            keys,
+            hub,
+            metrics,
+            hook: None,
+        }
+    }
+
+    /// Asks the site's hook too, after every valid key ([`AuthHook`]).
+    pub fn with_hook(mut self, hook: Option<AuthHook>) -> Self {
+        self.hook = hook;
+        self
     }
 
     /// Checks `key` and, if it is valid, starts the user's publish session. `query` is what
     /// followed the key in the publish URL (relay targets may be named there; never logged).
     /// The current span gets a `user` field once the user is known.
     pub async fn admit(&self, key: &str, query: &str) -> Result<Publisher, Refusal> {
-        let user = self.check(key).await?;
+        self.admit_as(key, query, "rtmp").await
+    }
+
+    /// [`PublishGate::admit`] naming the ingest protocol for the authorization hook.
+    pub async fn admit_as(
+        &self,
+        key: &str,
+        query: &str,
+        protocol: &str,
+    ) -> Result<Publisher, Refusal> {
+        let user = self.check_as(key, protocol).await?;
         self.publish(&user, query)
+    }
+
+    /// [`PublishGate::check`], then the site's authorization hook if one is configured.
+    pub async fn check_as(&self, key: &str, protocol: &str) -> Result<String, Refusal> {
+        let user = self.check(key).await?;
+        let Some(hook) = &self.hook else {
+            return Ok(user);
+        };
+        let refusal = match hook.ask(&user, protocol).await {
+            Verdict::Allow => return Ok(user),
+            Verdict::Deny => {
+                tracing::warn!("publish refused by the site's authorization hook");
+                Refusal::Denied { user }
+            }
+            Verdict::Unavailable(why) => {
+                tracing::warn!(%why, "publish refused: the authorization hook failed (fail closed)");
+                Refusal::Unavailable(why)
+            }
+        };
+        self.metrics.refused(refusal.reason());
+        Err(refusal)
     }
 
     /// Checks `key` without publishing anything: the user it belongs to. A protocol that

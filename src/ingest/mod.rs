@@ -3,6 +3,7 @@
 //! (WebRTC). The RTMP pieces
 //! shared with the relays (handshake, parser guard, TLS, FLV) are in [`crate::rtmp`].
 
+pub mod auth_hook;
 pub mod gate;
 pub mod rtmp;
 pub mod whip;

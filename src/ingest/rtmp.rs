@@ -491,7 +491,7 @@ impl Connection {
             return Ok((Flow::Close, r));
         }
         let query = stream_key.split_once('?').map_or("", |(_, q)| q);
-        let (code, description) = match self.ctx.gate.admit(&key, query).await {
+        let (code, description) = match self.ctx.gate.admit_as(&key, query, self.protocol).await {
             Ok(publisher) => {
                 publisher
                     .stream()
@@ -504,6 +504,9 @@ impl Connection {
             }
             Err(Refusal::Revoked { .. }) => ("NetStream.Publish.BadName", "stream key revoked"),
             Err(Refusal::Unknown) => ("NetStream.Publish.BadName", "invalid stream key"),
+            Err(Refusal::Denied { .. }) => {
+                ("NetStream.Publish.BadName", "publish refused by the site")
+            }
             Err(Refusal::Unavailable(_)) => {
                 ("NetStream.Publish.Failed", "server error checking the key")
             }

@@ -9,6 +9,7 @@ mod common;
 mod edge;
 mod flv_publish;
 mod garage;
+mod hooks;
 mod hostile_flood;
 mod hostile_media;
 mod hostile_net;

@@ -44,6 +44,9 @@ pub enum WhipError {
     /// 403: a valid key, but for another user than the URL names.
     #[error("the stream key does not belong to this user")]
     Forbidden,
+    /// 403: the site's publish-authorization hook refused the user.
+    #[error("publish refused by the site")]
+    Denied,
     /// 400, 406 or 422.
     #[error(transparent)]
     Offer(#[from] OfferError),
@@ -215,11 +218,15 @@ impl Whip {
         // A span of its own: the gate names the key's user in it.
         let check = self
             .gate
-            .check(key)
+            .check_as(key, "whip")
             .instrument(tracing::info_span!("key", user = tracing::field::Empty));
         let user = match check.await {
             Ok(user) => user,
             Err(Refusal::Unavailable(m)) => return Err(WhipError::Unavailable(m)),
+            Err(Refusal::Denied { .. }) => {
+                self.metrics.whip_failed("auth_hook_denied");
+                return Err(WhipError::Denied);
+            }
             Err(_) => {
                 self.metrics.whip_failed("bad_key");
                 return Err(WhipError::Unauthorized(
