@@ -142,6 +142,23 @@ impl IntoResponse for WhipOff {
     }
 }
 
+/// The WHIP service for a request from `peer`: 404 when WHIP is off, 429 past the address's
+/// request rate.
+#[allow(clippy::result_large_err)] // the error is the response itself, returned at once
+fn open_to(state: &AppState, peer: SocketAddr) -> Result<Arc<Whip>, Response> {
+    let whip = whip_or_404(state).map_err(IntoResponse::into_response)?;
+    match rate_limited(state, peer) {
+        Some(refused) => Err(refused),
+        None => Ok(whip),
+    }
+}
+
+fn missing_key() -> Response {
+    error(WhipError::Unauthorized(
+        "send the stream key as Authorization: Bearer <key>".into(),
+    ))
+}
+
 fn rate_limited(state: &AppState, peer: SocketAddr) -> Option<Response> {
     if state.whip_rate.allow(peer.ip(), Instant::now()) {
         return None;
@@ -197,13 +214,10 @@ async fn offer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let whip = match whip_or_404(&state) {
+    let whip = match open_to(&state, peer) {
         Ok(w) => w,
-        Err(off) => return off.into_response(),
+        Err(refused) => return refused,
     };
-    if let Some(r) = rate_limited(&state, peer) {
-        return r;
-    }
     let span = match &path_user {
         Some(user) => tracing::info_span!("whip_offer", %user, %peer),
         None => tracing::info_span!("whip_offer", %peer),
@@ -218,9 +232,7 @@ async fn offer(
     let Some(key) = bearer(&headers).map(str::to_string) else {
         tracing::warn!("WHIP publish refused: no Bearer stream key");
         state.metrics.whip_failed("bad_key");
-        return error(WhipError::Unauthorized(
-            "send the stream key as Authorization: Bearer <key>".into(),
-        ));
+        return missing_key();
     };
     if !content_type_is(&headers, SDP) {
         return plain(
@@ -265,17 +277,12 @@ pub async fn delete(
     Path((user, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let whip = match whip_or_404(&state) {
+    let whip = match open_to(&state, peer) {
         Ok(w) => w,
-        Err(off) => return off.into_response(),
+        Err(refused) => return refused,
     };
-    if let Some(r) = rate_limited(&state, peer) {
-        return r;
-    }
     let Some(key) = bearer(&headers) else {
-        return error(WhipError::Unauthorized(
-            "send the stream key as Authorization: Bearer <key>".into(),
-        ));
+        return missing_key();
     };
     match whip.delete(&user, &id, key).await {
         Ok(()) => plain(StatusCode::OK, "session ended"),
@@ -290,17 +297,12 @@ pub async fn patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let whip = match whip_or_404(&state) {
+    let whip = match open_to(&state, peer) {
         Ok(w) => w,
-        Err(off) => return off.into_response(),
+        Err(refused) => return refused,
     };
-    if let Some(r) = rate_limited(&state, peer) {
-        return r;
-    }
     let Some(key) = bearer(&headers).map(str::to_string) else {
-        return error(WhipError::Unauthorized(
-            "send the stream key as Authorization: Bearer <key>".into(),
-        ));
+        return missing_key();
     };
     if !content_type_is(&headers, TRICKLE) {
         return plain(

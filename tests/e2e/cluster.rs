@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{ffmpeg_publish, wait_child, Server, Source};
+use crate::common::{ffmpeg_publish, header, http_get, wait_child, Server, Source};
 use crate::record::ADMIN;
 
 /// A redis-server of its own, without persistence; stopped on drop.
@@ -290,27 +290,7 @@ fn keys_import_moves_an_embedded_key_file_into_redis() {
 }
 
 fn get_with_headers(server: &Server, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut r = agent.get(&server.url(path)).call().expect("GET");
-    let headers = r
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
-    let mut body = Vec::new();
-    use std::io::Read;
-    let _ = r.body_mut().as_reader().read_to_end(&mut body);
-    (r.status().as_u16(), headers, body)
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    http_get(&server.url(path))
 }
 
 #[test]

@@ -509,6 +509,32 @@ pub fn play_level(url: &str, seconds: u32, level: i32) -> (bool, serde_json::Val
     (out.status.success(), report)
 }
 
+/// GET any URL: (status, headers, body bytes); panics if the server cannot be reached.
+pub fn http_get(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut r = agent.get(url).call().expect("GET");
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let mut body = Vec::new();
+    let _ = r.body_mut().as_reader().read_to_end(&mut body);
+    (r.status().as_u16(), headers, body)
+}
+
+/// A response header by name, case-insensitively.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 /// WebRTC tests keep every packet on loopback (REFERENCES.md, "Testing here"): the test runs
 /// again, alone, in a new network namespace whose only interface is `lo` (Chromium would gather
 /// candidates on every interface otherwise). Returns true in the calling process once that run

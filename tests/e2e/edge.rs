@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cluster::{node, publish, Redis};
-use crate::common::{play_in_chromium, Server};
+use crate::common::{header as common_header, http_get, play_in_chromium, Server};
 
 struct Nginx {
     child: Child,
@@ -111,29 +111,11 @@ impl Drop for Nginx {
 }
 
 fn get(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut r = agent.get(url).call().expect("GET");
-    let headers = r
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
-    let mut body = Vec::new();
-    use std::io::Read;
-    let _ = r.body_mut().as_reader().read_to_end(&mut body);
-    (r.status().as_u16(), headers, body)
+    http_get(url)
 }
 
 fn header(headers: &[(String, String)], name: &str) -> String {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default()
+    common_header(headers, name).unwrap_or_default().to_string()
 }
 
 #[test]
