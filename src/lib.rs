@@ -4,6 +4,7 @@
 //! [`record`] and [`http`].
 //! [`auth`] decides who may publish; [`config`] holds every setting with a working default.
 //! [`rtmp`] holds the RTMP pieces [`ingest`] (server side) and [`relay`] (client side) share.
+//! [`webhook`] tells the operator's site what happened (publish, unpublish, takeover, recordings).
 
 pub mod auth;
 pub mod cluster;
@@ -22,3 +23,4 @@ pub mod server;
 pub mod stream;
 pub mod transcode;
 pub mod util;
+pub mod webhook;

@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use livegate::auth::{AuthError, KeyStore, Keys};
 use livegate::cluster::keys::RedisKeys;
+use livegate::cluster::relays::RedisRelays;
 use livegate::config::Config;
-use livegate::relay::{Platform, RelayStore, RelayTarget};
+use livegate::relay::{Platform, RelayStore, RelayTarget, Targets};
 
 #[derive(Parser)]
 #[command(
@@ -136,6 +137,95 @@ async fn keys_command(config: &Config, action: KeysAction) -> anyhow::Result<()>
                 "Imported {imported} user(s) from {} into Redis; {skipped} already had a key there \
                  and were left alone. The file is unchanged.",
                 config.keys_path().display()
+            );
+            let (_, redis) = livegate::cluster::connect(&config.cluster)?;
+            let relays = RedisRelays::new(redis, &config.cluster.key_prefix);
+            let store = RelayStore::for_config(config);
+            let (imported, skipped) = relays.import(&store.list(None)?).await?;
+            println!(
+                "Imported {imported} relay target(s) from {} into Redis; {skipped} were there \
+                 already. The file is unchanged.",
+                store.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Where relay targets live: the cluster's Redis when it is on, else the embedded file.
+fn relay_targets(config: &Config) -> anyhow::Result<Targets> {
+    if config.cluster.enabled() {
+        let (_, redis) = livegate::cluster::connect(&config.cluster)?;
+        Ok(Arc::new(RedisRelays::new(
+            redis,
+            &config.cluster.key_prefix,
+        )))
+    } else {
+        Ok(Arc::new(RelayStore::for_config(config)))
+    }
+}
+
+async fn relays_command(config: &Config, action: RelaysAction) -> anyhow::Result<()> {
+    let targets = relay_targets(config)?;
+    match action {
+        RelaysAction::Add {
+            user,
+            platform,
+            key_or_url,
+            rtmps,
+            rung,
+        } => {
+            let platform = Platform::parse(&platform)?;
+            livegate::relay::target::check_rung(rung.as_deref(), &config.transcode.rungs)?;
+            let target = RelayTarget::new(
+                &user,
+                platform,
+                &key_or_url,
+                rtmps,
+                rung.as_deref(),
+                &config.relay.presets,
+            )?;
+            // Relay targets are for users who can publish.
+            if !key_backend(config)?.has_key(&user).await? {
+                return Err(AuthError::NotFound(user.clone()).into());
+            }
+            let target = targets.add(target).await?;
+            println!(
+                "Added relay {} for '{user}': {} {}{}",
+                target.id,
+                target.platform.as_str(),
+                target.redacted_url(),
+                target
+                    .rung
+                    .as_ref()
+                    .map(|r| format!(" (rung {r})"))
+                    .unwrap_or_default()
+            );
+            println!("It starts with the user's next publish.");
+        }
+        RelaysAction::List { user } => {
+            let relays = targets.list(Some(&user)).await?;
+            if relays.is_empty() {
+                println!(
+                    "No relay targets for '{user}': livegate relays add {user} youtube <stream-key>"
+                );
+            }
+            for r in relays {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    r.id,
+                    r.platform.as_str(),
+                    r.redacted_url(),
+                    r.rung.as_deref().unwrap_or("source")
+                );
+            }
+        }
+        RelaysAction::Remove { user, id } => {
+            let removed = targets.remove(&user, &id).await?;
+            println!(
+                "Removed relay {} ({}) of '{user}'; a running push stops with the stream.",
+                removed.id,
+                removed.redacted_url()
             );
         }
     }
@@ -285,73 +375,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Relays { action } => {
             let config = load_config(cli.config.as_ref())?;
-            let store = RelayStore::for_config(&config);
-            match action {
-                RelaysAction::Add {
-                    user,
-                    platform,
-                    key_or_url,
-                    rtmps,
-                    rung,
-                } => {
-                    let platform = Platform::parse(&platform)?;
-                    livegate::relay::target::check_rung(rung.as_deref(), &config.transcode.rungs)?;
-                    let target = RelayTarget::new(
-                        &user,
-                        platform,
-                        &key_or_url,
-                        rtmps,
-                        rung.as_deref(),
-                        &config.relay.presets,
-                    )?;
-                    // Relay targets are for users who can publish.
-                    let keys = key_backend(&config)?;
-                    let has_key = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .context("starting the async runtime")?
-                        .block_on(keys.has_key(&user))?;
-                    if !has_key {
-                        return Err(AuthError::NotFound(user.clone()).into());
-                    }
-                    let target = store.add(target)?;
-                    println!(
-                        "Added relay {} for '{user}': {} {}{}",
-                        target.id,
-                        target.platform.as_str(),
-                        target.redacted_url(),
-                        target
-                            .rung
-                            .as_ref()
-                            .map(|r| format!(" (rung {r})"))
-                            .unwrap_or_default()
-                    );
-                    println!("It starts with the user's next publish.");
-                }
-                RelaysAction::List { user } => {
-                    let relays = store.for_user(&user)?;
-                    if relays.is_empty() {
-                        println!("No relay targets for '{user}': livegate relays add {user} youtube <stream-key>");
-                    }
-                    for r in relays {
-                        println!(
-                            "{}\t{}\t{}\t{}",
-                            r.id,
-                            r.platform.as_str(),
-                            r.redacted_url(),
-                            r.rung.as_deref().unwrap_or("source")
-                        );
-                    }
-                }
-                RelaysAction::Remove { user, id } => {
-                    let removed = store.remove(&user, &id)?;
-                    println!(
-                        "Removed relay {} ({}) of '{user}'; a running push stops with the stream.",
-                        removed.id,
-                        removed.redacted_url()
-                    );
-                }
-            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(relays_command(&config, action))?;
         }
         Command::Health => {
             let config = load_config(cli.config.as_ref())?;
@@ -363,6 +391,9 @@ fn main() -> anyhow::Result<()> {
             if !config.http.admin_token.is_empty() {
                 // Printed configurations end up in CI and container logs.
                 config.http.admin_token = livegate::util::redact(&config.http.admin_token);
+            }
+            if !config.hooks.webhook_secret.is_empty() {
+                config.hooks.webhook_secret = livegate::util::redact(&config.hooks.webhook_secret);
             }
             let text = toml::to_string_pretty(&config).context("printing the configuration")?;
             println!("# configuration is valid; effective values:\n{text}");

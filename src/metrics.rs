@@ -12,6 +12,13 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// A webhook event type and what became of it (`delivered`, `failed`, `dropped`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabel {
+    pub event: String,
+    pub result: String,
+}
+
 /// One relay: its user, id and platform (never its URL).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RelayLabel {
@@ -53,6 +60,8 @@ pub struct Metrics {
     pub whip_failures: Family<ReasonLabel, Counter>,
     pub whip_keyframe_requests: Family<ReasonLabel, Counter>,
     pub cluster_redis_up: Gauge,
+    pub cluster_route_fallback: Family<ReasonLabel, Counter>,
+    pub webhook_deliveries: Family<WebhookLabel, Counter>,
 }
 
 impl Metrics {
@@ -91,6 +100,8 @@ impl Metrics {
             whip_failures: Family::default(),
             whip_keyframe_requests: Family::default(),
             cluster_redis_up: Gauge::default(),
+            cluster_route_fallback: Family::default(),
+            webhook_deliveries: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -248,6 +259,18 @@ impl Metrics {
             "cluster_redis_up",
             "1 while this node's cluster event listener is connected to Redis, 0 while not",
             m.cluster_redis_up.clone(),
+        );
+        registry.register(
+            "cluster_route_fallback",
+            "Requests for a stream of another node routed without a fresh owner from Redis: \
+             `stale_owner` (Redis down, the last known owner used) or `unavailable` (503)",
+            m.cluster_route_fallback.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook events by type and result: delivered, failed (every attempt refused) or \
+             dropped (queue full)",
+            m.webhook_deliveries.clone(),
         );
         Metrics { registry, ..m }
     }

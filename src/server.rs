@@ -18,12 +18,15 @@ use crate::media::EndReason;
 use crate::metrics::Metrics;
 use crate::metrics::ReasonLabel;
 use crate::record::{RecordError, Recorder};
-use crate::relay::{RelayError, RelayManager, RelayStore};
-use crate::stream::{Hub, Subscription};
+use crate::relay::{RelayError, RelayManager, RelayStore, Targets};
+use crate::stream::{Hub, StopCause, Subscription};
 use crate::transcode;
 use crate::transcode::limits::SourceLimits;
 use crate::transcode::route::{self, Lookahead, Route};
+use crate::webhook::Webhooks;
 use tracing::Instrument;
+
+mod events;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -95,9 +98,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let registry = HlsRegistry::new(config.hls.clone());
     // `shutdown` starts the drain; `stop` ends whatever is left once the drain is over.
     let stop = CancellationToken::new();
-    let recorder = Recorder::start(&config, metrics.clone(), stop.clone()).await?;
+    let node_id = config.cluster_node_id();
+    let webhooks = Webhooks::start(
+        &config.hooks,
+        &config.record.webhook_url,
+        &node_id,
+        metrics.clone(),
+        stop.clone(),
+    );
+    let on_recording = webhooks.clone().map(|webhooks| {
+        Box::new(move |manifest: &crate::record::session::Manifest| {
+            events::recording_finished(&webhooks, manifest)
+        }) as crate::record::FinishedListener
+    });
+    let recorder = Recorder::start(&config, metrics.clone(), stop.clone(), on_recording).await?;
     let node = if config.cluster.enabled() {
-        let id = config.cluster_node_id();
+        let id = node_id.clone();
         let http = if config.cluster.advertise_http.is_empty() {
             config.http_base_url()
         } else {
@@ -111,38 +127,59 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     } else {
         None
     };
-    let (keys, leases): (Keys, Option<crate::cluster::leases::Leases>) = match node {
-        Some(node) => {
-            let crate::cluster::Node {
-                keys,
-                leases,
-                mut events,
-            } = node;
-            // A key revoked on any node, or this user's stream taken by a publish on another
-            // node, ends the live session here.
-            let (hub, taken) = (hub.clone(), leases.clone());
-            tokio::spawn(async move {
-                while let Some(event) = events.recv().await {
-                    match event {
-                        crate::cluster::events::Event::Revoked(user) => {
-                            if hub.stop(&user) {
-                                tracing::info!(%user, "stream key revoked in the cluster; ending the live session");
+    let (keys, targets, leases): (Keys, Targets, Option<crate::cluster::leases::Leases>) =
+        match node {
+            Some(node) => {
+                let crate::cluster::Node {
+                    keys,
+                    relays,
+                    leases,
+                    mut events,
+                } = node;
+                // A key revoked on any node, or this user's stream taken by a publish on another
+                // node, ends the live session here.
+                let (hub, taken) = (hub.clone(), leases.clone());
+                tokio::spawn(async move {
+                    while let Some(event) = events.recv().await {
+                        match event {
+                            crate::cluster::events::Event::Revoked(user) => {
+                                if hub.stop(&user, StopCause::Revoked) {
+                                    tracing::info!(%user, "stream key revoked in the cluster; ending the live session");
+                                }
                             }
-                        }
-                        crate::cluster::events::Event::Takeover(user, token) => {
-                            if taken.taken_over(&user, token) && hub.stop(&user) {
-                                tracing::info!(%user, token, "stream taken over by a publish on another node; ending the session here");
+                            crate::cluster::events::Event::Takeover(user, token) => {
+                                if taken.taken_over(&user, token)
+                                    && hub.stop(&user, StopCause::TakenOver)
+                                {
+                                    tracing::info!(%user, token, "stream taken over by a publish on another node; ending the session here");
+                                }
                             }
+                            crate::cluster::events::Event::Keys => {}
                         }
-                        crate::cluster::events::Event::Keys => {}
                     }
+                });
+                if let Some(webhooks) = webhooks.clone() {
+                    leases.on_takeover(move |stream, previous| {
+                        events::takeover_across_nodes(&webhooks, stream, previous)
+                    });
                 }
-            });
-            (Arc::new(keys), Some(leases))
-        }
-        None => (Arc::new(KeyStore::new(config.keys_path())), None),
-    };
-    let relays = RelayManager::new(&config, RelayStore::for_config(&config), metrics.clone())?;
+                (Arc::new(keys), Arc::new(relays), Some(leases))
+            }
+            None => {
+                let targets = RelayStore::for_config(&config);
+                // Now, before anything else writes the keys file (see relay::store).
+                if let Err(e) = targets.migrate() {
+                    // Not fatal: every use of the store retries, and says so, until it can.
+                    tracing::error!(error = %e, "relay targets: import from the key store failed");
+                }
+                (
+                    Arc::new(KeyStore::new(config.keys_path())),
+                    Arc::new(targets),
+                    None,
+                )
+            }
+        };
+    let relays = RelayManager::new(&config, targets, metrics.clone())?;
     {
         // Every new stream is routed to the ladder or passthrough once its codecs are known; its
         // renditions go to the live window and the recorder; relays subscribe on their own.
@@ -151,7 +188,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         let relays = relays.clone();
         let ladders = transcode::LadderSlots::new(config.transcode.max_ladders);
         let lease_holder = leases.clone();
+        let (webhooks, node_id) = (webhooks.clone(), node_id.clone());
         hub.on_new_stream(move |stream| {
+            if let Some(webhooks) = &webhooks {
+                events::watch_session(webhooks, &node_id, stream);
+            }
             // Subscribe now, synchronously, so no event published after this call is missed.
             let subscription = stream.subscribe();
             let (hls, generation) = registry.attach(&stream.name);
@@ -342,6 +383,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         registry,
         recorder,
         relays,
+        webhooks,
     };
     drain
         .run(Duration::from_secs(config.shutdown_grace_secs))
@@ -361,6 +403,7 @@ struct Drain {
     registry: Arc<HlsRegistry>,
     recorder: Arc<Recorder>,
     relays: Arc<RelayManager>,
+    webhooks: Option<Webhooks>,
 }
 
 impl Drain {
@@ -380,6 +423,15 @@ impl Drain {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let recordings = self.recorder.drain(deadline).await;
+        if let Some(webhooks) = &self.webhooks {
+            let undelivered = webhooks.drain(deadline).await;
+            if undelivered > 0 {
+                tracing::warn!(
+                    undelivered,
+                    "shutdown grace is over with webhook events undelivered"
+                );
+            }
+        }
         let pending = self.pending(recordings.left_in_spool);
         if pending == Pending::default() {
             tracing::info!(

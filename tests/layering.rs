@@ -17,12 +17,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &["util"]),
     ("metrics", &["util"]),
     ("net", &["util"]),
+    ("webhook", &["config", "metrics", "util"]),
     ("media", &["util"]),
     ("stream", &["media", "metrics", "util"]),
     ("auth", &["config", "util"]),
     (
         "cluster",
-        &["auth", "stream", "hls", "config", "metrics", "util"],
+        &[
+            "auth", "relay", "stream", "hls", "config", "metrics", "util",
+        ],
     ),
     ("rtmp", &["media", "config", "metrics", "util"]),
     (

@@ -27,7 +27,8 @@ use crate::stream::LiveStream;
 const NUMBERING_SKIP: u64 = 3;
 
 /// Takes the lease. KEYS: stream, gen. ARGV: node, http, ttl ms, channel, user, session.
-/// Returns the new token; publishes a takeover when another node held it live.
+/// Returns the new token and, when another node held it live, that lease (else ''); it then
+/// publishes a takeover.
 const TAKE: &str = r#"
 local token = redis.call('INCR', KEYS[2])
 local prev = redis.call('GET', KEYS[1])
@@ -37,9 +38,10 @@ if prev then
   local p = cjson.decode(prev)
   if p.state == 'live' and p.node ~= ARGV[1] then
     redis.call('PUBLISH', ARGV[4], 'takeover ' .. ARGV[5] .. ' ' .. token)
+    return {token, prev}
   end
 end
-return token
+return {token, ''}
 "#;
 
 /// Renews the lease if it is still ours. KEYS: stream. ARGV: token, ttl ms, lease JSON (to put
@@ -85,6 +87,14 @@ impl Lease {
     }
 }
 
+/// A routing answer: the lease (None: no stream), and whether it is the last one known
+/// because Redis does not answer now.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub lease: Option<Lease>,
+    pub stale: bool,
+}
+
 /// This node's leases.
 #[derive(Clone)]
 pub struct Leases {
@@ -98,7 +108,12 @@ pub struct Leases {
     held: Arc<Mutex<HashMap<String, i64>>>,
     /// Owner lookups for routing: user → (lease, when read).
     cache: Arc<Mutex<OwnerCache>>,
+    on_takeover: Arc<std::sync::OnceLock<TakeoverListener>>,
 }
+
+/// Told when a session here took its stream over from a live session on another node (the
+/// lease it replaced).
+pub type TakeoverListener = Box<dyn Fn(&LiveStream, &Lease) + Send + Sync>;
 
 /// user → (the lease read, when).
 type OwnerCache = HashMap<String, (Option<Lease>, Instant)>;
@@ -124,6 +139,14 @@ impl Leases {
             ended_ttl: Duration::from_secs(60),
             held: Arc::default(),
             cache: Arc::default(),
+            on_takeover: Arc::default(),
+        }
+    }
+
+    /// Sets the takeover listener (once; before streams start).
+    pub fn on_takeover(&self, f: impl Fn(&LiveStream, &Lease) + Send + Sync + 'static) {
+        if self.on_takeover.set(Box::new(f)).is_err() {
+            tracing::warn!("a takeover listener was already set; the new one is ignored");
         }
     }
 
@@ -139,9 +162,10 @@ impl Leases {
         d.as_millis() as u64
     }
 
-    async fn take(&self, user: &str, session: u64) -> redis::RedisResult<i64> {
+    /// The new token, and the lease of another node this one took over.
+    async fn take(&self, user: &str, session: u64) -> redis::RedisResult<(i64, Option<Lease>)> {
         let mut redis = self.redis.clone();
-        Script::new(TAKE)
+        let (token, previous): (i64, String) = Script::new(TAKE)
             .key(self.key(&format!("stream:{user}")))
             .key(self.key(&format!("gen:{user}")))
             .arg(&self.node)
@@ -151,7 +175,8 @@ impl Leases {
             .arg(user)
             .arg(session)
             .invoke_async(&mut redis)
-            .await
+            .await?;
+        Ok((token, serde_json::from_str(&previous).ok()))
     }
 
     async fn renew(&self, user: &str, lease: &Lease) -> redis::RedisResult<i64> {
@@ -250,8 +275,11 @@ impl Leases {
             }
             match &lease {
                 None => match self.take(&user, stream.session_id).await {
-                    Ok(token) => {
+                    Ok((token, previous)) => {
                         tracing::info!(%user, token, node = %self.node, "stream lease taken");
+                        if let (Some(previous), Some(report)) = (previous, self.on_takeover.get()) {
+                            report(&stream, &previous);
+                        }
                         self.held
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -276,7 +304,7 @@ impl Leases {
                     Ok(0) => {
                         tracing::warn!(%user, token = l.token,
                             "stream lease lost to a newer publish on another node; ending the session here");
-                        stream.stop_session();
+                        stream.stop_session(crate::stream::StopCause::TakenOver);
                         break;
                     }
                     Ok(2) => {
@@ -345,7 +373,7 @@ impl Leases {
 
     /// The owner of `user`'s stream, for routing (cached for a second; the last known owner is
     /// used for a while when Redis cannot answer). None: no lease.
-    pub async fn owner(&self, user: &str) -> Result<Option<Lease>, redis::RedisError> {
+    pub async fn owner(&self, user: &str) -> Result<Owner, redis::RedisError> {
         if let Some((lease, at)) = self
             .cache
             .lock()
@@ -354,7 +382,10 @@ impl Leases {
             .cloned()
         {
             if at.elapsed() < LOOKUP_CACHE {
-                return Ok(lease);
+                return Ok(Owner {
+                    lease,
+                    stale: false,
+                });
             }
         }
         let mut redis = self.redis.clone();
@@ -370,10 +401,16 @@ impl Leases {
                     cache.retain(|_, (_, at)| at.elapsed() < STALE_ROUTE);
                 }
                 cache.insert(user.to_string(), (lease.clone(), Instant::now()));
-                Ok(lease)
+                Ok(Owner {
+                    lease,
+                    stale: false,
+                })
             }
             Err(e) => match cache.get(user) {
-                Some((lease, at)) if at.elapsed() < STALE_ROUTE => Ok(lease.clone()),
+                Some((lease, at)) if at.elapsed() < STALE_ROUTE => Ok(Owner {
+                    lease: lease.clone(),
+                    stale: true,
+                }),
                 _ => Err(e),
             },
         }

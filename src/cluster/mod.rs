@@ -1,6 +1,6 @@
 //! Several livegate nodes sharing one Redis (`[cluster]`, off unless `redis_url` is set): stream
-//! keys in Redis ([`keys::RedisKeys`], behind the same `KeyBackend` interface as the embedded
-//! file), stream ownership leases ([`leases`]: who holds which stream, takeover across nodes,
+//! keys and relay targets in Redis ([`keys::RedisKeys`], [`relays::RedisRelays`], behind the
+//! same interfaces as the embedded files), stream ownership leases ([`leases`]: who holds which stream, takeover across nodes,
 //! routing), and the event channel that carries key changes and takeovers to every node
 //! ([`events`]). Nothing here blocks start-up on Redis: the connection is lazy and reconnects
 //! by itself.
@@ -8,6 +8,7 @@
 pub mod events;
 pub mod keys;
 pub mod leases;
+pub mod relays;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,7 @@ pub fn connect(config: &ClusterConfig) -> Result<(redis::Client, ConnectionManag
 /// takeovers) the server acts on. Starts the snapshot reloads and the event listener.
 pub struct Node {
     pub keys: RedisKeys,
+    pub relays: relays::RedisRelays,
     pub leases: Leases,
     pub events: mpsc::Receiver<events::Event>,
 }
@@ -64,6 +66,7 @@ pub fn start(
         &config.key_prefix,
         Duration::from_secs(config.key_snapshot_max_age_secs),
     );
+    let relays = relays::RedisRelays::new(manager.clone(), &config.key_prefix);
     let leases = Leases::new(
         manager,
         &config.key_prefix,
@@ -97,6 +100,7 @@ pub fn start(
     });
     Ok(Node {
         keys,
+        relays,
         leases,
         events: rx,
     })

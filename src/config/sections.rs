@@ -538,7 +538,22 @@ pub struct HooksConfig {
     /// When the hook fails (timeout, connection error, any other status): allow the publish
     /// (true) or refuse it as unavailable (false).
     pub publish_auth_fail_open: bool,
+    /// Events for the site (`publish`, `unpublish`, `takeover`, `recording.finished`): each is
+    /// POSTed here as JSON, signed with `webhook_secret` (`Livegate-Signature`). Empty: off.
+    pub webhook_url: String,
+    /// The HMAC-SHA256 key of the signatures (at least 16 characters; required with a URL).
+    /// Never logged.
+    pub webhook_secret: String,
+    /// The event types to send; empty: all of them.
+    pub webhook_events: Vec<String>,
+    /// Milliseconds one delivery attempt may take.
+    pub webhook_timeout_ms: u64,
+    /// Attempts per event (backoff 1, 2, 4, … s between them) before it is dropped and logged.
+    pub webhook_attempts: u32,
 }
+
+/// The event types webhooks carry.
+pub const WEBHOOK_EVENTS: &[&str] = &["publish", "unpublish", "takeover", "recording.finished"];
 
 impl Default for HooksConfig {
     fn default() -> Self {
@@ -546,6 +561,11 @@ impl Default for HooksConfig {
             publish_auth_url: String::new(),
             publish_auth_timeout_ms: 1000,
             publish_auth_fail_open: false,
+            webhook_url: String::new(),
+            webhook_secret: String::new(),
+            webhook_events: Vec::new(),
+            webhook_timeout_ms: 5000,
+            webhook_attempts: 6,
         }
     }
 }

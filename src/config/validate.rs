@@ -32,6 +32,46 @@ impl Config {
                 ));
             }
         }
+        if !h.webhook_url.is_empty() {
+            if !(h.webhook_url.starts_with("http://") || h.webhook_url.starts_with("https://")) {
+                return Err(invalid(
+                    "hooks.webhook_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if h.webhook_secret.len() < 16 {
+                return Err(invalid(
+                    "hooks.webhook_secret",
+                    "must be set (16 characters or more) when hooks.webhook_url is: the site \
+                     checks each event's signature with it (e.g. `openssl rand -hex 32`)",
+                ));
+            }
+            if let Some(unknown) = h
+                .webhook_events
+                .iter()
+                .find(|e| !super::sections::WEBHOOK_EVENTS.contains(&e.as_str()))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "hooks.webhook_events",
+                    message: format!(
+                        "{unknown:?} is not an event; use any of {:?} (empty: all)",
+                        super::sections::WEBHOOK_EVENTS
+                    ),
+                });
+            }
+            if !(100..=60_000).contains(&h.webhook_timeout_ms) {
+                return Err(invalid(
+                    "hooks.webhook_timeout_ms",
+                    "must be between 100 and 60000",
+                ));
+            }
+            if !(1..=20).contains(&h.webhook_attempts) {
+                return Err(invalid(
+                    "hooks.webhook_attempts",
+                    "must be between 1 and 20",
+                ));
+            }
+        }
         let c = &self.cluster;
         if c.enabled() {
             if !(c.redis_url.starts_with("redis://")

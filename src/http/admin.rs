@@ -1,5 +1,5 @@
 //! The admin guard: the API's write side (and recordings) need the bearer admin token; off
-//! without one. Also the helper that runs a blocking store call off the async workers.
+//! without one.
 
 use axum::http::{header, HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
@@ -29,14 +29,4 @@ pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
             "missing or wrong bearer token".into(),
         ))
     }
-}
-
-/// Runs a store operation (file IO under a lock) off the async workers.
-pub async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(Into::into)
 }

@@ -79,7 +79,7 @@ pub(super) async fn rotate_key(
 ) -> Result<Json<NewKey>, ApiError> {
     authorize(&state, &headers)?;
     let key = state.keys.rotate(&user).await?;
-    let stopped = state.hub.stop(&user);
+    let stopped = state.hub.stop(&user, crate::stream::StopCause::Revoked);
     tracing::info!(%user, ended_live_session = stopped, "stream key rotated over the admin API");
     Ok(Json(new_key_view(&state, user, key)))
 }
@@ -91,7 +91,7 @@ pub(super) async fn revoke_key(
 ) -> Result<StatusCode, ApiError> {
     authorize(&state, &headers)?;
     state.keys.revoke(&user).await?;
-    let stopped = state.hub.stop(&user);
+    let stopped = state.hub.stop(&user, crate::stream::StopCause::Revoked);
     tracing::info!(%user, ended_live_session = stopped, "stream key revoked over the admin API");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,6 +12,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::metrics::ReasonLabel;
+use crate::util::log_throttle::LogThrottle;
 
 /// Set on requests one node proxies to another.
 pub const HOP: &str = "x-livegate-hop";
@@ -41,16 +43,40 @@ pub(super) async fn proxy_if_remote(
     if headers.contains_key(HOP) {
         return None;
     }
+    let fallback = |reason: &'static str| {
+        state
+            .metrics
+            .cluster_route_fallback
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    };
     let lease = match leases.owner(user).await {
-        Ok(Some(lease)) => lease,
-        Ok(None) => return None,
+        Ok(owner) => {
+            if owner.stale {
+                fallback("stale_owner");
+                static STALE_LOG: LogThrottle = LogThrottle::new(Duration::from_secs(10));
+                if let Some(suppressed) = STALE_LOG.check(user) {
+                    tracing::warn!(%user, suppressed, "Redis does not answer: routing to the stream's last known node");
+                }
+            }
+            match owner.lease {
+                Some(lease) => lease,
+                None => return None,
+            }
+        }
         Err(e) => {
             // No lease readable and no recent one known: a stream this node has is served;
             // another is unknowable now, which is not a 404.
             if state.hls.get(user).is_some() {
                 return None;
             }
-            tracing::debug!(%user, error = %e, "owner lookup failed");
+            fallback("unavailable");
+            static LOG: LogThrottle = LogThrottle::new(Duration::from_secs(10));
+            if let Some(suppressed) = LOG.check(user) {
+                tracing::warn!(%user, error = %e, suppressed, "cannot route: Redis does not answer and no recent owner is known; answering 503");
+            }
             let mut r = (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the cluster registry (Redis) is unavailable; try again shortly\n",

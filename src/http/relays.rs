@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::admin::{authorize, blocking};
+use super::admin::authorize;
 use super::{ApiError, AppState};
 use crate::auth::AuthError;
 use crate::relay::{Platform, RelayStoreError, RelayTarget, TargetError};
@@ -35,6 +35,7 @@ impl From<RelayStoreError> for ApiError {
                 tracing::error!(error = %e, "relay store failure");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            RelayStoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, e.to_string())
     }
@@ -75,8 +76,7 @@ pub(super) async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let store = state.relays.targets().clone();
-    let relays = blocking(move || store.list(query.user.as_deref())).await?;
+    let relays = state.relays.targets().list(query.user.as_deref()).await?;
     let views: Vec<RelayView> = relays.into_iter().map(RelayView::from).collect();
     Ok(Json(serde_json::json!({ "relays": views })).into_response())
 }
@@ -131,8 +131,7 @@ pub(super) async fn add(
     if !state.keys.has_key(&target.user).await? {
         return Err(AuthError::NotFound(target.user).into());
     }
-    let store = state.relays.targets().clone();
-    let target = blocking(move || store.add(target)).await?;
+    let target = state.relays.targets().add(target).await?;
     tracing::info!(user = %target.user, relay = %target.id, platform = target.platform.as_str(),
         "relay target added over the admin API");
     Ok((StatusCode::CREATED, Json(RelayView::from(target))).into_response())
@@ -144,9 +143,7 @@ pub(super) async fn remove(
     Path((user, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let store = state.relays.targets().clone();
-    let (u, i) = (user.clone(), id.clone());
-    let removed = blocking(move || store.remove(&u, &i)).await?;
+    let removed = state.relays.targets().remove(&user, &id).await?;
     let stopped = state.relays.stop(&user, &id);
     tracing::info!(%user, relay = %id, stopped_live = stopped, "relay target removed over the admin API");
     Ok(Json(serde_json::json!({

@@ -8,7 +8,7 @@
 //! plan and the task that runs it). Storage trouble therefore never reaches ingest or live HLS,
 //! and a crash loses at most the segment being built: the next start finds the spool, uploads
 //! what is left and finalizes the recording as `interrupted`. Finished recordings are listed,
-//! deleted and expired by [`catalog`], and announced by [`webhook`].
+//! deleted and expired by [`catalog`], and announced to a [`FinishedListener`].
 //!
 //! This file wires those parts together; [`Recorder`] is the one entry point.
 
@@ -21,7 +21,6 @@ pub mod storage;
 mod tap;
 mod uploader;
 pub mod vod;
-mod webhook;
 
 /// Repeated recording errors are logged at most this often (with the count left out).
 const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -45,7 +44,6 @@ use spool::Spool;
 pub use storage::{Storage, StorageError};
 pub use tap::RecordTap;
 use uploader::{UploadPlan, Uploader};
-use webhook::Webhook;
 
 /// For the fuzz targets (`fuzz/`) only: what start-up does with a spooled session's folder.
 #[doc(hidden)]
@@ -72,6 +70,9 @@ pub enum RecordError {
     },
 }
 
+/// Told of every recording finalized (stored with its manifest), e.g. to announce it.
+pub type FinishedListener = Box<dyn Fn(&Manifest) + Send + Sync>;
+
 /// Records every eligible publish session. One per server.
 pub struct Recorder {
     config: RecordConfig,
@@ -82,7 +83,7 @@ pub struct Recorder {
     metrics: Arc<Metrics>,
     /// Recordings whose writer or uploader still runs, by id.
     active: Mutex<HashMap<String, Arc<SessionShared>>>,
-    webhook: Option<Webhook>,
+    on_finished: Option<FinishedListener>,
     shutdown: CancellationToken,
     /// Notified whenever a recording is finalized (see [`Recorder::drain`]).
     finalized: Notify,
@@ -141,10 +142,13 @@ impl Recorder {
     /// Opens storage, checks it (a failure is logged, not fatal: live HLS must keep working and
     /// the spool holds segments until storage works), resumes what a previous run left in the
     /// spool, and starts the retention sweeper.
+    /// Starts recording (and resumes what a previous run left in the spool, which
+    /// `on_finished` hears of too).
     pub async fn start(
         config: &Config,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
+        on_finished: Option<FinishedListener>,
     ) -> Result<Arc<Recorder>, RecordError> {
         let spool_root = config.spool_path();
         std::fs::create_dir_all(&spool_root).map_err(|source| RecordError::Spool {
@@ -167,7 +171,7 @@ impl Recorder {
             spool,
             metrics,
             active: Mutex::new(HashMap::new()),
-            webhook: Webhook::new(&config.record.webhook_url),
+            on_finished,
             shutdown,
             finalized: Notify::new(),
         });
@@ -411,12 +415,8 @@ impl Recorder {
             missing = manifest.missing_segments,
             "recording stored"
         );
-        if let Some(webhook) = self.webhook.clone() {
-            let shutdown = self.shutdown.clone();
-            tokio::spawn(
-                async move { webhook.deliver(&manifest, &shutdown).await }
-                    .instrument(shared.span.clone()),
-            );
+        if let Some(listener) = &self.on_finished {
+            listener(&manifest);
         }
     }
 }
@@ -454,9 +454,14 @@ mod tests {
         let dir = config.spool_path().join("carol").join(&manifest.session);
         spool::tests::spool_files(&dir, manifest.clone(), false);
 
-        let recorder = Recorder::start(&config, Arc::new(Metrics::new()), CancellationToken::new())
-            .await
-            .expect("start");
+        let recorder = Recorder::start(
+            &config,
+            Arc::new(Metrics::new()),
+            CancellationToken::new(),
+            None,
+        )
+        .await
+        .expect("start");
         assert!(recorder.is_active(&manifest.id));
         wait_finalized(&recorder, &manifest.id).await;
         let stored = recorder
@@ -538,7 +543,7 @@ mod tests {
         drop(tap);
 
         // The server dies before uploading: the next start finalizes from the spool.
-        let recorder = Recorder::start(&config, metrics, CancellationToken::new())
+        let recorder = Recorder::start(&config, metrics, CancellationToken::new(), None)
             .await
             .expect("start");
         wait_finalized(&recorder, &manifest.id).await;
@@ -561,9 +566,14 @@ mod tests {
         let manifest = Manifest::new("carol", "20260101T000000Z-00000b", Utc::now());
         let dir = config.spool_path().join("carol").join(&manifest.session);
         spool::tests::spool_files(&dir, manifest.clone(), true);
-        let recorder = Recorder::start(&config, Arc::new(Metrics::new()), CancellationToken::new())
-            .await
-            .expect("start");
+        let recorder = Recorder::start(
+            &config,
+            Arc::new(Metrics::new()),
+            CancellationToken::new(),
+            None,
+        )
+        .await
+        .expect("start");
         // A live recording whose stream never ends: its writer holds it open.
         let live = Manifest::new("dave", "20260101T000000Z-00000c", Utc::now());
         let live_dir = recorder.spool.session_dir("dave", &live.session);

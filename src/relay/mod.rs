@@ -12,6 +12,7 @@ pub mod client;
 mod feed;
 pub mod store;
 pub mod target;
+pub mod targets;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,7 @@ use client::{ClientError, RtmpPush};
 pub use feed::Feeder;
 pub use store::{RelayStore, RelayStoreError, MAX_RELAYS_PER_USER};
 pub use target::{Platform, RelayTarget, RtmpUrl, TargetError};
+pub use targets::{RelayTargets, Targets};
 
 /// A connection that stayed up this long resets the backoff to its minimum.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
@@ -130,7 +132,7 @@ impl RelayState {
 /// Starts and supervises every stream's relays.
 pub struct RelayManager {
     config: RelayConfig,
-    targets: RelayStore,
+    targets: Targets,
     tls: Arc<rustls::ClientConfig>,
     metrics: Arc<Metrics>,
     /// Running relays by (user, relay id), to stop one removed while live.
@@ -146,11 +148,10 @@ struct RunningRelay {
 }
 
 impl RelayManager {
-    /// A manager of the targets in `targets`. Imports old targets from the key store now (see
-    /// [`store`]), so that happens before anything else writes the keys file.
+    /// A manager of the targets in `targets`.
     pub fn new(
         config: &Config,
-        targets: RelayStore,
+        targets: Targets,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<RelayManager>, RelayError> {
         let tls =
@@ -160,10 +161,6 @@ impl RelayManager {
                     message: e.to_string(),
                 }
             })?;
-        if let Err(e) = targets.migrate() {
-            // Not fatal: every use of the store retries, and says so, until it can.
-            tracing::error!(error = %e, "relay targets: import from the key store failed");
-        }
         Ok(Arc::new(RelayManager {
             config: config.relay.clone(),
             targets,
@@ -175,7 +172,7 @@ impl RelayManager {
     }
 
     /// The stored relay targets (for the admin API).
-    pub fn targets(&self) -> &RelayStore {
+    pub fn targets(&self) -> &Targets {
         &self.targets
     }
 
@@ -219,15 +216,12 @@ impl RelayManager {
     }
 
     async fn targets_for(&self, stream: &LiveStream) -> Vec<RelayTarget> {
-        let store = self.targets.clone();
-        let user = stream.name.clone();
-        let mut targets = match tokio::task::spawn_blocking(move || store.for_user(&user)).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => {
+        let mut targets = match self.targets.list(Some(&stream.name)).await {
+            Ok(t) => t,
+            Err(e) => {
                 tracing::error!(error = %e, "cannot read the relay targets; not relaying");
                 Vec::new()
             }
-            Err(_) => Vec::new(),
         };
         let query = stream.publish_query.as_str();
         if !query.is_empty() {

@@ -37,6 +37,8 @@ pub enum RelayStoreError {
     Corrupt { path: PathBuf, message: String },
     #[error("cannot import the relay targets of {path}: {message}")]
     Import { path: PathBuf, message: String },
+    #[error("relay targets unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<JsonFileError> for RelayStoreError {

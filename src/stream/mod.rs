@@ -152,6 +152,43 @@ pub enum RenditionPlan {
     Ended,
 }
 
+/// Why the server told a session to end (the publisher's own stop has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// Its stream key was revoked or rotated.
+    Revoked,
+    /// A publish of the same stream on another node took it over.
+    TakenOver,
+    /// The server is shutting down.
+    Shutdown,
+    /// A consumer could not serve it, or it broke a limit ([`LiveStream::abort`]).
+    Aborted,
+}
+
+/// How a publish session ended, as reported to operators (webhooks, logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The publisher stopped or disconnected.
+    Publisher,
+    /// A newer publish of the same stream (here or on another node) took over.
+    Takeover,
+    Revoked,
+    Shutdown,
+    Error,
+}
+
+impl SessionEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionEnd::Publisher => "publisher",
+            SessionEnd::Takeover => "takeover",
+            SessionEnd::Revoked => "revoked",
+            SessionEnd::Shutdown => "shutdown",
+            SessionEnd::Error => "error",
+        }
+    }
+}
+
 pub struct LiveStream {
     /// The user's name (or `user/rendition` for a rendition).
     pub name: String,
@@ -160,8 +197,13 @@ pub struct LiveStream {
     pub publish_query: String,
     pub session_id: u64,
     pub started_at: DateTime<Utc>,
+    /// The session of this node this one took over (it was live when this one started).
+    pub replaced_session: Option<u64>,
     /// Cancelled when this session must end: taken over by a new one, or stopped by an operator.
     stop: CancellationToken,
+    stop_cause: Mutex<Option<StopCause>>,
+    /// Set once when the session ends, for whoever waits on it ([`LiveStream::ended`]).
+    end_signal: tokio::sync::watch::Sender<Option<EndReason>>,
     fanout: Mutex<Fanout>,
     stats: Mutex<IngestStats>,
     lag_drops: AtomicU64,
@@ -205,8 +247,16 @@ impl Hub {
     /// Like [`Hub::publish`], keeping the publish URL's query for the relays.
     pub fn publish_with_query(self: &Arc<Self>, name: &str, query: &str) -> Publisher {
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
-        let stream = Arc::new(LiveStream::new(name, query, session_id, self.limits));
-        let previous = lock(&self.streams).insert(name.to_string(), stream.clone());
+        let mut streams = lock(&self.streams);
+        let replaced = streams
+            .get(name)
+            .filter(|s| !s.is_ended())
+            .map(|s| s.session_id);
+        let mut stream = LiveStream::new(name, query, session_id, self.limits);
+        stream.replaced_session = replaced;
+        let stream = Arc::new(stream);
+        let previous = streams.insert(name.to_string(), stream.clone());
+        drop(streams);
         if let Some(old) = previous {
             tracing::info!(
                 stream = name,
@@ -237,10 +287,10 @@ impl Hub {
     }
 
     /// Ends the live session under `name` (e.g. its key was revoked). Returns whether one existed.
-    pub fn stop(&self, name: &str) -> bool {
+    pub fn stop(&self, name: &str, cause: StopCause) -> bool {
         match lock(&self.streams).get(name) {
             Some(s) => {
-                s.stop.cancel();
+                s.stop_session(cause);
                 true
             }
             None => false,
@@ -254,7 +304,7 @@ impl Hub {
         self.closed.store(true, Ordering::SeqCst);
         let streams = lock(&self.streams);
         for stream in streams.values() {
-            stream.stop.cancel();
+            stream.stop_session(StopCause::Shutdown);
         }
         streams.len()
     }
@@ -293,7 +343,10 @@ impl LiveStream {
             publish_query: query.to_string(),
             session_id,
             started_at: Utc::now(),
+            replaced_session: None,
             stop: CancellationToken::new(),
+            stop_cause: Mutex::new(None),
+            end_signal: tokio::sync::watch::Sender::new(None),
             fanout: Mutex::new(Fanout {
                 sender: Some(sender),
                 video: None,
@@ -328,6 +381,7 @@ impl LiveStream {
         tracing::error!(stream = %self.name, session = self.session_id, reason, "ending the publish session");
         self.set_status("error", serde_json::Value::String(reason.to_string()));
         *lock(&self.abort_reason) = Some(reason.to_string());
+        lock(&self.stop_cause).get_or_insert(StopCause::Aborted);
         self.stop.cancel();
     }
 
@@ -391,9 +445,35 @@ impl LiveStream {
         self.stop.cancelled()
     }
 
-    /// Tells this session's publisher to end (its lease went to another node).
-    pub fn stop_session(&self) {
+    /// Tells this session's publisher to end; the first cause given is the one reported.
+    pub fn stop_session(&self, cause: StopCause) {
+        lock(&self.stop_cause).get_or_insert(cause);
         self.stop.cancel();
+    }
+
+    /// Waits until this session has ended (at once if it has).
+    pub async fn ended(&self) -> EndReason {
+        let mut ended = self.end_signal.subscribe();
+        let reason = match ended.wait_for(Option::is_some).await {
+            Ok(reason) => *reason,
+            // The sender lives as long as `self`: unreachable, but not worth a panic.
+            Err(_) => None,
+        };
+        reason.unwrap_or(EndReason::Stopped)
+    }
+
+    /// How this session ended (or would, if it ended now).
+    pub fn end_cause(&self) -> SessionEnd {
+        if lock(&self.fanout).ended == Some(EndReason::Replaced) {
+            return SessionEnd::Takeover;
+        }
+        match *lock(&self.stop_cause) {
+            None => SessionEnd::Publisher,
+            Some(StopCause::Revoked) => SessionEnd::Revoked,
+            Some(StopCause::TakenOver) => SessionEnd::Takeover,
+            Some(StopCause::Shutdown) => SessionEnd::Shutdown,
+            Some(StopCause::Aborted) => SessionEnd::Error,
+        }
     }
 
     /// Whether this session was told to end (takeover, operator stop, shutdown, abort).
@@ -551,6 +631,8 @@ impl LiveStream {
             let _ = sender.send(MediaEvent::End(reason));
         }
         fanout.gop.clear();
+        drop(fanout);
+        self.end_signal.send_replace(Some(reason));
     }
 
     /// Counts one message from the publisher; false once the session went over its message

@@ -257,3 +257,36 @@ fn the_ring_holds_at_most_its_byte_budget_and_drops_whole_gops() {
     let f = lock(&stream.fanout);
     assert!(f.ring_dropping || f.ring_bytes <= 1 << 20);
 }
+
+#[tokio::test]
+async fn how_each_session_ended_is_known_to_whoever_waits() {
+    let hub = Hub::new();
+    let first = hub.publish("alice");
+    let stream = first.stream().clone();
+    assert_eq!(stream.replaced_session, None);
+    let waiter = tokio::spawn({
+        let stream = stream.clone();
+        async move { stream.ended().await }
+    });
+    // A newer publish takes over: the old session ends as replaced, the new one knows whom.
+    let second = hub.publish("alice");
+    assert_eq!(second.stream().replaced_session, Some(stream.session_id));
+    assert_eq!(waiter.await.unwrap(), EndReason::Replaced);
+    assert_eq!(stream.end_cause(), SessionEnd::Takeover);
+    drop(first);
+
+    let revoked = second.stream().clone();
+    assert!(hub.stop("alice", StopCause::Revoked));
+    // A later cause does not overwrite the first.
+    revoked.stop_session(StopCause::Shutdown);
+    drop(second);
+    assert_eq!(revoked.ended().await, EndReason::Stopped);
+    assert_eq!(revoked.end_cause(), SessionEnd::Revoked);
+
+    // An ended session is not "replaced" by the next one.
+    let third = hub.publish("alice");
+    assert_eq!(third.stream().replaced_session, None);
+    assert_eq!(third.stream().end_cause(), SessionEnd::Publisher);
+    third.stream().abort("too many messages");
+    assert_eq!(third.stream().end_cause(), SessionEnd::Error);
+}
