@@ -119,9 +119,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         } else {
             config.cluster.advertise_http.clone()
         };
-        let node =
-            crate::cluster::start(&config.cluster, &id, &http, metrics.clone(), stop.clone())
-                .map_err(|e| ServerError::Cluster(e.to_string()))?;
+        let node = crate::cluster::start(
+            &config.cluster,
+            config.data_dir.join("cluster-keys-snapshot.json"),
+            &id,
+            &http,
+            metrics.clone(),
+            stop.clone(),
+        )
+        .map_err(|e| ServerError::Cluster(e.to_string()))?;
         tracing::info!(node = %id, http = %http, "cluster on: stream keys and stream leases in Redis");
         Some(node)
     } else {

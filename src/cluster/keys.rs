@@ -8,11 +8,17 @@
 //!
 //! Redis being down is not an outage: checks fall back to an in-memory snapshot of `keyhash` and
 //! `revoked`, reloaded every `key_refresh_secs` and on every change event, as long as it is at
-//! most `key_snapshot_max_age_secs` old.
+//! most `key_snapshot_max_age_secs` old. The snapshot is also kept on disk (hashes only, mode
+//! 0600), so a node restarted while Redis is down still checks keys against it, within the
+//! same age limit.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -21,7 +27,11 @@ use subtle::ConstantTimeEq;
 use super::events::EVENTS;
 use crate::auth::{hash_key, AuthError, KeyBackend, KeyCheck, KeyEntry, KeyFuture, RevokedEntry};
 use crate::util::log_throttle::RateLimit;
-use crate::util::valid_user_name;
+use crate::util::{valid_user_name, JsonFile};
+
+/// The snapshot on disk is rewritten when it changes, and at least this often (its age is
+/// judged by when it was written).
+const SNAPSHOT_REWRITE: Duration = Duration::from_secs(60);
 
 /// Revoked hashes remembered to name the user in refusals (as the embedded store).
 const MAX_REVOKED: i64 = 1000;
@@ -76,6 +86,14 @@ struct Snapshot {
     loaded: Option<Instant>,
 }
 
+/// The snapshot as kept on disk.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    saved_at: DateTime<Utc>,
+    valid: HashMap<String, String>,
+    revoked: HashMap<String, String>,
+}
+
 /// The Redis key store. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisKeys {
@@ -84,6 +102,8 @@ pub struct RedisKeys {
     snapshot: Arc<RwLock<Snapshot>>,
     max_age: Duration,
     warn: Arc<std::sync::Mutex<RateLimit>>,
+    /// Where the snapshot is kept on disk, and when it was last written there.
+    file: Option<(JsonFile, Arc<Mutex<Option<Instant>>>)>,
 }
 
 fn unavailable(e: redis::RedisError) -> AuthError {
@@ -100,6 +120,70 @@ impl RedisKeys {
             warn: Arc::new(std::sync::Mutex::new(RateLimit::new(Duration::from_secs(
                 10,
             )))),
+            file: None,
+        }
+    }
+
+    /// Keeps the snapshot in `path` too, and starts from the one there if it is recent enough.
+    pub fn with_snapshot_file(mut self, path: PathBuf) -> Self {
+        let file = JsonFile::new(path);
+        match file.read::<SnapshotFile>() {
+            Ok(Some(saved)) => {
+                let age = (Utc::now() - saved.saved_at).to_std().unwrap_or_default();
+                if age <= self.max_age {
+                    let loaded = Instant::now().checked_sub(age);
+                    tracing::info!(
+                        keys = saved.valid.len(),
+                        age_secs = age.as_secs(),
+                        "stream key snapshot loaded from disk (used while Redis does not answer)"
+                    );
+                    *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Snapshot {
+                        valid: saved.valid,
+                        revoked: saved.revoked,
+                        loaded,
+                    };
+                } else {
+                    tracing::info!(
+                        age_secs = age.as_secs(),
+                        "stream key snapshot on disk is too old to use"
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the stream key snapshot on disk"),
+        }
+        self.file = Some((file, Arc::new(Mutex::new(None))));
+        self
+    }
+
+    /// Writes the snapshot to disk when it changed or the copy there is getting old.
+    async fn save_snapshot(&self, changed: bool) {
+        let Some((file, written)) = &self.file else {
+            return;
+        };
+        {
+            let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
+            if !changed && written.is_some_and(|t| t.elapsed() < SNAPSHOT_REWRITE) {
+                return;
+            }
+            *written = Some(Instant::now());
+        }
+        let saved = {
+            let s = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+            SnapshotFile {
+                saved_at: Utc::now(),
+                valid: s.valid.clone(),
+                revoked: s.revoked.clone(),
+            }
+        };
+        let file = file.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let lock = file.lock()?;
+            file.write(&lock, &saved)
+        })
+        .await;
+        if let Ok(Err(e)) = stored {
+            tracing::warn!(error = %e, "cannot keep the stream key snapshot on disk");
         }
     }
 
@@ -120,12 +204,17 @@ impl RedisKeys {
             .query_async(&mut redis)
             .await
             .map_err(unavailable)?;
-        let mut s = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
-        *s = Snapshot {
-            valid,
-            revoked,
-            loaded: Some(Instant::now()),
+        let changed = {
+            let mut s = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+            let changed = s.valid != valid || s.revoked != revoked;
+            *s = Snapshot {
+                valid,
+                revoked,
+                loaded: Some(Instant::now()),
+            };
+            changed
         };
+        self.save_snapshot(changed).await;
         Ok(())
     }
 

@@ -53,8 +53,11 @@ pub struct Node {
     pub events: mpsc::Receiver<events::Event>,
 }
 
+/// Starts this node's part of the cluster. `key_snapshot` is where the key snapshot is kept on
+/// disk (a node restarted while Redis is down checks keys against it).
 pub fn start(
     config: &ClusterConfig,
+    key_snapshot: std::path::PathBuf,
     node_id: &str,
     advertise_http: &str,
     metrics: Arc<Metrics>,
@@ -65,7 +68,8 @@ pub fn start(
         manager.clone(),
         &config.key_prefix,
         Duration::from_secs(config.key_snapshot_max_age_secs),
-    );
+    )
+    .with_snapshot_file(key_snapshot);
     let relays = relays::RedisRelays::new(manager.clone(), &config.key_prefix);
     let leases = Leases::new(
         manager,

@@ -88,15 +88,21 @@ impl Drop for Redis {
 }
 
 pub(crate) fn node(redis: &Redis, id: &str) -> Server {
+    node_with(redis, id, &[])
+}
+
+fn node_with(redis: &Redis, id: &str, extra: &[(&str, &str)]) -> Server {
     let url = redis.url();
-    Server::start_with(&[
+    let mut env = vec![
         ("LIVEGATE_CLUSTER_REDIS_URL", url.as_str()),
         ("LIVEGATE_CLUSTER_NODE_ID", id),
         ("LIVEGATE_CLUSTER_KEY_REFRESH_SECS", "1"),
         ("LIVEGATE_TRANSCODE_ENABLED", "false"),
         ("LIVEGATE_HTTP_ADMIN_TOKEN", ADMIN),
         ("LIVEGATE_WHIP_ENABLED", "false"),
-    ])
+    ];
+    env.extend_from_slice(extra);
+    Server::start_with(&env)
 }
 
 pub(crate) fn publish(server: &Server, key: &str, seconds: f64) -> Child {
@@ -180,113 +186,196 @@ fn keys_made_on_one_node_publish_on_another_and_revocation_reaches_the_live_node
     assert!(ok, "the rotated key publishes on A: {err}");
 }
 
-#[test]
-fn redis_down_is_not_an_outage_for_key_checks() {
-    let mut redis = Redis::start();
-    let a = node(&redis, "node-a");
-    let key = a.add_key("bob");
-    // The snapshot reloads every second.
-    std::thread::sleep(Duration::from_millis(1500));
-    redis.stop();
-
-    // A publish during the outage passes the key check against the snapshot; a wrong key is
-    // still refused.
-    let mut ffmpeg = publish(&a, &key, 60.0);
-    a.wait_master("bob", Duration::from_secs(20));
-    assert!(refused(&a, "lg_0000000000000000000000000000000000000000"));
-    assert!(a.logs().contains("checked against the in-memory snapshot"));
-    let (_, metrics) = a.get("/metrics");
-    assert!(metrics.contains("livegate_cluster_redis_up 0"), "{metrics}");
-
-    // A node started while Redis is down serves (health, its own streams) and has no snapshot
-    // yet: it refuses as unavailable rather than guessing.
-    let b = node(&redis, "node-b");
-    assert_eq!(b.get("/healthz").0, 200);
-    assert!(refused(&b, &key));
-    // Nor can it know where bob's stream is: 503, not 404. A still serves it.
-    assert_eq!(b.get("/live/bob/index.m3u8").0, 503);
-    assert_eq!(a.get("/live/bob/index.m3u8").0, 200);
-
-    // Redis back: B loads the keys and the same key publishes there; A's stream never stopped.
-    redis.spawn();
-    // A fresh Redis is empty (no persistence here): the key is added again, as an operator
-    // restoring Redis would; B picks it up from the event channel or its next reload.
-    let key = {
-        let out = a.cli(&["keys", "add", "carol"]);
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    };
-    b.wait_until(Duration::from_secs(10), "node B reconnected", || {
-        b.get("/metrics").1.contains("livegate_cluster_redis_up 1")
-    });
-    // A re-establishes the lease of the stream it kept publishing (the new Redis was empty).
-    let back = Instant::now();
-    a.wait_until(Duration::from_secs(10), "A's lease re-established", || {
-        redis
-            .cli(&["GET", "livegate:stream:bob"])
-            .contains("node-a")
-    });
-    eprintln!(
-        "Redis back → A's lease re-established after {:?}",
-        back.elapsed()
-    );
-    assert_eq!(b.get("/live/bob/index.m3u8").0, 200, "B routes to A again");
-    let (ok, err) = wait_child(publish(&b, &key, 3.0), Duration::from_secs(30));
-    assert!(ok, "publishes on B once Redis is back: {err}");
-    assert!(
-        !a.get("/live/bob/source/index.m3u8")
-            .1
-            .contains("#EXT-X-ENDLIST"),
-        "the stream on A went on through the outage"
-    );
-    let _ = ffmpeg.kill();
-    let _ = ffmpeg.wait();
+/// The `#EXT-X-MEDIA-SEQUENCE` of a media playlist (0 when absent).
+fn media_sequence(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
-fn keys_import_moves_an_embedded_key_file_into_redis() {
+fn a_twenty_second_redis_outage_is_not_an_outage() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "node-a");
+    let b = node(&redis, "node-b");
+    let mut c = node(&redis, "node-c");
+    let bob = a.add_key("bob");
+    let dave = a.add_key("dave");
+    let carol = a.add_key("carol");
+    // Every node's snapshot reloads every second (and C keeps its copy on disk).
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut on_a = publish(&a, &bob, 90.0);
+    a.wait_master("bob", Duration::from_secs(20));
+    assert_eq!(b.get("/live/bob/index.m3u8").0, 200, "B routes to A");
+    // The number after the playlist's last segment.
+    let segments_made = |text: &str| media_sequence(text) + text.matches("#EXTINF").count() as u64;
+    let made_before = segments_made(&a.get("/live/bob/source/index.m3u8").1);
+
+    redis.stop();
+    let outage = Instant::now();
+
+    // A publish on B passes the key check against B's snapshot; a wrong key is still refused.
+    let mut on_b = publish(&b, &dave, 90.0);
+    b.wait_master("dave", Duration::from_secs(20));
+    assert!(b.logs().contains("checked against the in-memory snapshot"));
+    assert!(refused(&a, "lg_0000000000000000000000000000000000000000"));
+    // B keeps routing viewers to A with the owner it last knew.
+    assert_eq!(b.get("/live/bob/index.m3u8").0, 200, "B still routes to A");
+    assert!(b
+        .get("/metrics")
+        .1
+        .contains(r#"livegate_cluster_route_fallback_total{reason="stale_owner"}"#));
+    assert!(a.get("/metrics").1.contains("livegate_cluster_redis_up 0"));
+
+    // C restarts during the outage: it checks keys against the snapshot it kept on disk and
+    // serves its own streams.
+    c.kill9();
+    c.spawn();
+    let mut on_c = publish(&c, &carol, 90.0);
+    c.wait_master("carol", Duration::from_secs(20));
+    assert!(c.logs().contains("stream key snapshot loaded from disk"));
+
+    // A node that never saw Redis has no snapshot: it refuses as unavailable rather than guess,
+    // and cannot know where a stream is (503, not 404).
+    let d = node(&redis, "node-d");
+    assert_eq!(d.get("/healthz").0, 200);
+    assert!(refused(&d, &bob));
+    assert_eq!(d.get("/live/bob/index.m3u8").0, 503);
+
+    // 20 s of outage: A's publisher is never interrupted and its HLS keeps advancing.
+    while outage.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            on_a.try_wait().expect("ffmpeg").is_none(),
+            "A's publisher was interrupted"
+        );
+    }
+    let during = a.get("/live/bob/source/index.m3u8").1;
+    assert!(!during.contains("#EXT-X-ENDLIST"), "{during}");
+    let made_after = segments_made(&during);
+    assert!(
+        made_after >= made_before + 8,
+        "HLS advanced: {made_before} → {made_after} segments"
+    );
+    assert!(
+        on_b.try_wait().expect("ffmpeg").is_none() && on_c.try_wait().expect("ffmpeg").is_none()
+    );
+
+    // Redis back (empty: no persistence here): every node re-registers the streams it holds,
+    // C's included, and routing works again in both directions.
+    redis.spawn();
+    let back = Instant::now();
+    for (user, owner) in [("bob", "node-a"), ("dave", "node-b"), ("carol", "node-c")] {
+        a.wait_until(Duration::from_secs(10), "the leases re-established", || {
+            redis
+                .cli(&["GET", &format!("livegate:stream:{user}")])
+                .contains(owner)
+        });
+    }
+    eprintln!(
+        "20 s Redis outage: every lease re-established {:?} after Redis came back",
+        back.elapsed()
+    );
+    a.wait_until(Duration::from_secs(10), "A routes to C", || {
+        let (status, headers, _) = get_with_headers(&a, "/live/carol/index.m3u8");
+        status == 200 && header(&headers, "x-livegate-node") == Some("node-c")
+    });
+    d.wait_until(Duration::from_secs(10), "D routes to B", || {
+        let (status, headers, _) = get_with_headers(&d, "/live/dave/index.m3u8");
+        status == 200 && header(&headers, "x-livegate-node") == Some("node-b")
+    });
+    d.wait_until(Duration::from_secs(10), "D reconnected", || {
+        d.get("/metrics").1.contains("livegate_cluster_redis_up 1")
+    });
+    for child in [&mut on_a, &mut on_b, &mut on_c] {
+        assert!(
+            child.try_wait().expect("ffmpeg").is_none(),
+            "a publisher was interrupted"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[test]
+fn keys_import_moves_an_embedded_store_into_redis_and_relay_targets_live_there() {
     let redis = Redis::start();
-    // A single node with its key file first.
+    // A single node with its key and relay files first.
     let single = Server::start_with(&[("LIVEGATE_TRANSCODE_ENABLED", "false")]);
     let key = single.add_key("dave");
     single.add_key("erin");
     assert!(single.cli(&["keys", "rotate", "erin"]).status.success());
-    // The same data_dir's file, imported into the cluster's Redis by the CLI.
+    let added = single.cli(&[
+        "relays",
+        "add",
+        "dave",
+        "custom",
+        "rtmp://127.0.0.1:9/app/sink-secret-1",
+    ]);
+    assert!(added.status.success(), "{added:?}");
+    // The same data_dir's files, imported into the cluster's Redis by the CLI.
     let url = redis.url();
-    let out = Command::new(crate::common::BIN)
-        .args(["keys", "import", "--config"])
-        .arg(&single.config_path)
-        .env("LIVEGATE_CLUSTER_REDIS_URL", &url)
-        .output()
-        .expect("livegate keys import");
+    let import = || {
+        Command::new(crate::common::BIN)
+            .args(["keys", "import", "--config"])
+            .arg(&single.config_path)
+            .env("LIVEGATE_CLUSTER_REDIS_URL", &url)
+            .output()
+            .expect("livegate keys import")
+    };
+    let out = import();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.contains("Imported 2 user(s)"), "{stdout}");
+    assert!(stdout.contains("Imported 1 relay target(s)"), "{stdout}");
     // A second import leaves them alone.
-    let again = Command::new(crate::common::BIN)
-        .args(["keys", "import", "--config"])
-        .arg(&single.config_path)
-        .env("LIVEGATE_CLUSTER_REDIS_URL", &url)
-        .output()
-        .expect("livegate keys import");
-    assert!(String::from_utf8_lossy(&again.stdout).contains("Imported 0 user(s)"));
+    let again = String::from_utf8_lossy(&import().stdout).into_owned();
+    assert!(
+        again.contains("Imported 0 user(s)") && again.contains("Imported 0 relay target(s)"),
+        "{again}"
+    );
+    assert!(redis
+        .cli(&["HVALS", "livegate:relays:dave"])
+        .contains("sink-secret-1"));
 
     let a = node(&redis, "node-a");
-    let (ok, err) = wait_child(publish(&a, &key, 3.0), Duration::from_secs(30));
-    assert!(
-        ok,
-        "dave's key from the file publishes on a cluster node: {err}"
-    );
+    let b = node(&redis, "node-b");
     let listed = String::from_utf8_lossy(&a.cli(&["keys", "list"]).stdout).into_owned();
     assert!(
         listed.contains("dave") && listed.contains("erin"),
         "{listed}"
     );
+
+    // Relay targets are shared: one added over A's admin API is listed by B's CLI, and the
+    // limits hold across nodes.
+    let body =
+        r#"{"user": "dave", "platform": "custom", "url": "rtmp://127.0.0.1:9/app/sink-secret-2"}"#;
+    let (status, _) = a.request("POST", "/api/v1/relays", Some(ADMIN), Some(body));
+    assert_eq!(status, 201);
+    let (status, _) = b.request("POST", "/api/v1/relays", Some(ADMIN), Some(body));
+    assert_eq!(status, 409, "the same URL again, on the other node");
+    let listed = String::from_utf8_lossy(&b.cli(&["relays", "list", "dave"]).stdout).into_owned();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(!listed.contains("sink-secret"), "listed redacted: {listed}");
+
+    // dave's imported key publishes on B, which starts the relays it read from Redis.
+    let mut ffmpeg = publish(&b, &key, 30.0);
+    b.wait_master("dave", Duration::from_secs(20));
+    b.wait_until(Duration::from_secs(10), "B starts both relays", || {
+        let streams: serde_json::Value = serde_json::from_str(
+            &b.request("GET", "/api/v1/streams?local=1", Some(ADMIN), None)
+                .1,
+        )
+        .unwrap_or_default();
+        streams[0]["relays"]
+            .as_array()
+            .is_some_and(|r| r.len() == 2)
+    });
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    let logs = a.logs() + &b.logs();
+    assert!(!logs.contains("sink-secret"), "relay keys are not logged");
 }
 
 fn get_with_headers(server: &Server, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
@@ -296,8 +385,18 @@ fn get_with_headers(server: &Server, path: &str) -> (u16, Vec<(String, String)>,
 #[test]
 fn any_node_serves_any_stream_and_a_publish_on_another_node_takes_over() {
     let redis = Redis::start();
-    let a = node(&redis, "node-a");
-    let b = node(&redis, "node-b");
+    // Both nodes tell one site what happens (signed webhooks).
+    let (site, seen) = crate::hooks::site();
+    let hook = format!(
+        "{}/events",
+        site.split("/livegate").next().unwrap_or_default()
+    );
+    let hooks = [
+        ("LIVEGATE_HOOKS_WEBHOOK_URL", hook.as_str()),
+        ("LIVEGATE_HOOKS_WEBHOOK_SECRET", crate::hooks::SECRET),
+    ];
+    let a = node_with(&redis, "node-a", &hooks);
+    let b = node_with(&redis, "node-b", &hooks);
     let key = a.add_key("fred");
     let on_a = publish(&a, &key, 60.0);
     a.wait_master("fred", Duration::from_secs(20));
@@ -334,12 +433,6 @@ fn any_node_serves_any_stream_and_a_publish_on_another_node_takes_over() {
     assert!(!b.get("/api/v1/streams?local=1").1.contains("fred"));
 
     // The same key on node B (OBS reconnecting through a load balancer): A ends its session.
-    let sequence = |text: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
     // Wait for a renewal to have reported A's numbering (every third of the TTL).
     std::thread::sleep(Duration::from_millis(2500));
     let before = a.get("/live/fred/source/index.m3u8").1;
@@ -370,7 +463,7 @@ fn any_node_serves_any_stream_and_a_publish_on_another_node_takes_over() {
         after.contains(".m4s")
     });
     assert!(
-        sequence(&after) > sequence(&before),
+        media_sequence(&after) > media_sequence(&before),
         "media sequence rises across nodes:\n{before}\n---\n{after}"
     );
     assert!(after.contains("#EXT-X-DISCONTINUITY"), "{after}");
@@ -388,6 +481,37 @@ fn any_node_serves_any_stream_and_a_publish_on_another_node_takes_over() {
             .cli(&["GET", "livegate:stream:fred"])
             .contains("ended")
     });
+
+    // The site heard it all: B's takeover names A's session, A's session ended as taken over.
+    use crate::hooks::{events, of_type};
+    b.wait_until(Duration::from_secs(10), "both unpublish events", || {
+        of_type(&events(&seen), "unpublish").len() == 2
+    });
+    let events = events(&seen);
+    let takeover = of_type(&events, "takeover");
+    assert_eq!(takeover.len(), 1, "{events:#?}");
+    assert_eq!(takeover[0]["node"], "node-b");
+    assert_eq!(takeover[0]["data"]["replaced"]["node"], "node-a");
+    let published_on_a = of_type(&events, "publish")
+        .into_iter()
+        .find(|e| e["node"] == "node-a")
+        .expect("A's publish event");
+    assert_eq!(
+        takeover[0]["data"]["replaced"]["session_id"],
+        published_on_a["data"]["session_id"]
+    );
+    let reasons: Vec<(String, String)> = of_type(&events, "unpublish")
+        .iter()
+        .map(|e| (e["node"].to_string(), e["data"]["reason"].to_string()))
+        .collect();
+    assert!(
+        reasons.contains(&("\"node-a\"".into(), "\"takeover\"".into())),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&("\"node-b\"".into(), "\"publisher\"".into())),
+        "{reasons:?}"
+    );
 }
 
 #[test]

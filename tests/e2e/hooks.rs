@@ -10,7 +10,7 @@ use crate::common::{ffmpeg_publish, wait_child, Server, Source};
 
 /// A request the site saw: its head (request line and headers) and body.
 #[derive(Debug, Clone)]
-struct Seen {
+pub(crate) struct Seen {
     head: String,
     body: String,
 }
@@ -26,7 +26,7 @@ impl Seen {
 
 /// A site's endpoint: 200 for user `ok*`, 403 for `no*`, a 3 s wait for `slow*`.
 /// Returns its URL and the requests it saw.
-fn site() -> (String, Arc<Mutex<Vec<Seen>>>) {
+pub(crate) fn site() -> (String, Arc<Mutex<Vec<Seen>>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!(
         "http://{}/livegate/authorize?token=site-secret",
@@ -167,10 +167,10 @@ fn the_site_allows_refuses_and_times_out_closed_or_open() {
     assert!(!publishes(&open, &no), "fail open still honours a refusal");
 }
 
-const SECRET: &str = "e2e-webhook-secret-0123456789";
+pub(crate) const SECRET: &str = "e2e-webhook-secret-0123456789";
 
 /// The webhook events the site received (each signature checked), in arrival order.
-fn events(seen: &Mutex<Vec<Seen>>) -> Vec<serde_json::Value> {
+pub(crate) fn events(seen: &Mutex<Vec<Seen>>) -> Vec<serde_json::Value> {
     let now = chrono::Utc::now().timestamp();
     seen.lock()
         .unwrap()
@@ -200,7 +200,10 @@ fn events(seen: &Mutex<Vec<Seen>>) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn of_type<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+pub(crate) fn of_type<'a>(
+    events: &'a [serde_json::Value],
+    kind: &str,
+) -> Vec<&'a serde_json::Value> {
     events.iter().filter(|e| e["type"] == kind).collect()
 }
 
