@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks (measurements, not tests). Usage: scripts/bench.sh ingest|ladder|codecs|whip [SECONDS]
+# Benchmarks (measurements, not tests). Usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster [SECONDS]
 #
 # ladder: livegate's in-process ladder against the reference ffmpeg-CLI ladder
 #   (ffmpeg/reference-ladder.sh) on generated 720p30 and 1080p30 inputs: CPU-s per media-s and
@@ -23,6 +23,9 @@
 #   the ladder for SECONDS (default 30), in a loopback-only network namespace: time to the first
 #   master playlist, segment availability delay, server CPU-seconds per media-second (and as a
 #   ratio of RTMP's), Chromium's WebRTC stats. See scripts/bench_whip.py.
+# cluster: two nodes + Redis + the shipped nginx edge; requests/s and latency for a segment and
+#   a playlist served by the owner, through the other node, and through nginx. See
+#   scripts/bench_cluster.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-ingest}
@@ -33,8 +36,9 @@ case "$mode" in
   ingest) ;;
   ladder) exec python3 scripts/bench_ladder.py "$secs" ;;
   codecs) exec bash scripts/bench_codecs.sh "${2:-30}" ;;
+  cluster) exec bash scripts/bench_cluster.sh "${2:-10}" ;;
   whip) exec unshare --net -- sh -c 'ip link set lo up && exec python3 scripts/bench_whip.py "$0"' "${2:-30}" ;;
-  *) echo "usage: scripts/bench.sh ingest|ladder|codecs|whip [SECONDS]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster [SECONDS]" >&2; exit 2 ;;
 esac
 bin=$PWD/target/release/livegate
 work=$(mktemp -d /tmp/livegate-bench.XXXXXX)

@@ -215,3 +215,59 @@ fn nginx_edge_caches_in_front_of_two_nodes() {
     let _ = ffmpeg.wait();
     drop::<Server>(b);
 }
+
+#[test]
+fn viewers_through_the_edge_resume_when_the_owner_dies() {
+    let redis = Redis::start();
+    let mut a = node(&redis, "node-a");
+    let b = node(&redis, "node-b");
+    let edge = Nginx::start(&[a.http_port, b.http_port]);
+    let key = a.add_key("ivan");
+    let mut first = publish(&a, &key, 60.0);
+    a.wait_master("ivan", Duration::from_secs(20));
+    let media = "/live/ivan/source/index.m3u8";
+    a.wait_until(Duration::from_secs(20), "a segment", || {
+        a.get(media).1.contains(".m4s")
+    });
+    let (status, _, before) = get(&edge.url(media));
+    assert_eq!(status, 200);
+    let before = String::from_utf8_lossy(&before).into_owned();
+
+    a.kill9();
+    let killed = Instant::now();
+    let _ = first.kill();
+    let _ = first.wait();
+    // The encoder reconnects at once, through the load balancer, to node B: B takes the lease
+    // without waiting for A's to expire, and the edge (which skips the dead node) serves B's
+    // playlist on the same URL.
+    let mut second = publish(&b, &key, 60.0);
+    b.wait_until(
+        Duration::from_secs(30),
+        "viewers through nginx see B's stream",
+        || {
+            let (status, _, body) = get(&edge.url(media));
+            let text = String::from_utf8_lossy(&body);
+            status == 200 && text.contains(".m4s") && text != before
+        },
+    );
+    eprintln!(
+        "kill -9 of the owner → viewers through nginx served by node B after {:?}",
+        killed.elapsed()
+    );
+    let lease = redis_lease(&redis, "ivan");
+    assert!(
+        lease.contains("node-b") && lease.contains("live"),
+        "{lease}"
+    );
+    let (played, report) = play_in_chromium(&edge.url("/live/ivan/index.m3u8"), 3);
+    assert!(
+        played,
+        "hls.js plays through nginx after the failover: {report}"
+    );
+    let _ = second.kill();
+    let _ = second.wait();
+}
+
+fn redis_lease(redis: &Redis, user: &str) -> String {
+    redis.cli(&["GET", &format!("livegate:stream:{user}")])
+}
