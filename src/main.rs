@@ -395,6 +395,13 @@ fn main() -> anyhow::Result<()> {
             if !config.hooks.webhook_secret.is_empty() {
                 config.hooks.webhook_secret = livegate::util::redact(&config.hooks.webhook_secret);
             }
+            // A Redis password sits in the URL's user part.
+            if let Ok(mut url) = reqwest::Url::parse(&config.cluster.redis_url) {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("REDACTED"));
+                    config.cluster.redis_url = url.to_string();
+                }
+            }
             let text = toml::to_string_pretty(&config).context("printing the configuration")?;
             println!("# configuration is valid; effective values:\n{text}");
         }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{KeyStore, Keys};
 use crate::config::Config;
 use crate::datadir::DataDirLock;
 use crate::hls::{self, HlsRegistry, Renditions, SegmentSubscriber};
@@ -18,14 +17,15 @@ use crate::media::EndReason;
 use crate::metrics::Metrics;
 use crate::metrics::ReasonLabel;
 use crate::record::{RecordError, Recorder};
-use crate::relay::{RelayError, RelayManager, RelayStore, Targets};
-use crate::stream::{Hub, StopCause, Subscription};
+use crate::relay::{RelayError, RelayManager};
+use crate::stream::{Hub, Subscription};
 use crate::transcode;
 use crate::transcode::limits::SourceLimits;
 use crate::transcode::route::{self, Lookahead, Route};
 use crate::webhook::Webhooks;
 use tracing::Instrument;
 
+mod backends;
 mod events;
 
 #[derive(Debug, thiserror::Error)]
@@ -112,79 +112,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         }) as crate::record::FinishedListener
     });
     let recorder = Recorder::start(&config, metrics.clone(), stop.clone(), on_recording).await?;
-    let node = if config.cluster.enabled() {
-        let id = node_id.clone();
-        let http = if config.cluster.advertise_http.is_empty() {
-            config.http_base_url()
-        } else {
-            config.cluster.advertise_http.clone()
-        };
-        let node = crate::cluster::start(
-            &config.cluster,
-            config.data_dir.join("cluster-keys-snapshot.json"),
-            &id,
-            &http,
-            metrics.clone(),
-            stop.clone(),
-        )
-        .map_err(|e| ServerError::Cluster(e.to_string()))?;
-        tracing::info!(node = %id, http = %http, "cluster on: stream keys and stream leases in Redis");
-        Some(node)
-    } else {
-        None
-    };
-    let (keys, targets, leases): (Keys, Targets, Option<crate::cluster::leases::Leases>) =
-        match node {
-            Some(node) => {
-                let crate::cluster::Node {
-                    keys,
-                    relays,
-                    leases,
-                    mut events,
-                } = node;
-                // A key revoked on any node, or this user's stream taken by a publish on another
-                // node, ends the live session here.
-                let (hub, taken) = (hub.clone(), leases.clone());
-                tokio::spawn(async move {
-                    while let Some(event) = events.recv().await {
-                        match event {
-                            crate::cluster::events::Event::Revoked(user) => {
-                                if hub.stop(&user, StopCause::Revoked) {
-                                    tracing::info!(%user, "stream key revoked in the cluster; ending the live session");
-                                }
-                            }
-                            crate::cluster::events::Event::Takeover(user, token) => {
-                                if taken.taken_over(&user, token)
-                                    && hub.stop(&user, StopCause::TakenOver)
-                                {
-                                    tracing::info!(%user, token, "stream taken over by a publish on another node; ending the session here");
-                                }
-                            }
-                            crate::cluster::events::Event::Keys => {}
-                        }
-                    }
-                });
-                if let Some(webhooks) = webhooks.clone() {
-                    leases.on_takeover(move |stream, previous| {
-                        events::takeover_across_nodes(&webhooks, stream, previous)
-                    });
-                }
-                (Arc::new(keys), Arc::new(relays), Some(leases))
-            }
-            None => {
-                let targets = RelayStore::for_config(&config);
-                // Now, before anything else writes the keys file (see relay::store).
-                if let Err(e) = targets.migrate() {
-                    // Not fatal: every use of the store retries, and says so, until it can.
-                    tracing::error!(error = %e, "relay targets: import from the key store failed");
-                }
-                (
-                    Arc::new(KeyStore::new(config.keys_path())),
-                    Arc::new(targets),
-                    None,
-                )
-            }
-        };
+    let backends::Backends {
+        keys,
+        targets,
+        leases,
+    } = backends::start(&config, &node_id, &hub, webhooks.as_ref(), &metrics, &stop)?;
     let relays = RelayManager::new(&config, targets, metrics.clone())?;
     {
         // Every new stream is routed to the ladder or passthrough once its codecs are known; its

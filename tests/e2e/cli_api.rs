@@ -58,16 +58,38 @@ fn check_config_reports_errors_by_name() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("hls.window"));
 
-    // The admin token is not printed.
+    // Secrets are not printed: the admin token, the webhook secret, Redis's password.
     let masked = std::process::Command::new(BIN)
         .args(["check-config"])
         .env("LIVEGATE_HTTP_ADMIN_TOKEN", "supersecret-admin-token")
+        .env("LIVEGATE_HOOKS_WEBHOOK_URL", "https://site.example/hooks")
+        .env("LIVEGATE_HOOKS_WEBHOOK_SECRET", "webhook-secret-0123456789")
+        .env(
+            "LIVEGATE_CLUSTER_REDIS_URL",
+            "redis://:redis-password@10.0.0.2:6379",
+        )
         .output()
         .unwrap();
-    assert!(masked.status.success());
+    assert!(masked.status.success(), "{masked:?}");
     let text = String::from_utf8_lossy(&masked.stdout);
     assert!(text.contains("admin_token = \"supers…\""), "{text}");
-    assert!(!text.contains("supersecret-admin-token"), "{text}");
+    for secret in [
+        "supersecret-admin-token",
+        "webhook-secret-0123456789",
+        "redis-password",
+    ] {
+        assert!(!text.contains(secret), "{secret} printed: {text}");
+    }
+    assert!(text.contains("redis://:REDACTED@10.0.0.2:6379"), "{text}");
+
+    // A webhook URL without a secret is refused by name.
+    let unsigned = std::process::Command::new(BIN)
+        .args(["check-config"])
+        .env("LIVEGATE_HOOKS_WEBHOOK_URL", "https://site.example/hooks")
+        .output()
+        .unwrap();
+    assert!(!unsigned.status.success());
+    assert!(String::from_utf8_lossy(&unsigned.stderr).contains("hooks.webhook_secret"));
 
     let typo = std::process::Command::new(BIN)
         .args(["check-config"])
