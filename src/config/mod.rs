@@ -323,6 +323,28 @@ mod tests {
     }
 
     #[test]
+    fn webhook_settings() {
+        let hook = ("LIVEGATE_HOOKS_WEBHOOK_URL", "https://site.example/hooks");
+        let secret = ("LIVEGATE_HOOKS_WEBHOOK_SECRET", "0123456789abcdef");
+        let err = Config::load(None, env(&[hook])).unwrap_err();
+        assert!(err.to_string().contains("hooks.webhook_secret"), "{err}");
+        let c = Config::load(None, env(&[hook, secret])).unwrap();
+        assert!(c.hooks.webhook_events.is_empty());
+        let events = ("LIVEGATE_HOOKS_WEBHOOK_EVENTS", "publish, unpublish");
+        let c = Config::load(None, env(&[hook, secret, events])).unwrap();
+        assert_eq!(c.hooks.webhook_events, ["publish", "unpublish"]);
+        let typo = ("LIVEGATE_HOOKS_WEBHOOK_EVENTS", "published");
+        let err = Config::load(None, env(&[hook, secret, typo])).unwrap_err();
+        assert!(
+            err.to_string().contains("\"published\" is not an event"),
+            "{err}"
+        );
+        let ftp = ("LIVEGATE_HOOKS_WEBHOOK_URL", "ftp://site.example/hooks");
+        let err = Config::load(None, env(&[ftp, secret])).unwrap_err();
+        assert!(err.to_string().contains("hooks.webhook_url"), "{err}");
+    }
+
+    #[test]
     fn transcode_settings() {
         let c = Config::load(
             None,
