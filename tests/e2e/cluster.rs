@@ -530,6 +530,14 @@ fn a_dead_node_loses_its_lease_within_the_ttl() {
     let key = a.add_key("gina");
     let mut ffmpeg = publish(&a, &key, 60.0);
     a.wait_master("gina", Duration::from_secs(20));
+    // Renewed: the lease outlives its 3 s TTL, its expiry pushed back each time.
+    std::thread::sleep(Duration::from_secs(4));
+    let ttl_ms: u64 = redis
+        .cli(&["PTTL", "livegate:stream:gina"])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!((1..=3000).contains(&ttl_ms), "lease renewed: PTTL {ttl_ms}");
     b.wait_until(Duration::from_secs(5), "B routes to A", || {
         get_with_headers(&b, "/live/gina/index.m3u8").0 == 200
     });

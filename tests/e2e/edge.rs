@@ -208,9 +208,11 @@ fn nginx_edge_caches_in_front_of_two_nodes() {
         }
     }
 
-    // A player through the edge.
+    // A player through the edge, and one through the node that does not hold the stream.
     let (played, report) = play_in_chromium(&edge.url("/live/hana/index.m3u8"), 3);
     assert!(played, "hls.js plays through nginx: {report}");
+    let (played, report) = play_in_chromium(&b.url("/live/hana/index.m3u8"), 3);
+    assert!(played, "hls.js plays through node B: {report}");
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
     drop::<Server>(b);

@@ -34,9 +34,18 @@ fn chromium_publishes_vp8_and_h264_through_the_ladder() {
         &[(&alice, "VP8"), (&bob, "H264")],
         &["--seconds", "12"],
     );
-    for user in ["alice", "bob"] {
-        let master = parse_master(&server.wait_master(user, Duration::from_secs(30)));
-        eprintln!("{user}: master after {:?}", started.elapsed());
+    let masters: Vec<_> = ["alice", "bob"]
+        .into_iter()
+        .map(|user| {
+            let master = server.wait_master(user, Duration::from_secs(30));
+            eprintln!("{user}: master after {:?}", started.elapsed());
+            master
+        })
+        .collect();
+    // Counted while both are surely live (the checks below take a while on a loaded machine).
+    assert!(metric(&server, "livegate_whip_sessions ") >= 2.0);
+    for (user, master) in ["alice", "bob"].into_iter().zip(masters) {
+        let master = parse_master(&master);
         let names: Vec<_> = master.variants.iter().map(|v| v.uri.clone()).collect();
         assert_eq!(
             names,
@@ -68,7 +77,6 @@ fn chromium_publishes_vp8_and_h264_through_the_ladder() {
     );
     let (played, report) = play_in_chromium(&server.url("/live/alice/index.m3u8"), 3);
     assert!(played, "hls.js plays the WHIP stream: {report}");
-    assert!(metric(&server, "livegate_whip_sessions ") >= 2.0);
 
     let report = finish_publisher(publisher, Duration::from_secs(60));
     eprintln!("publisher: {report}");
