@@ -15,6 +15,10 @@ fps=${3:-30}
 gop=$((fps * 2))
 height=$(ffprobe -v error -select_streams v:0 -show_entries stream=height -of csv=p=0 "$in")
 
+# livegate's transcode.low_delay (default true) is x264's tune=zerolatency.
+tune=()
+[ "${LIVEGATE_TRANSCODE_LOW_DELAY:-true}" = true ] && tune=(-tune zerolatency)
+
 args=()
 # name height bitrate maxrate bufsize — the same as config/livegate.toml's default ladder
 while read -r name h b maxrate bufsize; do
@@ -23,7 +27,7 @@ while read -r name h b maxrate bufsize; do
   args+=(
     -map 0:v:0 -map 0:a:0
     -vf "scale=-2:$h"
-    -fps_mode passthrough -c:v libx264 -preset veryfast -profile:v main -pix_fmt yuv420p
+    -fps_mode passthrough -c:v libx264 -preset veryfast "${tune[@]}" -profile:v main -pix_fmt yuv420p
     -b:v "$b" -maxrate "$maxrate" -bufsize "$bufsize"
     -g "$gop" -keyint_min "$gop" -sc_threshold 0
     -c:a aac -b:a 128k -ar 48000

@@ -36,6 +36,11 @@ pub struct Metrics {
     pub sessions_ended: Family<ReasonLabel, Counter>,
     pub ingest_bytes: Counter,
     pub hls_segments: Counter,
+    pub hls_parts: Counter,
+    /// Blocking playlist reloads and hinted part requests waiting now.
+    pub hls_blocked: Gauge,
+    /// Blocking requests answered, by outcome (`ready`, `timeout`, `refused`).
+    pub hls_blocking: Family<ReasonLabel, Counter>,
     pub live_streams: Gauge,
     pub transcoders: Gauge,
     pub transcode_dropped_frames: Counter,
@@ -75,6 +80,9 @@ impl Metrics {
             sessions_ended: Family::default(),
             ingest_bytes: Counter::default(),
             hls_segments: Counter::default(),
+            hls_parts: Counter::default(),
+            hls_blocked: Gauge::default(),
+            hls_blocking: Family::default(),
             live_streams: Gauge::default(),
             transcoders: Gauge::default(),
             transcode_dropped_frames: Counter::default(),
@@ -138,6 +146,17 @@ impl Metrics {
             "hls_segments",
             "HLS segments produced",
             m.hls_segments.clone(),
+        );
+        registry.register("hls_parts", "LL-HLS parts produced", m.hls_parts.clone());
+        registry.register(
+            "hls_blocked_requests",
+            "LL-HLS blocking playlist reloads and preload-hinted part requests waiting now",
+            m.hls_blocked.clone(),
+        );
+        registry.register(
+            "hls_blocking_requests",
+            "LL-HLS blocking requests answered, by outcome (ready, timeout, refused)",
+            m.hls_blocking.clone(),
         );
         registry.register(
             "live_streams",

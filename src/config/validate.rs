@@ -15,6 +15,14 @@ impl Config {
                 "must be between 0.5 and 30 seconds",
             ));
         }
+        if self.hls.low_latency
+            && !(0.1..=self.hls.segment_duration / 2.0).contains(&self.hls.part_duration)
+        {
+            return Err(invalid(
+                "hls.part_duration",
+                "must be at least 0.1 s and at most half of hls.segment_duration",
+            ));
+        }
         let h = &self.hooks;
         if !h.publish_auth_url.is_empty() {
             if !(h.publish_auth_url.starts_with("http://")

@@ -11,15 +11,31 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::playlist::{write_media, Entry, Header, Kind};
-use super::segmenter::{InitInfo, Segment, SegmenterOutput};
+use super::blocking::Published;
+use super::playlist::{write_media, Entry, Header, Kind, LowLatency, PartEntry, RenditionReport};
+use super::segmenter::{InitInfo, Part, Segment, SegmenterOutput};
 use crate::config::HlsConfig;
 use crate::media::EndReason;
 
 /// The one rendition passthrough serves.
 pub const SOURCE_RENDITION: &str = "source";
+/// `PART-HOLD-BACK` in part targets: RFC 8216bis asks at least 2, advises 3; hls.js holds
+/// playback this far behind the newest part.
+const PART_HOLD_BACK_TARGETS: f64 = 3.0;
 /// Segments kept beyond the playlist window for clients holding a slightly stale playlist.
 const GRACE_SEGMENTS: usize = 3;
+
+/// Parts stay listed for segments within this many target durations of the live edge
+/// (RFC 8216bis §4.4.4.9: no longer than 3), and downloadable as long as their segment is.
+const PART_WINDOW_TARGETS: f64 = 3.0;
+
+#[derive(Debug, Clone)]
+struct StoredPart {
+    duration: f64,
+    independent: bool,
+    /// A slice of its segment's data once the segment is complete (stored once).
+    data: Bytes,
+}
 
 #[derive(Debug)]
 struct StoredSegment {
@@ -27,6 +43,18 @@ struct StoredSegment {
     generation: u64,
     init_version: u64,
     segment: Segment,
+    /// Empty without LL-HLS (or when the window missed some of them).
+    parts: Vec<StoredPart>,
+}
+
+/// The segment being built, as the parts that exist so far.
+#[derive(Debug)]
+struct OpenSegment {
+    generation: u64,
+    init_version: u64,
+    discontinuity: bool,
+    program_date_time: DateTime<Utc>,
+    parts: Vec<StoredPart>,
 }
 
 #[derive(Debug)]
@@ -44,13 +72,16 @@ pub struct Rendition {
     pub name: String,
     inits: VecDeque<StoredInit>,
     segments: VecDeque<StoredSegment>,
+    /// The sequence number of the segment being built.
     next_sequence: u64,
+    open: Option<OpenSegment>,
     /// Discontinuity tags that left the playlist from its head.
     discontinuities_removed: u64,
-    target_duration: u64,
     bytes: usize,
     pending_discontinuity: bool,
     ended: bool,
+    /// The playlist as last rendered, for every request and every blocked one.
+    published: tokio::sync::watch::Sender<Arc<Published>>,
 }
 
 /// A stream's live HLS output. Survives a publisher takeover (continuing with a discontinuity);
@@ -82,20 +113,150 @@ pub struct Numbering {
 pub enum HlsFile {
     Init(Bytes),
     Segment(Bytes),
+    Part(Bytes),
+}
+
+/// A part's file name: `<instance>-<sequence>.<index>.m4s`.
+pub fn part_name(instance: &str, sequence: u64, index: usize) -> String {
+    format!("{instance}-{sequence}.{index}.m4s")
+}
+
+/// (sequence, index) of a part's file name.
+pub fn parse_part_name(name: &str) -> Option<(u64, u64)> {
+    let (_, rest) = name.strip_suffix(".m4s")?.rsplit_once('-')?;
+    let (sequence, index) = rest.split_once('.')?;
+    Some((sequence.parse().ok()?, index.parse().ok()?))
 }
 
 impl Rendition {
-    fn new(name: &str, target: f64) -> Self {
+    fn new(name: &str) -> Self {
         Rendition {
             name: name.to_string(),
             inits: VecDeque::new(),
             segments: VecDeque::new(),
             next_sequence: 0,
+            open: None,
             discontinuities_removed: 0,
-            target_duration: target.ceil().max(1.0) as u64,
             bytes: 0,
             pending_discontinuity: false,
             ended: false,
+            published: tokio::sync::watch::Sender::new(Arc::new(Published::default())),
+        }
+    }
+
+    /// The init of the session `generation` (a replaced session's last output may arrive after
+    /// its successor announced a different one).
+    fn init_of(&self, generation: u64) -> Option<u64> {
+        self.inits
+            .iter()
+            .rev()
+            .find(|i| i.generation == generation)
+            .map(|i| i.version)
+    }
+
+    /// Whether output of `generation` follows another session's in this rendition.
+    fn follows_another_session(&self, generation: u64) -> bool {
+        self.open
+            .as_ref()
+            .map(|o| o.generation)
+            .or(self.segments.back().map(|s| s.generation))
+            .is_some_and(|g| g != generation)
+    }
+
+    /// (sequence, last part index) of the newest media, for rendition reports.
+    fn position(&self) -> Option<(u64, Option<u32>)> {
+        let index = |parts: usize| parts.checked_sub(1).map(|i| i as u32);
+        match &self.open {
+            Some(o) if !o.parts.is_empty() => Some((self.next_sequence, index(o.parts.len()))),
+            _ => self
+                .segments
+                .back()
+                .map(|s| (s.sequence, index(s.parts.len()))),
+        }
+    }
+
+    fn apply_part(&mut self, generation: u64, part: Part) {
+        let Some(init_version) = self.init_of(generation) else {
+            return;
+        };
+        if part.index == 0 {
+            let discontinuity = part.discontinuity
+                || self.follows_another_session(generation)
+                || std::mem::take(&mut self.pending_discontinuity);
+            self.open = Some(OpenSegment {
+                generation,
+                init_version,
+                discontinuity,
+                program_date_time: part.program_date_time,
+                parts: Vec::new(),
+            });
+        }
+        // A part out of order (its segment's first part was dropped) is not listed; its segment
+        // still is, once complete.
+        if let Some(open) = self
+            .open
+            .as_mut()
+            .filter(|o| o.generation == generation && o.parts.len() == part.index as usize)
+        {
+            open.parts.push(StoredPart {
+                duration: part.duration,
+                independent: part.independent,
+                data: part.data,
+            });
+        }
+    }
+
+    fn apply_segment(&mut self, generation: u64, mut segment: Segment, config: &HlsConfig) {
+        let Some(init_version) = self.init_of(generation) else {
+            return;
+        };
+        let open = self.open.take().filter(|o| o.generation == generation);
+        let mut parts = Vec::new();
+        match open {
+            Some(open)
+                if open.parts.iter().map(|p| p.data.len()).sum::<usize>() == segment.data.len() =>
+            {
+                segment.discontinuity = open.discontinuity;
+                // The segment is its parts concatenated: keep one copy, parts as slices of it.
+                let mut at = 0;
+                for p in open.parts {
+                    let len = p.data.len();
+                    parts.push(StoredPart {
+                        data: segment.data.slice(at..at + len),
+                        ..p
+                    });
+                    at += len;
+                }
+            }
+            Some(open) => segment.discontinuity = open.discontinuity,
+            None => {
+                segment.discontinuity |= self.follows_another_session(generation)
+                    || std::mem::take(&mut self.pending_discontinuity);
+            }
+        }
+        self.pending_discontinuity = false;
+        self.bytes += segment.data.len();
+        self.segments.push_back(StoredSegment {
+            sequence: self.next_sequence,
+            generation,
+            init_version,
+            segment,
+            parts,
+        });
+        self.next_sequence += 1;
+        let keep = config.window + GRACE_SEGMENTS;
+        let max_bytes = (config.max_stream_memory_mib as usize) << 20;
+        while self.segments.len() > keep || (self.bytes > max_bytes && self.segments.len() > 1) {
+            if let Some(old) = self.segments.pop_front() {
+                self.bytes -= old.segment.data.len();
+                self.discontinuities_removed += u64::from(old.segment.discontinuity);
+            }
+        }
+        // Drop init segments no retained segment uses.
+        if let Some(oldest) = self.segments.front().map(|s| s.init_version) {
+            while self.inits.len() > 1 && self.inits.front().is_some_and(|i| i.version < oldest) {
+                self.inits.pop_front();
+            }
         }
     }
 
@@ -203,6 +364,10 @@ impl LiveHls {
         self.renditions.iter().map(|r| r.name.clone()).collect()
     }
 
+    pub fn low_latency(&self) -> bool {
+        self.config.low_latency
+    }
+
     pub fn is_ended(&self) -> bool {
         self.ended_at.is_some()
     }
@@ -235,14 +400,14 @@ impl LiveHls {
             }
             return;
         }
-        let config = self.config.clone();
         if matches!(output, SegmenterOutput::Init { .. })
             && !self.renditions.iter().any(|r| r.name == rendition)
         {
-            let mut r = Rendition::new(rendition, config.segment_duration);
+            let mut r = Rendition::new(rendition);
             Self::carry(&mut r, &self.carried);
             self.renditions.push(r);
         }
+        let config = &self.config;
         let Some(r) = self.renditions.iter_mut().find(|r| r.name == rendition) else {
             return;
         };
@@ -256,58 +421,27 @@ impl LiveHls {
                     info,
                 });
             }
-            SegmenterOutput::Segment(segment) => {
-                // The init of the session that made the segment: a replaced session's last
-                // segment may arrive after its successor announced a different one.
-                let Some(init_version) = r
-                    .inits
-                    .iter()
-                    .rev()
-                    .find(|i| i.generation == generation)
-                    .map(|i| i.version)
-                else {
-                    return;
-                };
-                let new_generation = r
-                    .segments
-                    .back()
-                    .is_some_and(|s| s.generation != generation);
-                let mut segment = segment;
-                segment.discontinuity |= new_generation || r.pending_discontinuity;
-                r.pending_discontinuity = false;
-                // Target duration may only grow, and only to cover a longer source GOP: it is
-                // fixed by the first segments in practice. RFC 8216 §4.3.3.1 compares it with
-                // each EXTINF rounded to the nearest integer.
-                let needed = segment.duration.round().max(1.0) as u64;
-                r.target_duration = r.target_duration.max(needed);
-                r.bytes += segment.data.len();
-                r.segments.push_back(StoredSegment {
-                    sequence: r.next_sequence,
-                    generation,
-                    init_version,
-                    segment,
-                });
-                r.next_sequence += 1;
-                let keep = config.window + GRACE_SEGMENTS;
-                let max_bytes = (config.max_stream_memory_mib as usize) << 20;
-                while r.segments.len() > keep || (r.bytes > max_bytes && r.segments.len() > 1) {
-                    if let Some(old) = r.segments.pop_front() {
-                        r.bytes -= old.segment.data.len();
-                        r.discontinuities_removed += u64::from(old.segment.discontinuity);
-                    }
-                }
-                // Drop init segments no retained segment uses.
-                if let Some(oldest) = r.segments.front().map(|s| s.init_version) {
-                    while r.inits.len() > 1 && r.inits.front().is_some_and(|i| i.version < oldest) {
-                        r.inits.pop_front();
-                    }
-                }
-            }
+            SegmenterOutput::Part(part) => r.apply_part(generation, part),
+            SegmenterOutput::Segment(segment) => r.apply_segment(generation, segment, config),
             SegmenterOutput::End(EndReason::Stopped) => {}
             SegmenterOutput::End(EndReason::Replaced) => {
                 r.pending_discontinuity = true;
             }
         }
+    }
+
+    /// Applies a batch of one rendition's outputs, then renders its playlist once for every
+    /// reader and waiting request.
+    pub fn apply_all(
+        &mut self,
+        generation: u64,
+        rendition: &str,
+        outputs: impl IntoIterator<Item = SegmenterOutput>,
+    ) {
+        for output in outputs {
+            self.apply(generation, rendition, output);
+        }
+        self.publish(rendition);
     }
 
     /// Ends every rendition (ENDLIST) when the current publish session `generation` ends
@@ -320,6 +454,9 @@ impl LiveHls {
             r.ended = true;
         }
         self.ended_at = Some(Instant::now());
+        for name in self.rendition_names() {
+            self.publish(&name);
+        }
     }
 
     fn rendition(&self, rendition: &str) -> Option<&Rendition> {
@@ -340,7 +477,16 @@ impl LiveHls {
                 .find(|i| i.version == version)
                 .map(|i| HlsFile::Init(i.data.clone()));
         }
-        let seq: u64 = rest.strip_suffix(".m4s")?.parse().ok()?;
+        let rest = rest.strip_suffix(".m4s")?;
+        if let Some((seq, index)) = rest.split_once('.') {
+            let (seq, index): (u64, usize) = (seq.parse().ok()?, index.parse().ok()?);
+            let parts = match &r.open {
+                Some(o) if seq == r.next_sequence => &o.parts,
+                _ => &r.segments.iter().find(|s| s.sequence == seq)?.parts,
+            };
+            return parts.get(index).map(|p| HlsFile::Part(p.data.clone()));
+        }
+        let seq: u64 = rest.parse().ok()?;
         r.segments
             .iter()
             .find(|s| s.sequence == seq)
@@ -351,12 +497,36 @@ impl LiveHls {
         format!("{}-init{}.mp4", self.instance, version)
     }
 
-    /// The media playlist, or None before the first segment.
+    fn part_entries(&self, sequence: u64, parts: &[StoredPart]) -> Vec<PartEntry> {
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PartEntry {
+                uri: part_name(&self.instance, sequence, i),
+                duration: p.duration,
+                independent: p.independent,
+            })
+            .collect()
+    }
+
+    /// The target duration, fixed for the stream's life (RFC 8216 §6.2.1): segments never
+    /// outgrow it (the segmenter cuts long GOPs).
+    fn target_duration(&self) -> u64 {
+        self.config.segment_duration.ceil().max(1.0) as u64
+    }
+
+    /// The media playlist, or None before the first segment (or, with LL-HLS, the first part).
     pub fn media_playlist(&self, rendition: &str) -> Option<String> {
         let r = self.rendition(rendition)?;
-        let window = self.config.window;
-        let listed: Vec<&StoredSegment> = r.listed(window).collect();
-        let first = listed.first()?;
+        let low_latency = self.config.low_latency;
+        let listed: Vec<&StoredSegment> = r.listed(self.config.window).collect();
+        let open = r
+            .open
+            .as_ref()
+            .filter(|o| low_latency && !o.parts.is_empty());
+        if listed.is_empty() && open.is_none() {
+            return None;
+        }
         let unlisted = r.segments.len() - listed.len();
         let discontinuity_sequence = r.discontinuities_removed
             + r.segments
@@ -364,34 +534,103 @@ impl LiveHls {
                 .take(unlisted)
                 .filter(|s| s.segment.discontinuity)
                 .count() as u64;
-        let entries: Vec<Entry> = listed
+        let target_duration = self.target_duration();
+        // Parts are listed for the segments that end within the part window of the live edge.
+        let part_window = PART_WINDOW_TARGETS * target_duration as f64;
+        let mut from_edge: f64 = open.map_or(0.0, |o| o.parts.iter().map(|p| p.duration).sum());
+        let mut with_parts = vec![false; listed.len()];
+        for (i, s) in listed.iter().enumerate().rev() {
+            if !low_latency || from_edge >= part_window {
+                break;
+            }
+            with_parts[i] = true;
+            from_edge += s.segment.duration;
+        }
+        let mut entries: Vec<Entry> = listed
             .iter()
-            .map(|s| Entry {
-                uri: format!("{}-{}.m4s", self.instance, s.sequence),
+            .zip(with_parts)
+            .map(|(s, with_parts)| Entry {
+                uri: Some(format!("{}-{}.m4s", self.instance, s.sequence)),
                 init_uri: self.init_uri(s.init_version),
                 duration: s.segment.duration,
                 // Kept on the first listed segment too: hiding it there without bumping
                 // EXT-X-DISCONTINUITY-SEQUENCE would renumber it between reloads (RFC 8216 §6.2.2).
                 discontinuity: s.segment.discontinuity,
                 program_date_time: s.segment.program_date_time,
+                parts: if with_parts {
+                    self.part_entries(s.sequence, &s.parts)
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
-        // One target duration for the whole ladder (RFC 8216: all media playlists agree).
-        let target_duration = self
-            .renditions
-            .iter()
-            .map(|r| r.target_duration)
-            .max()
-            .unwrap_or(r.target_duration);
+        if let Some(o) = open {
+            entries.push(Entry {
+                uri: None,
+                init_uri: self.init_uri(o.init_version),
+                duration: 0.0,
+                discontinuity: o.discontinuity,
+                program_date_time: o.program_date_time,
+                parts: self.part_entries(r.next_sequence, &o.parts),
+            });
+        }
+        let low_latency = low_latency.then(|| LowLatency {
+            part_target: self.config.part_duration,
+            part_hold_back: PART_HOLD_BACK_TARGETS * self.config.part_duration,
+            preload_hint: Some(part_name(
+                &self.instance,
+                r.next_sequence,
+                open.map_or(0, |o| o.parts.len()),
+            )),
+            reports: self
+                .renditions
+                .iter()
+                .filter(|other| other.name != r.name)
+                .filter_map(|other| {
+                    let (last_msn, last_part) = other.position()?;
+                    Some(RenditionReport {
+                        uri: format!("../{}/index.m3u8", other.name),
+                        last_msn,
+                        last_part,
+                    })
+                })
+                .collect(),
+        });
         let header = Header {
             kind: Kind::Live,
             target_duration,
-            media_sequence: first.sequence,
+            media_sequence: listed.first().map_or(r.next_sequence, |s| s.sequence),
             discontinuity_sequence,
             ended: r.ended,
             independent_segments: listed.iter().all(|s| s.segment.independent),
+            low_latency,
         };
         Some(write_media(&header, &entries))
+    }
+
+    /// Renders `rendition`'s playlist for every reader and wakes the requests waiting on it.
+    pub fn publish(&self, rendition: &str) {
+        let Some(r) = self.rendition(rendition) else {
+            return;
+        };
+        let published = Published {
+            playlist: self.media_playlist(rendition).map(Arc::from),
+            next_msn: r.next_sequence,
+            parts_in_next: r.open.as_ref().map_or(0, |o| o.parts.len() as u64),
+            parts_in_last: r.segments.back().map_or(0, |s| s.parts.len() as u64),
+            ended: r.ended,
+        };
+        r.published.send_replace(Arc::new(published));
+    }
+
+    /// What `rendition` last published, and its updates.
+    pub fn watch(&self, rendition: &str) -> Option<tokio::sync::watch::Receiver<Arc<Published>>> {
+        self.rendition(rendition).map(|r| r.published.subscribe())
+    }
+
+    /// Seconds a blocking request may wait (RFC 8216bis §6.2.5.2: 503 after 3 target durations).
+    pub fn blocking_timeout(&self) -> Duration {
+        Duration::from_secs(3 * self.target_duration())
     }
 
     /// The master playlist, or None until every rendition has a segment to measure.

@@ -2,6 +2,7 @@
 //! keeps a bounded live window in memory for the HTTP layer; subscribers (the recorder) get every
 //! segment through an interface defined here.
 
+pub mod blocking;
 pub mod fmp4;
 pub mod live;
 pub mod playlist;
@@ -12,6 +13,7 @@ use tracing::Instrument;
 
 use crate::media::{EndReason, MediaEvent};
 use crate::stream::Subscription;
+pub use blocking::{Decision, Directives, Published};
 pub use live::{HlsFile, HlsRegistry, LiveHls, Numbering, SOURCE_RENDITION};
 pub use renditions::{Renditions, SegmentSubscriber};
 

@@ -67,6 +67,7 @@ impl Renditions {
             generation,
             segmenter_config: SegmenterConfig {
                 target_duration: config.segment_duration,
+                part_duration: config.low_latency.then_some(config.part_duration),
                 max_segment_bytes: (config.max_segment_mib as usize) << 20,
                 max_segment_samples: config.max_segment_samples,
             },
@@ -155,9 +156,8 @@ impl Renditions {
                 outputs.extend(segmenter.push(MediaEvent::End(EndReason::Stopped), now));
             }
         }
-        let mut hls = self.hls.write().unwrap_or_else(|e| e.into_inner());
-        for output in outputs {
-            match &output {
+        for output in &outputs {
+            match output {
                 SegmenterOutput::Segment(s) => {
                     self.metrics.hls_segments.inc();
                     tracing::debug!(
@@ -166,6 +166,9 @@ impl Renditions {
                         bytes = s.data.len(),
                         "segment"
                     );
+                }
+                SegmenterOutput::Part(_) => {
+                    self.metrics.hls_parts.inc();
                 }
                 SegmenterOutput::End(reason) => {
                     self.ended.insert(rendition.to_string());
@@ -179,10 +182,13 @@ impl Renditions {
                 SegmenterOutput::Init { .. } => {}
             }
             for s in &mut self.subscribers {
-                s.output(rendition, &output);
+                s.output(rendition, output);
             }
-            hls.apply(self.generation, rendition, output);
         }
+        self.hls
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply_all(self.generation, rendition, outputs);
     }
 
     /// The producer failed (not the publisher): every rendition not ended yet is about to end
@@ -278,6 +284,7 @@ mod tests {
         fn output(&mut self, rendition: &str, output: &SegmenterOutput) {
             let kind = match output {
                 SegmenterOutput::Init { .. } => "init",
+                SegmenterOutput::Part(_) => "part",
                 SegmenterOutput::Segment(_) => "segment",
                 SegmenterOutput::End(_) => "end",
             };

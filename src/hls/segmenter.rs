@@ -7,6 +7,16 @@
 //! millisecond clock jitters around the exact 1024-sample cadence). A change of codec
 //! configuration closes the segment and starts a new init segment with a discontinuity.
 //!
+//! With parts (LL-HLS), each segment is built as a run of CMAF fragments ("parts"), each one
+//! emitted as soon as it closes: a part is cut before the frame that would take it past the part
+//! target, counted from its segment's start, so rungs fed the same frames (the ladder) cut the
+//! same parts. A segment is the concatenation of its parts. Without parts a segment is one
+//! fragment.
+//!
+//! A segment never outgrows the target duration (RFC 8216 §4.3.3.1: EXTINF rounded ≤ the
+//! playlist's fixed target): a source whose keyframes are further apart is cut mid-GOP (marked
+//! not independent), and the first keyframe after such a cut starts a segment again.
+//!
 //! Hostile input is bounded here too: a segment (one fMP4 fragment) holds at most
 //! `max_segment_bytes` and `max_segment_samples`; reaching either cuts it at once (mid-GOP if
 //! need be, marked not independent), so tiny samples on a constant timestamp cannot grow a
@@ -43,9 +53,17 @@ fn rescale(t: i64, from: i64, to: i64) -> i64 {
     v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
+/// Frame durations remembered to predict the next one's.
+const RECENT_FRAMES: usize = 8;
+/// Parts are cut this much (seconds) short of the part target, so a source clock jittering by a
+/// millisecond (RTMP) never makes a part longer than the target it is listed against.
+const PART_MARGIN: f64 = 0.002;
+
 #[derive(Debug, Clone)]
 pub struct SegmenterConfig {
     pub target_duration: f64,
+    /// LL-HLS part target (seconds); `None`: one fragment per segment, no parts.
+    pub part_duration: Option<f64>,
     pub max_segment_bytes: usize,
     /// Samples (video and audio) in one segment, which is one fragment.
     pub max_segment_samples: usize,
@@ -87,6 +105,21 @@ pub struct Segment {
     pub start_time: f64,
 }
 
+/// One LL-HLS part: a fragment of the segment being built.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Its index in its segment, from 0.
+    pub index: u32,
+    /// Seconds of media.
+    pub duration: f64,
+    pub data: Bytes,
+    /// Starts with a keyframe.
+    pub independent: bool,
+    /// Of its segment, known from the first part on.
+    pub discontinuity: bool,
+    pub program_date_time: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone)]
 pub enum SegmenterOutput {
     /// A new init segment; the segments that follow use it.
@@ -94,10 +127,34 @@ pub enum SegmenterOutput {
         data: Bytes,
         info: InitInfo,
     },
+    /// A part of the segment being built (only with parts configured).
+    Part(Part),
+    /// A whole segment: the concatenation of the parts that preceded it.
     Segment(Segment),
     End(EndReason),
 }
 
+/// The segment being built: the parts closed so far.
+#[derive(Default)]
+struct Open {
+    parts: Vec<Bytes>,
+    bytes: usize,
+    samples: usize,
+    /// Decode time of its first video frame (video ticks).
+    video_start: Option<i64>,
+    /// Decode time of its first audio frame (samples), for audio-only segments.
+    audio_start: Option<i64>,
+    /// Presentation start, µs.
+    start_us: i64,
+    /// Media seconds closed so far.
+    duration: f64,
+    video_frames: usize,
+    independent: bool,
+    discontinuity: bool,
+    program_date_time: Option<DateTime<Utc>>,
+}
+
+/// The fragment being filled (a part, or the whole segment without parts).
 #[derive(Default)]
 struct Pending {
     video: Vec<Sample>,
@@ -118,9 +175,14 @@ pub struct Segmenter {
     audio_only: bool,
     emitted_any: bool,
     discontinuity_next: bool,
+    open: Open,
     pending: Pending,
     last_video_dts: Option<i64>,
     last_video_duration: i64,
+    /// The last frame durations: their maximum is how long the next frame may last, so a part
+    /// cut before it never outgrows the part target on a jittering clock.
+    recent_video_durations: [i64; RECENT_FRAMES],
+    video_frames_seen: usize,
     next_audio_dts: Option<i64>,
     /// Audio that arrived before the first video keyframe: (dts, sample).
     early_audio: std::collections::VecDeque<(i64, Sample)>,
@@ -142,9 +204,12 @@ impl Segmenter {
             audio_only: false,
             emitted_any: false,
             discontinuity_next: false,
+            open: Open::default(),
             pending: Pending::default(),
             last_video_dts: None,
             last_video_duration: i64::from(VIDEO_TIMESCALE / 30),
+            recent_video_durations: [i64::from(VIDEO_TIMESCALE / 30); RECENT_FRAMES],
+            video_frames_seen: 0,
             next_audio_dts: None,
             early_audio: std::collections::VecDeque::new(),
             sequence: 0,
@@ -196,7 +261,7 @@ impl Segmenter {
     }
 
     fn config_change(&mut self, out: &mut Vec<SegmenterOutput>) {
-        let has_media = !self.pending.video.is_empty() || !self.pending.audio.is_empty();
+        let has_media = self.has_media();
         if has_media {
             let next = self
                 .last_video_dts
@@ -207,6 +272,26 @@ impl Segmenter {
             self.discontinuity_next = true;
         }
         self.init_stale = true;
+    }
+
+    fn has_media(&self) -> bool {
+        !self.pending.video.is_empty()
+            || !self.pending.audio.is_empty()
+            || !self.open.parts.is_empty()
+    }
+
+    /// The longest segment that still rounds to the target duration (RFC 8216 §4.3.3.1).
+    fn max_segment_secs(&self) -> f64 {
+        self.config.target_duration.ceil().max(1.0) + 0.49
+    }
+
+    /// Whether the segment being built starts with a keyframe.
+    fn segment_independent(&self) -> bool {
+        if self.open.parts.is_empty() {
+            self.pending.independent
+        } else {
+            self.open.independent
+        }
     }
 
     /// Fixes the media-time ↔ wall-clock mapping used for PROGRAM-DATE-TIME, so several
@@ -242,33 +327,52 @@ impl Segmenter {
         let pts = p.pts.max(dts);
         self.anchor(rescale(dts, i64::from(VIDEO_TIMESCALE), 1_000_000), now);
 
-        if let Some(&start) = self.pending.video_dts.first() {
-            let elapsed = dts.saturating_sub(start) as f64 / f64::from(VIDEO_TIMESCALE);
+        if let Some(&part_start) = self.pending.video_dts.first() {
+            let secs = |ticks: i64| ticks as f64 / f64::from(VIDEO_TIMESCALE);
+            let elapsed = secs(dts.saturating_sub(self.open.video_start.unwrap_or(part_start)));
+            let frame = secs(
+                self.recent_video_durations
+                    .iter()
+                    .copied()
+                    .max()
+                    .unwrap_or(0),
+            );
             let min = (self.config.target_duration * CUT_TOLERANCE).max(MIN_SEGMENT_SECS);
-            let due = p.keyframe && elapsed >= min;
-            let oversized = self.pending.bytes + p.data.len() > self.config.max_segment_bytes
+            // After a cut mid-GOP, the next keyframe starts a segment again at once.
+            let due = p.keyframe && (elapsed >= min || !self.segment_independent());
+            let full = !p.keyframe && elapsed + frame >= self.max_segment_secs();
+            let oversized = self.open.bytes + self.pending.bytes + p.data.len()
+                > self.config.max_segment_bytes
                 || self.pending_samples() >= self.config.max_segment_samples;
-            if due || oversized {
-                if oversized && !p.keyframe {
+            if due || full || oversized {
+                if !p.keyframe {
                     if let Some(suppressed) = self.anomaly_log.check() {
                         tracing::warn!(
                             elapsed,
                             suppressed,
-                            "no keyframe within the segment size or sample limit; cutting mid-GOP"
+                            "no keyframe within the target duration or the segment limits;                              cutting mid-GOP (set the encoder's keyframe interval to the                              segment duration)"
                         );
                     }
                 }
                 self.flush(Some(dts), out);
                 self.pending.independent = p.keyframe;
+            } else if let Some(part) = self.config.part_duration {
+                if secs(dts.saturating_sub(part_start)) + frame > part - PART_MARGIN {
+                    self.close_part(Some(dts), out);
+                    self.pending.independent = p.keyframe;
+                }
             }
         }
-        if self.pending.video.is_empty() && self.pending.audio.is_empty() {
+        if !self.has_media() {
             self.emit_init_if_stale(out);
         }
         if let Some(last) = self.last_video_dts {
             self.last_video_duration = dts
                 .saturating_sub(last)
                 .clamp(1, i64::from(VIDEO_TIMESCALE) * 10);
+            let slot = self.video_frames_seen % RECENT_FRAMES;
+            self.recent_video_durations[slot] = self.last_video_duration;
+            self.video_frames_seen = self.video_frames_seen.wrapping_add(1);
         }
         self.last_video_dts = Some(dts);
         self.pending.bytes += p.data.len();
@@ -324,19 +428,28 @@ impl Segmenter {
         self.anchor(rescale(dts, rate, 1_000_000), now);
 
         if self.audio_only {
-            if let Some(start) = self.pending.audio_start {
+            if let Some(part_start) = self.pending.audio_start {
                 // Every AAC frame is a sync point: cut as close to the target as frames allow.
-                let elapsed = dts.saturating_sub(start) as f64 / rate as f64;
-                let half_frame = frame as f64 / rate as f64 / 2.0;
-                if elapsed >= self.config.target_duration - half_frame {
+                let secs = |samples: i64| samples as f64 / rate as f64;
+                let start = self.open.audio_start.unwrap_or(part_start);
+                let half_frame = secs(frame) / 2.0;
+                if secs(dts.saturating_sub(start)) >= self.config.target_duration - half_frame {
                     self.flush(None, out);
+                    self.pending.independent = true;
+                } else if let Some(part) = self.config.part_duration {
+                    if secs(dts.saturating_sub(part_start).saturating_add(frame))
+                        > part - PART_MARGIN
+                    {
+                        self.close_part(None, out);
+                        self.pending.independent = true;
+                    }
                 }
             }
-            if self.pending.audio.is_empty() {
+            if self.pending.audio.is_empty() && self.open.parts.is_empty() {
                 self.emit_init_if_stale(out);
             }
         }
-        if self.pending.bytes + sample.data.len() > self.config.max_segment_bytes
+        if self.open.bytes + self.pending.bytes + sample.data.len() > self.config.max_segment_bytes
             || self.pending_samples() >= self.config.max_segment_samples
         {
             // A source that sends audio but no video keyframe for this long: cut anyway.
@@ -353,8 +466,9 @@ impl Segmenter {
         self.append_audio(dts, sample);
     }
 
+    /// Samples in the segment being built.
     fn pending_samples(&self) -> usize {
-        self.pending.video.len() + self.pending.audio.len()
+        self.open.samples + self.pending.video.len() + self.pending.audio.len()
     }
 
     fn append_audio(&mut self, dts: i64, sample: Sample) {
@@ -403,9 +517,16 @@ impl Segmenter {
         self.init_stale = false;
     }
 
-    /// Closes the pending segment. `next_video_dts` is the decode time of the sample after it
-    /// (the keyframe that starts the next segment), which gives the last sample its duration.
+    /// Closes the segment being built. `next_video_dts` is the decode time of the sample after
+    /// it (the keyframe that starts the next segment), which gives the last sample its duration.
     fn flush(&mut self, next_video_dts: Option<i64>, out: &mut Vec<SegmenterOutput>) {
+        self.close_part(next_video_dts, out);
+        self.close_segment(out);
+    }
+
+    /// Closes the pending fragment as a part of the segment being built (and emits it when
+    /// parts are configured). `next_video_dts` as for [`Segmenter::flush`].
+    fn close_part(&mut self, next_video_dts: Option<i64>, out: &mut Vec<SegmenterOutput>) {
         let mut pending = std::mem::take(&mut self.pending);
         if pending.video.is_empty() && pending.audio.is_empty() {
             return;
@@ -470,28 +591,68 @@ impl Segmenter {
         }
         self.sequence = self.sequence.wrapping_add(1);
         let data = fmp4::media_fragment(self.sequence, &runs);
-        let pdt = match self.clock_anchor {
-            // Saturating: a timeline pushed to the ends of i64 must not overflow the date.
-            Some((anchor_us, wall)) => wall
-                .checked_add_signed(ChronoDuration::microseconds(
-                    start_us.saturating_sub(anchor_us),
-                ))
-                .unwrap_or(wall),
-            None => Utc::now(),
-        };
-        out.push(SegmenterOutput::Segment(Segment {
-            duration,
-            data,
-            discontinuity: std::mem::take(&mut self.discontinuity_next),
-            program_date_time: pdt,
-            independent: pending.independent,
-            video_frames: n,
-            start_time: start_us as f64 / 1e6,
-        }));
-        self.emitted_any = true;
+        let open = &mut self.open;
+        if open.parts.is_empty() {
+            open.video_start = pending.video_dts.first().copied();
+            open.audio_start = pending.audio_start;
+            open.start_us = start_us;
+            open.independent = pending.independent;
+            open.discontinuity = std::mem::take(&mut self.discontinuity_next);
+            open.program_date_time = Some(match self.clock_anchor {
+                // Saturating: a timeline pushed to the ends of i64 must not overflow the date.
+                Some((anchor_us, wall)) => wall
+                    .checked_add_signed(ChronoDuration::microseconds(
+                        start_us.saturating_sub(anchor_us),
+                    ))
+                    .unwrap_or(wall),
+                None => Utc::now(),
+            });
+        }
+        if self.config.part_duration.is_some() {
+            out.push(SegmenterOutput::Part(Part {
+                index: u32::try_from(open.parts.len()).unwrap_or(u32::MAX),
+                duration,
+                data: data.clone(),
+                independent: pending.independent,
+                discontinuity: open.discontinuity,
+                program_date_time: open.program_date_time.unwrap_or_else(Utc::now),
+            }));
+        }
+        open.bytes += data.len();
+        open.samples += n + pending.audio.len();
+        open.duration += duration;
+        open.video_frames += n;
+        open.parts.push(data);
         for (dts, sample) in carry {
             self.append_audio(dts, sample);
         }
+    }
+
+    /// Emits the segment being built: its parts, concatenated.
+    fn close_segment(&mut self, out: &mut Vec<SegmenterOutput>) {
+        let open = std::mem::take(&mut self.open);
+        if open.parts.is_empty() {
+            return;
+        }
+        let data = if open.parts.len() == 1 {
+            open.parts[0].clone()
+        } else {
+            let mut all = bytes::BytesMut::with_capacity(open.bytes);
+            for p in &open.parts {
+                all.extend_from_slice(p);
+            }
+            all.freeze()
+        };
+        out.push(SegmenterOutput::Segment(Segment {
+            duration: open.duration,
+            data,
+            discontinuity: open.discontinuity,
+            program_date_time: open.program_date_time.unwrap_or_else(Utc::now),
+            independent: open.independent,
+            video_frames: open.video_frames,
+            start_time: open.start_us as f64 / 1e6,
+        }));
+        self.emitted_any = true;
     }
 }
 

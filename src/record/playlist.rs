@@ -190,16 +190,17 @@ mod tests {
         let t = std::time::Instant::now();
         let text = snapshot.render();
         let rendered = t.elapsed();
-        // The renderer this replaces (all segments through m3u8-rs, inside the lock).
+        // The live renderer (every segment re-rendered), as the recording's once was, inside the lock.
         let t = std::time::Instant::now();
         let old: Vec<crate::hls::playlist::Entry> = entries
             .iter()
             .map(|s| crate::hls::playlist::Entry {
-                uri: segment_name(s.index),
+                uri: Some(segment_name(s.index)),
                 init_uri: init_name(s.init),
                 duration: s.duration,
                 discontinuity: s.discontinuity,
                 program_date_time: s.program_date_time,
+                parts: Vec::new(),
             })
             .collect();
         let header = crate::hls::playlist::Header {
@@ -209,6 +210,7 @@ mod tests {
             discontinuity_sequence: 0,
             ended: false,
             independent_segments: true,
+            low_latency: None,
         };
         let old_text = crate::hls::playlist::write_media(&header, &old);
         let before = t.elapsed();

@@ -204,6 +204,8 @@ impl RecordTap {
                     self.behind();
                 }
             }
+            // Recordings keep whole segments: the segment that follows repeats its parts.
+            SegmenterOutput::Part(_) => {}
             // Nothing more comes for this rendition: the recording ends now (dropping the tap,
             // when the producer finishes without an end, does the same).
             SegmenterOutput::End(_) => self.end(),

@@ -57,6 +57,7 @@ pub struct PipelineSettings {
     pub audio_sample_rate: u32,
     pub segment_duration: f64,
     pub x264_threads: u32,
+    pub low_delay: bool,
     pub limits: SourceLimits,
 }
 
@@ -68,6 +69,7 @@ impl PipelineSettings {
             audio_sample_rate: t.audio_sample_rate,
             segment_duration,
             x264_threads: t.x264_threads,
+            low_delay: t.low_delay,
             limits: SourceLimits::from_config(t),
         }
     }
@@ -225,6 +227,7 @@ impl<S: LadderSink> Pipeline<S> {
                 fps,
                 self.settings.segment_duration,
                 self.settings.x264_threads,
+                self.settings.low_delay,
                 self.rung_output_tx.clone(),
             )?;
             self.sink

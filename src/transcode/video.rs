@@ -126,6 +126,7 @@ pub fn open_rung(
     source_fps: f64,
     segment_duration: f64,
     x264_threads: u32,
+    low_delay: bool,
     out: std::sync::mpsc::Sender<RungOutput>,
 ) -> Result<(RungWorker, VideoConfig), TranscodeError> {
     let codec =
@@ -150,6 +151,11 @@ pub fn open_rung(
     enc.set_max_bit_rate(plan.config.maxrate as usize);
     let mut options = Dictionary::new();
     options.set("preset", &plan.config.preset);
+    if low_delay {
+        // No B-frames, lookahead or frame-rate uncertainty frame: each frame comes out as it
+        // goes in (`transcode.low_delay`; scripts/bench.sh ladder measures what it costs).
+        options.set("tune", "zerolatency");
+    }
     options.set("profile", &plan.config.profile);
     options.set("bufsize", &plan.config.bufsize.to_string());
     // Keyframes only where the shared grid forces them (as IDR), so all rungs cut at the

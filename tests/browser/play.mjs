@@ -1,5 +1,8 @@
 // Plays an HLS URL with hls.js in headless Chromium and reports what happened as JSON.
-// Usage: node play.mjs URL [--seconds N] [--level N] [--timeout N]
+// Usage: node play.mjs URL [--seconds N] [--level N] [--timeout N] [--low-latency 0|1]
+//        [--hls-config JSON]   (merged into the Hls config, e.g. {"maxLiveSyncPlaybackRate":1.5})
+// With LL-HLS playlists and --low-latency 1 (hls.js's default), hls.js loads parts and blocks on
+// playlist reloads; the report then counts the parts loaded and samples hls.latency.
 // Exit 0 when at least N seconds of media played without a fatal hls.js error, 1 otherwise.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -16,6 +19,9 @@ const opt = (name, dflt) => {
 const seconds = opt('seconds', 3);
 const level = opt('level', -1);
 const timeoutMs = opt('timeout', 40) * 1000;
+const lowLatencyMode = opt('low-latency', 1) === 1;
+const configAt = args.indexOf('--hls-config');
+const hlsConfig = configAt >= 0 ? JSON.parse(args[configAt + 1]) : {};
 if (!url) {
   console.error('usage: node play.mjs URL [--seconds N] [--level N] [--timeout N]');
   process.exit(2);
@@ -39,12 +45,18 @@ try {
   const page = await browser.newPage();
   await page.setContent('<!doctype html><video id="v" muted playsinline></video>');
   await page.addScriptTag({ path: hlsPath });
-  result = await page.evaluate(async ({ url, seconds, level, timeoutMs }) => {
+  result = await page.evaluate(async ({ url, seconds, level, timeoutMs, lowLatencyMode, hlsConfig }) => {
     const video = document.getElementById('v');
     const out = { supported: Hls.isSupported(), errors: [], levels: [], fatal: null,
-                  currentTime: 0, playedLevel: null, programDateTime: null };
+                  currentTime: 0, playedLevel: null, programDateTime: null, lowLatencyMode,
+                  partsLoaded: 0, segmentsLoaded: 0, stalls: 0, latencies: [],
+                  targetLatency: null };
     if (!out.supported) return out;
-    const hls = new Hls({ debug: false });
+    const hls = new Hls({ debug: false, lowLatencyMode, ...hlsConfig });
+    hls.on(Hls.Events.FRAG_LOADED, (_, d) => {
+      if (d.part) out.partsLoaded++; else out.segmentsLoaded++;
+    });
+    video.addEventListener('waiting', () => { if (video.currentTime > 0) out.stalls++; });
     hls.on(Hls.Events.ERROR, (_, d) => {
       out.errors.push(`${d.type}/${d.details}${d.fatal ? ' (fatal)' : ''}`);
       if (d.fatal) out.fatal = d.details;
@@ -66,6 +78,11 @@ try {
     while (Date.now() - start < timeoutMs && !out.fatal) {
       await new Promise(r => setTimeout(r, 200));
       if (startTime === null && video.currentTime > 0) startTime = video.currentTime;
+      // hls.latency: seconds behind the live edge, sampled once playback has settled.
+      if (startTime !== null && video.currentTime - startTime > 3 && hls.latency > 0) {
+        out.latencies.push(Math.round(hls.latency * 1000) / 1000);
+        out.targetLatency = hls.targetLatency;
+      }
       if (startTime !== null && video.currentTime - startTime >= seconds) break;
       if (video.ended) break;
     }
@@ -76,7 +93,7 @@ try {
     out.decodedFrames = video.getVideoPlaybackQuality().totalVideoFrames;
     hls.destroy();
     return out;
-  }, { url, seconds, level, timeoutMs });
+  }, { url, seconds, level, timeoutMs, lowLatencyMode, hlsConfig });
 } finally {
   await browser.close();
   rmSync(profile, { recursive: true, force: true });

@@ -485,6 +485,18 @@ pub fn play_in_chromium(url: &str, seconds: u32) -> (bool, serde_json::Value) {
 
 /// Like [`play_in_chromium`], pinned to one ladder level (-1: automatic).
 pub fn play_level(url: &str, seconds: u32, level: i32) -> (bool, serde_json::Value) {
+    play_with(url, seconds, level, true, "{}")
+}
+
+/// Like [`play_level`], with hls.js's `lowLatencyMode` set and `hls_config` (JSON) merged into
+/// the player's config.
+pub fn play_with(
+    url: &str,
+    seconds: u32,
+    level: i32,
+    low_latency: bool,
+    hls_config: &str,
+) -> (bool, serde_json::Value) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play.mjs");
     let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules");
     assert!(
@@ -494,8 +506,12 @@ pub fn play_level(url: &str, seconds: u32, level: i32) -> (bool, serde_json::Val
     let out = Command::new("node")
         .arg(script)
         .arg(url)
-        .args(["--seconds", &seconds.to_string(), "--timeout", "40"])
+        // A loaded machine stalls playback: room for it beyond the media played.
+        .args(["--seconds", &seconds.to_string()])
+        .args(["--timeout", &(seconds * 2).max(40).to_string()])
         .args(["--level", &level.to_string()])
+        .args(["--low-latency", if low_latency { "1" } else { "0" }])
+        .args(["--hls-config", hls_config])
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);

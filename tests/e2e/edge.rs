@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 use crate::cluster::{node, publish, Redis};
 use crate::common::{header as common_header, http_get, play_in_chromium, Server};
 
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
 }
 
 impl Nginx {
-    fn start(upstreams: &[u16]) -> Nginx {
+    pub(crate) fn start(upstreams: &[u16]) -> Nginx {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -75,7 +75,7 @@ impl Nginx {
         nginx
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 

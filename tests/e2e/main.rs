@@ -15,6 +15,7 @@ mod hostile_media;
 mod hostile_net;
 mod hostile_record;
 mod ladder;
+mod llhls;
 mod record;
 mod relay;
 mod rtmp_hls;

@@ -225,3 +225,133 @@ fn a_successor_on_another_node_continues_the_numbering() {
     // Its discontinuity sequence continues the predecessor's count.
     assert_eq!(p.discontinuity_sequence, 1);
 }
+
+fn part(index: u32, bytes: &'static [u8], independent: bool) -> SegmenterOutput {
+    SegmenterOutput::Part(Part {
+        index,
+        duration: 0.25,
+        data: Bytes::from_static(bytes),
+        independent,
+        discontinuity: false,
+        program_date_time: Utc::now(),
+    })
+}
+
+fn whole(bytes: &'static [u8]) -> SegmenterOutput {
+    SegmenterOutput::Segment(Segment {
+        duration: 0.5,
+        data: Bytes::from_static(bytes),
+        discontinuity: false,
+        program_date_time: Utc::now(),
+        independent: true,
+        video_frames: 15,
+        start_time: 0.0,
+    })
+}
+
+/// Two rungs in LL-HLS: one complete segment of two parts, then one part of the next.
+fn low_latency_window() -> (Arc<RwLock<LiveHls>>, u64) {
+    let config = HlsConfig {
+        segment_duration: 0.5,
+        part_duration: 0.25,
+        ..HlsConfig::default()
+    };
+    let reg = HlsRegistry::new(config);
+    let (hls, generation) = reg.attach("ll");
+    {
+        let mut h = hls.write().unwrap();
+        for rung in ["360p", "720p"] {
+            h.apply_all(
+                generation,
+                rung,
+                [
+                    init(),
+                    part(0, b"aa", true),
+                    part(1, b"bbb", false),
+                    whole(b"aabbb"),
+                ],
+            );
+        }
+        h.apply_all(generation, "360p", [part(0, b"cc", true)]);
+    }
+    (hls, generation)
+}
+
+#[test]
+fn low_latency_playlists_list_parts_hint_the_next_and_report_the_other_rungs() {
+    let (hls, _) = low_latency_window();
+    let h = hls.read().unwrap();
+    let text = h.media_playlist("360p").unwrap();
+    let i = &h.instance;
+    for line in [
+        "#EXT-X-TARGETDURATION:1".to_string(),
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.750,HOLD-BACK=3.000".into(),
+        "#EXT-X-PART-INF:PART-TARGET=0.250".into(),
+        format!("#EXT-X-PART:DURATION=0.25000,URI=\"{i}-0.0.m4s\",INDEPENDENT=YES"),
+        format!("#EXT-X-PART:DURATION=0.25000,URI=\"{i}-0.1.m4s\"\n#EXTINF:0.50000,\n{i}-0.m4s"),
+        format!("#EXT-X-PART:DURATION=0.25000,URI=\"{i}-1.0.m4s\",INDEPENDENT=YES"),
+        format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{i}-1.1.m4s\""),
+        "#EXT-X-RENDITION-REPORT:URI=\"../720p/index.m3u8\",LAST-MSN=0,LAST-PART=1".into(),
+    ] {
+        assert!(text.contains(&line), "{line} missing in\n{text}");
+    }
+    let other = h.media_playlist("720p").unwrap();
+    assert!(
+        other.contains("#EXT-X-RENDITION-REPORT:URI=\"../360p/index.m3u8\",LAST-MSN=1,LAST-PART=0"),
+        "{other}"
+    );
+    // Parts are served; a complete segment's parts are slices of its one copy.
+    let body = |name: String| match h.file("360p", &name) {
+        Some(HlsFile::Part(b)) => b,
+        _ => panic!("{name} not served as a part"),
+    };
+    assert_eq!(&body(format!("{i}-0.1.m4s"))[..], b"bbb");
+    assert_eq!(&body(format!("{i}-1.0.m4s"))[..], b"cc");
+    assert!(h.file("360p", &format!("{i}-1.1.m4s")).is_none());
+    assert_eq!(parse_part_name(&format!("{i}-12.3.m4s")), Some((12, 3)));
+}
+
+#[test]
+fn each_update_is_published_once_for_every_waiting_request() {
+    let (hls, generation) = low_latency_window();
+    let mut watch = hls.read().unwrap().watch("360p").unwrap();
+    let now = watch.borrow_and_update().clone();
+    assert_eq!(
+        (now.next_msn, now.parts_in_next, now.parts_in_last),
+        (1, 1, 2)
+    );
+    assert!(now.playlist.as_deref().unwrap().contains("-1.0.m4s"));
+    assert!(!watch.has_changed().unwrap());
+    hls.write()
+        .unwrap()
+        .apply_all(generation, "360p", [part(1, b"dd", false)]);
+    assert!(watch.has_changed().unwrap());
+    assert_eq!(watch.borrow_and_update().parts_in_next, 2);
+    // Another rung's update does not wake this one's waiters.
+    hls.write()
+        .unwrap()
+        .apply_all(generation, "720p", [part(0, b"cc", true)]);
+    assert!(!watch.has_changed().unwrap());
+}
+
+#[test]
+fn the_target_duration_is_fixed_and_classic_playlists_have_no_parts() {
+    let config = HlsConfig {
+        low_latency: false,
+        ..HlsConfig::default()
+    };
+    let reg = HlsRegistry::new(config);
+    let (hls, generation) = reg.attach("classic");
+    let mut h = hls.write().unwrap();
+    h.apply_all(
+        generation,
+        SOURCE_RENDITION,
+        [init(), seg(2.4, false), seg(1.0, false)],
+    );
+    let text = h.media_playlist(SOURCE_RENDITION).unwrap();
+    assert!(text.contains("#EXT-X-TARGETDURATION:2\n"), "{text}");
+    assert!(
+        !text.contains("EXT-X-PART") && !text.contains("SERVER-CONTROL"),
+        "{text}"
+    );
+}

@@ -4,6 +4,7 @@ use crate::media::avc::tests::AVCC_640X360_HIGH;
 fn cfg() -> SegmenterConfig {
     SegmenterConfig {
         target_duration: 2.0,
+        part_duration: None,
         max_segment_bytes: 1 << 20,
         max_segment_samples: 16_384,
     }
@@ -86,12 +87,25 @@ fn cuts_at_keyframes_near_target() {
 }
 
 #[test]
-fn long_gop_gives_long_segments() {
+fn a_long_gop_is_cut_within_the_target_and_realigned_at_keyframes() {
     let mut seg = Segmenter::new(cfg());
     let out = feed(&mut seg, 13, 150); // keyframe every 5 s
     let segs = segments(&out);
-    assert_eq!(segs.len(), 2);
-    assert!((segs[0].duration - 5.0).abs() < 0.05);
+    // 0-2.47 (independent), 2.47-4.93, 4.93-5 (up to the keyframe), 5-7.47 (independent), …
+    assert!(segs.len() >= 5, "{}", segs.len());
+    for s in &segs {
+        assert!(
+            s.duration.round() <= 2.0,
+            "{} rounds above the target",
+            s.duration
+        );
+    }
+    let independent_starts: Vec<f64> = segs
+        .iter()
+        .filter(|s| s.independent)
+        .map(|s| (s.start_time * 10.0).round() / 10.0)
+        .collect();
+    assert_eq!(independent_starts, [0.0, 5.0, 10.0]);
 }
 
 #[test]
@@ -368,4 +382,157 @@ fn extreme_timestamps_neither_overflow_nor_panic() {
         );
         assert!(s.start_time.is_finite());
     }
+}
+
+fn parts(out: &[SegmenterOutput]) -> Vec<&Part> {
+    out.iter()
+        .filter_map(|o| match o {
+            SegmenterOutput::Part(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ll_cfg(part: f64) -> SegmenterConfig {
+    SegmenterConfig {
+        part_duration: Some(part),
+        ..cfg()
+    }
+}
+
+#[test]
+fn a_segment_is_the_concatenation_of_its_parts() {
+    let mut seg = Segmenter::new(ll_cfg(0.3));
+    let mut out = feed(&mut seg, 7, 60);
+    out.extend(seg.push(MediaEvent::End(EndReason::Stopped), Utc::now()));
+    let mut building: Vec<&Part> = Vec::new();
+    let mut checked = 0;
+    for o in &out {
+        match o {
+            SegmenterOutput::Part(p) => {
+                assert_eq!(p.index as usize, building.len());
+                building.push(p);
+            }
+            SegmenterOutput::Segment(s) => {
+                let joined: Vec<u8> = building.iter().flat_map(|p| p.data.to_vec()).collect();
+                assert_eq!(joined, s.data.to_vec());
+                let sum: f64 = building.iter().map(|p| p.duration).sum();
+                assert!((sum - s.duration).abs() < 1e-9);
+                assert!(building[0].independent && s.independent);
+                assert!(building[1..].iter().all(|p| !p.independent));
+                // 30 fps, 0.3 s target: 8 frames (0.267 s) a part, 7 and a half in 2 s.
+                assert!(building[..building.len() - 1]
+                    .iter()
+                    .all(|p| (p.duration - 8.0 / 30.0).abs() < 0.002));
+                building.clear();
+                checked += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(checked, 4);
+}
+
+/// Every rung of a ladder gets the same frames (same timestamps, keyframes forced on the same
+/// frames) but different bytes: the parts must be cut at the same times in every rung.
+#[test]
+fn rungs_fed_the_same_frames_cut_the_same_parts() {
+    let cut = |frame_bytes: usize| {
+        let mut seg = Segmenter::new(ll_cfg(0.3));
+        let now = Utc::now();
+        let mut out = seg.push(video_cfg(), now);
+        for i in 0..300i64 {
+            out.extend(seg.push(
+                MediaEvent::Packet(Packet {
+                    track: TrackKind::Video,
+                    dts: i * 3003,
+                    pts: i * 3003,
+                    keyframe: i % 60 == 0,
+                    data: Bytes::from(vec![0u8; frame_bytes * (1 + (i % 7) as usize)]),
+                }),
+                now,
+            ));
+        }
+        out.iter()
+            .filter_map(|o| match o {
+                SegmenterOutput::Part(p) => Some((
+                    p.index,
+                    (p.duration * 90_000.0).round() as i64,
+                    p.independent,
+                )),
+                SegmenterOutput::Segment(s) => Some((
+                    u32::MAX,
+                    (s.duration * 90_000.0).round() as i64,
+                    s.independent,
+                )),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let low = cut(100);
+    assert!(low.len() > 30);
+    assert_eq!(low, cut(500));
+    assert_eq!(low, cut(1500));
+}
+
+proptest::proptest! {
+    /// RFC 8216bis §4.4.4.9: each part at most the part target, and at least 85 % of it except
+    /// a segment's last part and independent ones: at the common frame rates, with the
+    /// millisecond jitter of an RTMP clock.
+    #[test]
+    fn parts_fill_85_to_100_percent_of_the_target(
+        fps in proptest::sample::select(vec![24.0, 25.0, 30_000.0 / 1001.0, 30.0, 50.0, 60_000.0 / 1001.0, 60.0]),
+        jitter in proptest::collection::vec(-1i64..=1, 400),
+    ) {
+        let part = 0.3;
+        let mut seg = Segmenter::new(ll_cfg(part));
+        let now = Utc::now();
+        let mut out = seg.push(video_cfg(), now);
+        let gop = (2.0_f64 * fps).round() as usize;
+        for (i, j) in jitter.iter().enumerate() {
+            // RTMP: milliseconds, rounded, ±1.
+            let ms = ((i as f64 * 1000.0 / fps).round() as i64 + j).max(0);
+            out.extend(seg.push(
+                MediaEvent::Packet(Packet {
+                    track: TrackKind::Video, dts: ms * 90, pts: ms * 90,
+                    keyframe: i % gop == 0, data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+                }),
+                now,
+            ));
+        }
+        let mut last_of_segment = Vec::new();
+        let mut building: Vec<&Part> = Vec::new();
+        for o in &out {
+            match o {
+                SegmenterOutput::Part(p) => building.push(p),
+                SegmenterOutput::Segment(_) => {
+                    last_of_segment.push(building.pop());
+                    for p in building.drain(..) {
+                        proptest::prop_assert!(p.duration <= part + 1e-9, "{} fps: part of {}", fps, p.duration);
+                        if !p.independent {
+                            proptest::prop_assert!(p.duration >= 0.85 * part, "{} fps: part of {}", fps, p.duration);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for p in last_of_segment.into_iter().flatten() {
+            proptest::prop_assert!(p.duration <= part + 1e-9, "{} fps: last part of {}", fps, p.duration);
+        }
+    }
+}
+
+#[test]
+fn audio_only_streams_get_parts() {
+    let mut seg = Segmenter::new(ll_cfg(0.3));
+    let now = Utc::now();
+    let mut out = seg.push(audio_cfg(), now);
+    for i in 0..300 {
+        out.extend(seg.push(aframe(i * 1024 / 48), now));
+    }
+    let ps = parts(&out);
+    assert!(ps.len() > 15);
+    assert!(ps.iter().all(|p| p.independent && p.duration <= 0.3));
+    assert!(segments(&out).iter().all(|s| s.duration.round() <= 2.0));
 }
