@@ -26,6 +26,10 @@ BIN = os.path.join(ROOT, "target/release/livegate")
 PACE = os.path.join(ROOT, "target/release/examples/pace_publish")
 HZ = os.sysconf("SC_CLK_TCK")
 LADDER = [("360p", 360), ("480p", 480), ("720p", 720)]
+# livegate's transcode.low_delay (default true: x264 tune=zerolatency), mirrored by the CLI
+# reference ladder and the floor so the ratios compare like with like.
+LOW_DELAY = os.environ.get("LIVEGATE_TRANSCODE_LOW_DELAY", "true") == "true"
+TUNE = ["-tune", "zerolatency"] if LOW_DELAY else []
 
 
 def free_port():
@@ -250,6 +254,7 @@ def main():
     seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 60
     work = tempfile.mkdtemp(prefix="livegate-ladder-bench.")
     report = []
+    print(f"x264 {'tune=zerolatency (transcode.low_delay = true)' if LOW_DELAY else 'B-frames + lookahead (transcode.low_delay = false)'}")
     for label, (w, h) in [("720p30", (1280, 720)), ("1080p30", (1920, 1080))]:
         print(f"== {label}, {seconds} s", flush=True)
         source = os.path.join(work, f"src_{label}.flv")
@@ -260,7 +265,7 @@ def main():
         floor_cpu, _, _ = run_measured(
             ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-i", source,
              "-filter_complex", "[0:v]split=3[a][b][c];[a]scale=-2:360[o1];[b]scale=-2:480[o2];[c]scale=-2:720[o3]"]
-            + sum([["-map", f"[o{i}]", "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "main",
+            + sum([["-map", f"[o{i}]", "-c:v", "libx264", "-preset", "veryfast", *TUNE, "-profile:v", "main",
                     "-b:v", b, "-maxrate", m, "-bufsize", s, "-g", "60", "-keyint_min", "60",
                     "-sc_threshold", "0", "-f", "null", "-"]
                    for i, (b, m, s) in enumerate([("800k", "856k", "1200k"), ("1400k", "1498k", "2100k"),

@@ -229,6 +229,16 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Any query string (network input) parses or is refused, never panics.
+        #[test]
+        fn any_query_parses_or_is_refused(query in ".{0,200}", msn in proptest::prelude::any::<u64>()) {
+            let _ = Directives::parse(&query);
+            let parsed = Directives::parse(&format!("{query}&_HLS_msn={msn}"));
+            if let Ok(d) = parsed {
+                proptest::prop_assert!(d.msn.is_some());
+            }
+        }
+
         /// Whatever the position and request, a decision never panics, and a request for a
         /// position at or before the newest part is never made to wait.
         #[test]

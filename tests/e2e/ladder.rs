@@ -185,7 +185,9 @@ fn ladder_from_1080p_and_720p_is_aligned_and_as_configured() {
         "bitrate=800",
         "vbv_maxrate=856",
         "vbv_bufsize=1200",
-        "bframes=3",
+        // transcode.low_delay (default): tune=zerolatency, no B-frames, no lookahead.
+        "bframes=0",
+        "rc_lookahead=0",
     ] {
         assert!(sei.contains(setting), "x264 settings lack {setting}");
     }

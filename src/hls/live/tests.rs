@@ -355,3 +355,15 @@ fn the_target_duration_is_fixed_and_classic_playlists_have_no_parts() {
         "{text}"
     );
 }
+
+proptest::proptest! {
+    /// File names come from request paths: any name is a part or not, never a panic.
+    #[test]
+    fn any_file_name_is_looked_up_without_panicking(name in ".{0,80}") {
+        let _ = parse_part_name(&name);
+        let (hls, _) = low_latency_window();
+        let h = hls.read().unwrap();
+        let _ = h.file("360p", &name);
+        let _ = h.file("360p", &format!("{}-{name}", h.instance));
+    }
+}
