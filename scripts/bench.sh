@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks (measurements, not tests). Usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster [SECONDS]
+# Benchmarks (measurements, not tests).
+# Usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking [SECONDS]
 #
 # ladder: livegate's in-process ladder against the reference ffmpeg-CLI ladder
 #   (ffmpeg/reference-ladder.sh) on generated 720p30 and 1080p30 inputs: CPU-s per media-s and
@@ -26,6 +27,16 @@
 # cluster: two nodes + Redis + the shipped nginx edge; requests/s and latency for a segment and
 #   a playlist served by the owner, through the other node, and through nginx. See
 #   scripts/bench_cluster.sh.
+# latency: glass-to-glass through livegate: a wall-clock-stamped ffmpeg publish played by hls.js
+#   in headless Chromium (tests/browser/latency.mjs reads the stamp on every displayed frame),
+#   passthrough and ladder, direct and through the nginx edge, lowLatencyMode off, on, and on with
+#   maxLiveSyncPlaybackRate 1.5; 10 s
+#   warm-up then SECONDS (default 30) each; a third argument sets the picture size (default
+#   1280x720). See scripts/bench_latency.py.
+# blocking: one 720p30 passthrough stream and VIEWERS (default 200) hls.js-like LL-HLS viewers
+#   (blocking reload for the hinted part, then the part, in a loop) for SECONDS (default 30):
+#   server CPU and RSS against the same stream with no viewer in the same run, requests/s, how
+#   long reloads were held. Usage: scripts/bench.sh blocking [VIEWERS] [SECONDS].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-ingest}
@@ -37,8 +48,10 @@ case "$mode" in
   ladder) exec python3 scripts/bench_ladder.py "$secs" ;;
   codecs) exec bash scripts/bench_codecs.sh "${2:-30}" ;;
   cluster) exec bash scripts/bench_cluster.sh "${2:-10}" ;;
+  latency) exec python3 scripts/bench_latency.py "${2:-30}" ${3:+"$3"} ;;
+  blocking) exec python3 scripts/bench_blocking.py "${2:-200}" "${3:-30}" ;;
   whip) exec unshare --net -- sh -c 'ip link set lo up && exec python3 scripts/bench_whip.py "$0"' "${2:-30}" ;;
-  *) echo "usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster [SECONDS]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking [SECONDS]" >&2; exit 2 ;;
 esac
 bin=$PWD/target/release/livegate
 work=$(mktemp -d /tmp/livegate-bench.XXXXXX)

@@ -4,15 +4,14 @@
 //! Names are unique per HLS instance (`<instance>-<seq>.m4s`), so segments can be cached as
 //! immutable by any edge even when a user publishes again later and sequence numbers restart.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::blocking::Published;
-use super::playlist::{write_media, Entry, Header, Kind, LowLatency, PartEntry, RenditionReport};
 use super::segmenter::{InitInfo, Part, Segment, SegmenterOutput};
 use crate::config::HlsConfig;
 use crate::media::EndReason;
@@ -300,7 +299,7 @@ impl Rendition {
 }
 
 impl LiveHls {
-    fn new(stream: &str, config: HlsConfig) -> Self {
+    pub(super) fn new(stream: &str, config: HlsConfig) -> Self {
         LiveHls {
             instance: format!("{:08x}", rand::random::<u32>()),
             stream: stream.to_string(),
@@ -370,6 +369,17 @@ impl LiveHls {
 
     pub fn is_ended(&self) -> bool {
         self.ended_at.is_some()
+    }
+
+    /// How long ago the stream ended.
+    pub fn ended_for(&self) -> Option<std::time::Duration> {
+        self.ended_at.map(|t| t.elapsed())
+    }
+
+    /// Numbers a new publish session (see [`super::HlsRegistry::attach`]).
+    pub(super) fn next_generation(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
     }
 
     pub fn started_at(&self) -> DateTime<Utc> {
@@ -492,265 +502,8 @@ impl LiveHls {
             .find(|s| s.sequence == seq)
             .map(|s| HlsFile::Segment(s.segment.data.clone()))
     }
-
-    fn init_uri(&self, version: u64) -> String {
-        format!("{}-init{}.mp4", self.instance, version)
-    }
-
-    fn part_entries(&self, sequence: u64, parts: &[StoredPart]) -> Vec<PartEntry> {
-        parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| PartEntry {
-                uri: part_name(&self.instance, sequence, i),
-                duration: p.duration,
-                independent: p.independent,
-            })
-            .collect()
-    }
-
-    /// The target duration, fixed for the stream's life (RFC 8216 §6.2.1): segments never
-    /// outgrow it (the segmenter cuts long GOPs).
-    fn target_duration(&self) -> u64 {
-        self.config.segment_duration.ceil().max(1.0) as u64
-    }
-
-    /// The media playlist, or None before the first segment (or, with LL-HLS, the first part).
-    pub fn media_playlist(&self, rendition: &str) -> Option<String> {
-        let r = self.rendition(rendition)?;
-        let low_latency = self.config.low_latency;
-        let listed: Vec<&StoredSegment> = r.listed(self.config.window).collect();
-        let open = r
-            .open
-            .as_ref()
-            .filter(|o| low_latency && !o.parts.is_empty());
-        if listed.is_empty() && open.is_none() {
-            return None;
-        }
-        let unlisted = r.segments.len() - listed.len();
-        let discontinuity_sequence = r.discontinuities_removed
-            + r.segments
-                .iter()
-                .take(unlisted)
-                .filter(|s| s.segment.discontinuity)
-                .count() as u64;
-        let target_duration = self.target_duration();
-        // Parts are listed for the segments that end within the part window of the live edge.
-        let part_window = PART_WINDOW_TARGETS * target_duration as f64;
-        let mut from_edge: f64 = open.map_or(0.0, |o| o.parts.iter().map(|p| p.duration).sum());
-        let mut with_parts = vec![false; listed.len()];
-        for (i, s) in listed.iter().enumerate().rev() {
-            if !low_latency || from_edge >= part_window {
-                break;
-            }
-            with_parts[i] = true;
-            from_edge += s.segment.duration;
-        }
-        let mut entries: Vec<Entry> = listed
-            .iter()
-            .zip(with_parts)
-            .map(|(s, with_parts)| Entry {
-                uri: Some(format!("{}-{}.m4s", self.instance, s.sequence)),
-                init_uri: self.init_uri(s.init_version),
-                duration: s.segment.duration,
-                // Kept on the first listed segment too: hiding it there without bumping
-                // EXT-X-DISCONTINUITY-SEQUENCE would renumber it between reloads (RFC 8216 §6.2.2).
-                discontinuity: s.segment.discontinuity,
-                program_date_time: s.segment.program_date_time,
-                parts: if with_parts {
-                    self.part_entries(s.sequence, &s.parts)
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect();
-        if let Some(o) = open {
-            entries.push(Entry {
-                uri: None,
-                init_uri: self.init_uri(o.init_version),
-                duration: 0.0,
-                discontinuity: o.discontinuity,
-                program_date_time: o.program_date_time,
-                parts: self.part_entries(r.next_sequence, &o.parts),
-            });
-        }
-        let low_latency = low_latency.then(|| LowLatency {
-            part_target: self.config.part_duration,
-            part_hold_back: PART_HOLD_BACK_TARGETS * self.config.part_duration,
-            preload_hint: Some(part_name(
-                &self.instance,
-                r.next_sequence,
-                open.map_or(0, |o| o.parts.len()),
-            )),
-            reports: self
-                .renditions
-                .iter()
-                .filter(|other| other.name != r.name)
-                .filter_map(|other| {
-                    let (last_msn, last_part) = other.position()?;
-                    Some(RenditionReport {
-                        uri: format!("../{}/index.m3u8", other.name),
-                        last_msn,
-                        last_part,
-                    })
-                })
-                .collect(),
-        });
-        let header = Header {
-            kind: Kind::Live,
-            target_duration,
-            media_sequence: listed.first().map_or(r.next_sequence, |s| s.sequence),
-            discontinuity_sequence,
-            ended: r.ended,
-            independent_segments: listed.iter().all(|s| s.segment.independent),
-            low_latency,
-        };
-        Some(write_media(&header, &entries))
-    }
-
-    /// Renders `rendition`'s playlist for every reader and wakes the requests waiting on it.
-    pub fn publish(&self, rendition: &str) {
-        let Some(r) = self.rendition(rendition) else {
-            return;
-        };
-        let published = Published {
-            playlist: self.media_playlist(rendition).map(Arc::from),
-            next_msn: r.next_sequence,
-            parts_in_next: r.open.as_ref().map_or(0, |o| o.parts.len() as u64),
-            parts_in_last: r.segments.back().map_or(0, |s| s.parts.len() as u64),
-            ended: r.ended,
-        };
-        r.published.send_replace(Arc::new(published));
-    }
-
-    /// What `rendition` last published, and its updates.
-    pub fn watch(&self, rendition: &str) -> Option<tokio::sync::watch::Receiver<Arc<Published>>> {
-        self.rendition(rendition).map(|r| r.published.subscribe())
-    }
-
-    /// Seconds a blocking request may wait (RFC 8216bis §6.2.5.2: 503 after 3 target durations).
-    pub fn blocking_timeout(&self) -> Duration {
-        Duration::from_secs(3 * self.target_duration())
-    }
-
-    /// The master playlist, or None until every rendition has a segment to measure.
-    pub fn master_playlist(&self) -> Option<String> {
-        if self.renditions.is_empty() {
-            return None;
-        }
-        let mut variants = Vec::new();
-        let mut order: Vec<&Rendition> = self.renditions.iter().collect();
-        order.sort_by_key(|r| {
-            r.current_init()
-                .and_then(|i| i.info.video.as_ref().map(|v| v.width * v.height))
-                .unwrap_or(0)
-        });
-        for r in order {
-            let init = r.current_init()?;
-            let (peak, average) = r.bandwidth()?;
-            let video = init.info.video.as_ref();
-            variants.push(m3u8_rs::VariantStream {
-                uri: format!("{}/index.m3u8", r.name),
-                bandwidth: peak,
-                average_bandwidth: Some(average),
-                codecs: Some(init.info.codecs()),
-                resolution: video.map(|v| m3u8_rs::Resolution {
-                    width: u64::from(v.width),
-                    height: u64::from(v.height),
-                }),
-                frame_rate: video
-                    .and_then(|v| v.fps)
-                    .or_else(|| r.frame_rate())
-                    .map(|f| (f * 1000.0).round() / 1000.0),
-                ..Default::default()
-            });
-        }
-        let playlist = m3u8_rs::MasterPlaylist {
-            version: Some(7),
-            variants,
-            independent_segments: true,
-            ..Default::default()
-        };
-        let mut out = Vec::new();
-        playlist.write_to(&mut out).ok()?;
-        String::from_utf8(out).ok()
-    }
 }
 
-/// Stream name → its live HLS.
-pub struct HlsRegistry {
-    streams: RwLock<HashMap<String, Arc<RwLock<LiveHls>>>>,
-    config: HlsConfig,
-}
-
-impl HlsRegistry {
-    pub fn new(config: HlsConfig) -> Arc<Self> {
-        Arc::new(HlsRegistry {
-            streams: RwLock::new(HashMap::new()),
-            config,
-        })
-    }
-
-    /// Attaches a new publish session: continues the stream's HLS if it is still live (a
-    /// takeover), otherwise starts a fresh one. Returns the HLS and the session's generation.
-    pub fn attach(&self, stream: &str) -> (Arc<RwLock<LiveHls>>, u64) {
-        let mut streams = self.streams.write().unwrap_or_else(|e| e.into_inner());
-        let entry = streams
-            .entry(stream.to_string())
-            .or_insert_with(|| Arc::new(RwLock::new(LiveHls::new(stream, self.config.clone()))));
-        let reuse = !entry.read().unwrap_or_else(|e| e.into_inner()).is_ended();
-        if !reuse {
-            *entry = Arc::new(RwLock::new(LiveHls::new(stream, self.config.clone())));
-        }
-        let hls = entry.clone();
-        let generation = {
-            let mut h = hls.write().unwrap_or_else(|e| e.into_inner());
-            h.generation += 1;
-            h.generation
-        };
-        (hls, generation)
-    }
-
-    pub fn get(&self, stream: &str) -> Option<Arc<RwLock<LiveHls>>> {
-        self.streams
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(stream)
-            .cloned()
-    }
-
-    /// Forgets streams that ended more than `keep_ended_secs` ago. Returns how many.
-    pub fn sweep(&self) -> usize {
-        let keep = Duration::from_secs(self.config.keep_ended_secs);
-        let mut streams = self.streams.write().unwrap_or_else(|e| e.into_inner());
-        let before = streams.len();
-        streams.retain(|_, hls| {
-            hls.read()
-                .unwrap_or_else(|e| e.into_inner())
-                .ended_at
-                .is_none_or(|t| t.elapsed() < keep)
-        });
-        before - streams.len()
-    }
-
-    pub fn len(&self) -> usize {
-        self.streams.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Streams whose HLS has not ended yet (shutdown waits for these to write their ENDLIST).
-    pub fn live_count(&self) -> usize {
-        self.streams
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter(|hls| !hls.read().unwrap_or_else(|e| e.into_inner()).is_ended())
-            .count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
+mod render;
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ pub mod blocking;
 pub mod fmp4;
 pub mod live;
 pub mod playlist;
+pub mod registry;
 pub mod renditions;
 pub mod segmenter;
 
@@ -14,7 +15,8 @@ use tracing::Instrument;
 use crate::media::{EndReason, MediaEvent};
 use crate::stream::Subscription;
 pub use blocking::{Decision, Directives, Published};
-pub use live::{HlsFile, HlsRegistry, LiveHls, Numbering, SOURCE_RENDITION};
+pub use live::{HlsFile, LiveHls, Numbering, SOURCE_RENDITION};
+pub use registry::HlsRegistry;
 pub use renditions::{Renditions, SegmentSubscriber};
 
 pub use playlist::PLAYLIST_CONTENT_TYPE;

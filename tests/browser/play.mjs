@@ -4,11 +4,7 @@
 // With LL-HLS playlists and --low-latency 1 (hls.js's default), hls.js loads parts and blocks on
 // playlist reloads; the report then counts the parts loaded and samples hls.latency.
 // Exit 0 when at least N seconds of media played without a fatal hls.js error, 1 otherwise.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { withPlayerPage } from './player.mjs';
 
 const args = process.argv.slice(2);
 const url = args[0];
@@ -27,25 +23,8 @@ if (!url) {
   process.exit(2);
 }
 
-const here = dirname(fileURLToPath(import.meta.url));
-const hlsPath = join(here, 'node_modules', 'hls.js', 'dist', 'hls.min.js');
-const profile = mkdtempSync(join(tmpdir(), 'livegate-chromium-'));
-// A fresh, empty profile per run (playwright passes it as --user-data-dir).
-const browser = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
-let result;
-try {
-  const page = await browser.newPage();
-  await page.setContent('<!doctype html><video id="v" muted playsinline></video>');
-  await page.addScriptTag({ path: hlsPath });
-  result = await page.evaluate(async ({ url, seconds, level, timeoutMs, lowLatencyMode, hlsConfig }) => {
+const result = await withPlayerPage(async (page) => {
+  return page.evaluate(async ({ url, seconds, level, timeoutMs, lowLatencyMode, hlsConfig }) => {
     const video = document.getElementById('v');
     const out = { supported: Hls.isSupported(), errors: [], levels: [], fatal: null,
                   currentTime: 0, playedLevel: null, programDateTime: null, lowLatencyMode,
@@ -94,9 +73,6 @@ try {
     hls.destroy();
     return out;
   }, { url, seconds, level, timeoutMs, lowLatencyMode, hlsConfig });
-} finally {
-  await browser.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+});
 console.log(JSON.stringify(result));
 process.exit(result.supported && !result.fatal && result.played >= seconds ? 0 : 1);

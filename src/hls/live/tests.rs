@@ -1,6 +1,9 @@
 use super::*;
+use crate::hls::HlsRegistry;
 use crate::media::avc::tests::AVCC_640X360_HIGH;
 use crate::media::{AudioConfig, VideoConfig};
+use std::sync::RwLock;
+use std::time::Duration;
 
 fn init() -> SegmenterOutput {
     SegmenterOutput::Init {

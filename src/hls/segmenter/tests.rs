@@ -1,5 +1,6 @@
 use super::*;
 use crate::media::avc::tests::AVCC_640X360_HIGH;
+use crate::media::EndReason;
 
 fn cfg() -> SegmenterConfig {
     SegmenterConfig {
