@@ -4,8 +4,8 @@
 //! the normalizer, as ingest does), packets with any 64-bit timestamps (what any other producer
 //! could hand the segmenter), wall-clock steps and the end of the stream.
 //!
-//! Contract: no panic (no overflow in the timestamp math); every segment is within the size
-//! limit plus one sample and lasts a sane, non-negative time; the normalized timeline moves at
+//! Contract: no panic (no overflow in the timestamp math); every segment (and LL-HLS part, when
+//! configured) is within the size limit plus one sample and lasts a sane, non-negative time; the normalized timeline moves at
 //! most 10 s per message; nothing is emitted after the end.
 #![no_main]
 
@@ -63,6 +63,8 @@ enum Op {
 #[derive(Arbitrary, Debug)]
 struct Input {
     target_ms: u16,
+    /// LL-HLS parts of this many ms (at most half the target), or none.
+    part_ms: Option<u16>,
     max_segment_kib: u16,
     anchor: Option<(i64, u32)>,
     ops: Vec<Op>,
@@ -94,8 +96,13 @@ fn audio_config(pick: u8) -> Arc<AudioConfig> {
 fuzz_target!(|input: Input| {
     let target = f64::from(input.target_ms.clamp(100, 20_000)) / 1000.0;
     let max_bytes = usize::from(input.max_segment_kib.max(1)) * 1024;
+    let part = input
+        .part_ms
+        .map(|p| f64::from(p.clamp(50, 10_000)) / 1000.0)
+        .map(|p| p.min(target / 2.0));
     let mut segmenter = Segmenter::new(SegmenterConfig {
         target_duration: target,
+        part_duration: part,
         max_segment_bytes: max_bytes,
         // Small caps too, so the forced sample-count cut is exercised.
         max_segment_samples: (usize::from(input.max_segment_kib) % 1024).max(1) * 16,
@@ -195,11 +202,16 @@ fuzz_target!(|input: Input| {
                 SegmenterOutput::Segment(s) => {
                     // Bounded by the limit: what was pending (at most the limit), the early
                     // audio taken at the first keyframe (at most the limit), the sample that
-                    // crossed it, and the boxes (a few dozen bytes a sample).
+                    // crossed it, and the boxes (a few dozen bytes a sample, a few hundred a part).
                     let media_limit = 2 * max_bytes + 2 * largest_sample;
-                    assert!(s.data.len() <= media_limit + 1024 + 32 * ops);
+                    assert!(s.data.len() <= media_limit + 1024 + 288 * ops);
                     assert!(s.duration.is_finite() && s.duration >= 0.0);
                     assert!(s.start_time.is_finite());
+                }
+                SegmenterOutput::Part(p) => {
+                    assert!(part.is_some(), "a part without parts configured");
+                    assert!(p.data.len() <= 2 * max_bytes + 2 * largest_sample + 1024 + 32 * ops);
+                    assert!(p.duration.is_finite() && p.duration >= 0.0);
                 }
                 SegmenterOutput::Init { data, .. } => assert!(!data.is_empty()),
                 SegmenterOutput::End(_) => {}
