@@ -1,4 +1,5 @@
-//! The `livegate` command line: `serve`, `health`, `keys …`, `relays …`, `check-config`.
+//! The `livegate` command line: `serve`, `health`, `keys …`, `relays …`, `channels …`, `token`,
+//! `check-config`.
 
 use std::path::PathBuf;
 
@@ -8,7 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
+use livegate::access::Claims;
 use livegate::auth::{AuthError, KeyStore, Keys};
+use livegate::channel::{ChannelBackend, ChannelStore, ChannelUpdate};
+use livegate::cluster::channels::RedisChannels;
 use livegate::cluster::keys::RedisKeys;
 use livegate::cluster::relays::RedisRelays;
 use livegate::config::Config;
@@ -42,6 +46,27 @@ enum Command {
         #[command(subcommand)]
         action: RelaysAction,
     },
+    /// Per-user channel settings: title, description, access mode (public or token).
+    Channels {
+        #[command(subcommand)]
+        action: ChannelsAction,
+    },
+    /// Mint a playback token for a `token`-mode stream (signed with access.token_secret).
+    Token {
+        user: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// The viewer's id (counts them once; names them in chat).
+        #[arg(long)]
+        viewer_id: Option<String>,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Bind the token to this client address.
+        #[arg(long)]
+        ip: Option<String>,
+    },
     /// Validate the configuration and print it with every default filled in.
     CheckConfig,
     /// Ask the local server's `/healthz` (exit 0 if it answers 200): the container HEALTHCHECK.
@@ -71,6 +96,23 @@ enum RelaysAction {
 }
 
 #[derive(Subcommand)]
+enum ChannelsAction {
+    /// Change a user's settings (only the options given change).
+    Set {
+        user: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// public (anyone with the URL) or token (every HLS request needs a playback token).
+        #[arg(long)]
+        access: Option<String>,
+    },
+    /// Show one user's settings, or every user's.
+    Show { user: Option<String> },
+}
+
+#[derive(Subcommand)]
 enum KeysAction {
     /// Create a stream key for a new user; prints it once (alone on the last line).
     Add { user: String },
@@ -83,6 +125,74 @@ enum KeysAction {
     /// Copy the embedded key file (data_dir/keys.json) into the cluster's Redis: every user
     /// without a key there keeps their key (only hashes move). The file is left unchanged.
     Import,
+}
+
+/// The channel store the server uses with this configuration: Redis when the cluster is on.
+fn channel_backend(config: &Config) -> anyhow::Result<Arc<dyn ChannelBackend>> {
+    if config.cluster.enabled() {
+        let (_, redis) = livegate::cluster::connect(&config.cluster)?;
+        Ok(Arc::new(RedisChannels::new(
+            redis,
+            &config.cluster.key_prefix,
+        )))
+    } else {
+        Ok(Arc::new(ChannelStore::new(config.channels_path())))
+    }
+}
+
+async fn channels_command(config: &Config, action: ChannelsAction) -> anyhow::Result<()> {
+    let channels = channel_backend(config)?;
+    let show = |c: &livegate::channel::ChannelInfo| {
+        println!(
+            "{}\taccess={}\ttitle={:?}\tdescription={:?}",
+            c.user,
+            serde_json::to_value(c.access)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            c.title,
+            c.description
+        )
+    };
+    match action {
+        ChannelsAction::Set {
+            user,
+            title,
+            description,
+            access,
+        } => {
+            let change = ChannelUpdate {
+                title,
+                description,
+                access: access.as_deref().map(str::parse).transpose()?,
+            };
+            show(&channels.update(&user, &change).await?);
+        }
+        ChannelsAction::Show { user: Some(user) } => show(&channels.get(&user).await?),
+        ChannelsAction::Show { user: None } => {
+            for c in channels.list().await? {
+                show(&c);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints a playback token and the URL that plays with it.
+fn token_command(config: &Config, claims: Claims) -> anyhow::Result<()> {
+    let key = livegate::access::load_key(config)?;
+    let token = key.mint(&claims)?;
+    println!(
+        "# plays until {} (UTC)",
+        chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_default()
+    );
+    println!(
+        "{}/live/{}/index.m3u8?token={token}",
+        config.http_base_url(),
+        claims.sub
+    );
+    println!("{token}");
+    Ok(())
 }
 
 /// The key backend the server uses with this configuration: Redis when the cluster is on.
@@ -381,6 +491,35 @@ fn main() -> anyhow::Result<()> {
                 .context("starting the async runtime")?;
             runtime.block_on(relays_command(&config, action))?;
         }
+        Command::Channels { action } => {
+            let config = load_config(cli.config.as_ref())?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(channels_command(&config, action))?;
+        }
+        Command::Token {
+            user,
+            ttl,
+            viewer_id,
+            name,
+            ip,
+        } => {
+            let config = load_config(cli.config.as_ref())?;
+            livegate::channel::check_user(&user)?;
+            let now = chrono::Utc::now().timestamp();
+            let claims = Claims {
+                sub: user,
+                exp: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
+                nbf: None,
+                iat: Some(now),
+                vid: viewer_id,
+                name,
+                ip,
+            };
+            token_command(&config, claims)?;
+        }
         Command::Health => {
             let config = load_config(cli.config.as_ref())?;
             health_check(&config)?;
@@ -391,6 +530,9 @@ fn main() -> anyhow::Result<()> {
             if !config.http.admin_token.is_empty() {
                 // Printed configurations end up in CI and container logs.
                 config.http.admin_token = livegate::util::redact(&config.http.admin_token);
+            }
+            if !config.access.token_secret.is_empty() {
+                config.access.token_secret = livegate::util::redact(&config.access.token_secret);
             }
             if !config.hooks.webhook_secret.is_empty() {
                 config.hooks.webhook_secret = livegate::util::redact(&config.hooks.webhook_secret);

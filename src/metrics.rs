@@ -27,8 +27,16 @@ pub struct RelayLabel {
     pub platform: String,
 }
 
+/// One stream (user).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabel {
+    pub stream: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub viewers: Family<StreamLabel, Gauge>,
+    pub playback_denied: Family<ReasonLabel, Counter>,
     pub rtmp_connections: Counter,
     pub rtmp_active: Gauge,
     pub publish_accepted: Counter,
@@ -83,6 +91,8 @@ impl Metrics {
             hls_parts: Counter::default(),
             hls_blocked: Gauge::default(),
             hls_blocking: Family::default(),
+            viewers: Family::default(),
+            playback_denied: Family::default(),
             live_streams: Gauge::default(),
             transcoders: Gauge::default(),
             transcode_dropped_frames: Counter::default(),
@@ -157,6 +167,16 @@ impl Metrics {
             "hls_blocking_requests",
             "LL-HLS blocking requests answered, by outcome (ready, timeout, refused)",
             m.hls_blocking.clone(),
+        );
+        registry.register(
+            "viewers",
+            "Distinct players of each stream active within access.viewer_window_secs",
+            m.viewers.clone(),
+        );
+        registry.register(
+            "playback_denied",
+            "HLS requests refused for want of a valid playback token, by reason",
+            m.playback_denied.clone(),
         );
         registry.register(
             "live_streams",

@@ -44,6 +44,8 @@ pub enum ServerError {
     Tls(String),
     #[error("cluster: {0}")]
     Cluster(String),
+    #[error("playback tokens: {0}")]
+    Access(String),
     #[error(transparent)]
     Lock(#[from] crate::datadir::LockError),
     #[error(transparent)]
@@ -75,6 +77,34 @@ fn check_nofile(config: &Config) -> Result<(), ServerError> {
         "open-file limit checked against the connection caps"
     );
     Ok(())
+}
+
+/// Sets `livegate_viewers{stream}` for every stream watched or live, and drops the series of
+/// streams gone with nobody left watching.
+fn update_viewer_gauges(
+    audience: &crate::audience::Audience,
+    registry: &HlsRegistry,
+    metrics: &Metrics,
+    shown: &mut std::collections::HashSet<String>,
+) {
+    let counts = audience.sweep(std::time::Instant::now(), &|name| {
+        registry.get(name).is_some()
+    });
+    let now: std::collections::HashSet<String> = counts.iter().map(|(n, _)| n.clone()).collect();
+    for stream in shown.difference(&now) {
+        metrics.viewers.remove(&crate::metrics::StreamLabel {
+            stream: stream.clone(),
+        });
+    }
+    *shown = now;
+    for (stream, count) in &counts {
+        metrics
+            .viewers
+            .get_or_create(&crate::metrics::StreamLabel {
+                stream: stream.clone(),
+            })
+            .set(i64::try_from(*count).unwrap_or(i64::MAX));
+    }
 }
 
 /// Runs the server until `shutdown` is cancelled, then shuts down gracefully: no new connection
@@ -115,6 +145,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let backends::Backends {
         keys,
         targets,
+        channels,
         leases,
     } = backends::start(&config, &node_id, &hub, webhooks.as_ref(), &metrics, &stop)?;
     let relays = RelayManager::new(&config, targets, metrics.clone())?;
@@ -199,14 +230,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     };
     let rtmp_task = tokio::spawn(rtmp::serve(rtmp_listener, ingest, shutdown.clone(), None));
 
-    let sweep_registry = registry.clone();
+    let audience = Arc::new(crate::audience::Audience::new(Duration::from_secs(
+        config.access.viewer_window_secs,
+    )));
+    let (sweep_registry, sweep_audience, sweep_metrics) =
+        (registry.clone(), audience.clone(), metrics.clone());
     let sweep_shutdown = stop.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut shown = std::collections::HashSet::new();
         loop {
             tokio::select! {
                 _ = sweep_shutdown.cancelled() => return,
-                _ = tick.tick() => { sweep_registry.sweep(); }
+                _ = tick.tick() => {
+                    sweep_registry.sweep();
+                    update_viewer_gauges(&sweep_audience, &sweep_registry, &sweep_metrics, &mut shown);
+                }
             }
         }
     });
@@ -237,6 +276,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         whip,
         leases: leases.clone(),
         whip_rate: crate::net::request_rate::RequestRate::new(config.whip.requests_per_minute),
+        channels: crate::channel::Channels::new(channels),
+        token_key: crate::access::load_key(&config)
+            .map_err(|e| ServerError::Access(e.to_string()))?,
+        audience: audience.clone(),
+        trusted_proxies: config
+            .http
+            .trusted_proxies
+            .iter()
+            .filter_map(|a| crate::config::parse_net(a))
+            .collect(),
     });
     let metrics_task = match config.http.metrics_listen.as_str() {
         "" => None,

@@ -21,10 +21,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("media", &["util"]),
     ("stream", &["media", "metrics", "util"]),
     ("auth", &["config", "util"]),
+    ("access", &["config", "util"]),
+    ("channel", &["util"]),
+    ("audience", &[]),
     (
         "cluster",
         &[
-            "auth", "relay", "stream", "hls", "config", "metrics", "util",
+            "auth", "channel", "relay", "stream", "hls", "config", "metrics", "util",
         ],
     ),
     ("rtmp", &["media", "config", "metrics", "util"]),
@@ -53,7 +56,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "http",
         &[
+            "access",
+            "audience",
             "auth",
+            "channel",
             "cluster",
             "ingest",
             "stream",

@@ -1,10 +1,11 @@
 //! Several livegate nodes sharing one Redis (`[cluster]`, off unless `redis_url` is set): stream
-//! keys and relay targets in Redis ([`keys::RedisKeys`], [`relays::RedisRelays`], behind the
+//! keys, relay targets and channel settings in Redis ([`keys::RedisKeys`], [`relays::RedisRelays`], behind the
 //! same interfaces as the embedded files), stream ownership leases ([`leases`]: who holds which stream, takeover across nodes,
 //! routing), and the event channel that carries key changes and takeovers to every node
 //! ([`events`]). Nothing here blocks start-up on Redis: the connection is lazy and reconnects
 //! by itself.
 
+pub mod channels;
 pub mod events;
 pub mod keys;
 pub mod leases;
@@ -49,6 +50,7 @@ pub fn connect(config: &ClusterConfig) -> Result<(redis::Client, ConnectionManag
 pub struct Node {
     pub keys: RedisKeys,
     pub relays: relays::RedisRelays,
+    pub channels: channels::RedisChannels,
     pub leases: Leases,
     pub events: mpsc::Receiver<events::Event>,
 }
@@ -71,6 +73,7 @@ pub fn start(
     )
     .with_snapshot_file(key_snapshot);
     let relays = relays::RedisRelays::new(manager.clone(), &config.key_prefix);
+    let channels = channels::RedisChannels::new(manager.clone(), &config.key_prefix);
     let leases = Leases::new(
         manager,
         &config.key_prefix,
@@ -105,6 +108,7 @@ pub fn start(
     Ok(Node {
         keys,
         relays,
+        channels,
         leases,
         events: rx,
     })

@@ -40,6 +40,7 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     pub rtmp: RtmpConfig,
     pub http: HttpConfig,
+    pub access: AccessConfig,
     pub hls: HlsConfig,
     pub transcode: TranscodeConfig,
     pub record: RecordConfig,
@@ -58,6 +59,7 @@ impl Default for Config {
             shutdown_grace_secs: 8,
             rtmp: RtmpConfig::default(),
             http: HttpConfig::default(),
+            access: AccessConfig::default(),
             hls: HlsConfig::default(),
             transcode: TranscodeConfig::default(),
             record: RecordConfig::default(),
@@ -67,6 +69,13 @@ impl Default for Config {
             hooks: HooksConfig::default(),
         }
     }
+}
+
+/// An address or CIDR block (`10.0.0.5`, `10.0.0.0/8`, `::1`).
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 impl Config {
@@ -103,6 +112,11 @@ impl Config {
 
     pub fn keys_path(&self) -> PathBuf {
         self.data_dir.join("keys.json")
+    }
+
+    /// The embedded channel-settings store.
+    pub fn channels_path(&self) -> PathBuf {
+        self.data_dir.join("channels.json")
     }
 
     /// Segments waiting for upload.

@@ -339,6 +339,38 @@ pub struct HttpConfig {
     /// Bearer token `/metrics` requires. Empty: none (bind `metrics_listen` to a private address
     /// instead, or leave both empty on a trusted network).
     pub metrics_token: String,
+    /// Reverse proxies and edge caches (addresses or CIDR blocks) whose `X-Forwarded-For` names
+    /// the client: a playback token bound to an address, and viewer counting, use that address
+    /// instead of the proxy's. Cluster nodes proxy to each other, so list them too.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// Playback access: the tokens `token`-mode streams need (`PUT /api/v1/access/<user>`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    /// HS256 secret playback tokens are signed with, shared with the site that mints them (and
+    /// every node of a cluster). At least 32 characters. Empty: one is generated into
+    /// `<data_dir>/access-secret` (then only this node's admin API can mint tokens).
+    pub token_secret: String,
+    /// Seconds of clock skew allowed on a token's `exp` and `nbf`.
+    pub token_leeway_secs: u64,
+    /// Longest lifetime `POST /api/v1/streams/<user>/tokens` grants, seconds.
+    pub max_token_ttl_secs: u64,
+    /// A viewer counts as watching this many seconds after their last playlist or segment
+    /// request.
+    pub viewer_window_secs: u64,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            token_secret: String::new(),
+            token_leeway_secs: 30,
+            max_token_ttl_secs: 7 * 24 * 3600,
+            viewer_window_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -404,6 +436,7 @@ impl Default for HttpConfig {
             h2_keep_alive_secs: 20,
             metrics_listen: String::new(),
             metrics_token: String::new(),
+            trusted_proxies: vec!["127.0.0.1".into(), "::1".into()],
         }
     }
 }

@@ -272,6 +272,34 @@ impl Config {
                 "IP addresses only, e.g. [\"10.0.0.5\"]",
             ));
         }
+        if h.trusted_proxies
+            .iter()
+            .any(|a| super::parse_net(a).is_none())
+        {
+            return Err(invalid(
+                "http.trusted_proxies",
+                "addresses or CIDR blocks only, e.g. [\"127.0.0.1\", \"10.0.0.0/8\"]",
+            ));
+        }
+        let a = &self.access;
+        if !a.token_secret.is_empty() && a.token_secret.len() < 32 {
+            return Err(invalid(
+                "access.token_secret",
+                "must be at least 32 characters (e.g. `openssl rand -hex 32`), or empty",
+            ));
+        }
+        if a.token_leeway_secs > 600 {
+            return Err(invalid("access.token_leeway_secs", "must be at most 600"));
+        }
+        if a.max_token_ttl_secs < 60 {
+            return Err(invalid("access.max_token_ttl_secs", "must be at least 60"));
+        }
+        if !(5..=3600).contains(&a.viewer_window_secs) {
+            return Err(invalid(
+                "access.viewer_window_secs",
+                "must be between 5 and 3600",
+            ));
+        }
         if !h.metrics_listen.is_empty() && h.metrics_listen.parse::<std::net::SocketAddr>().is_err()
         {
             return Err(invalid(

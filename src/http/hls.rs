@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{OriginalUri, Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, OriginalUri, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
@@ -12,6 +14,7 @@ use axum::http::StatusCode;
 use tokio::sync::watch;
 
 use super::error::{not_found, ApiError};
+use super::playback::{self, Credential};
 use super::AppState;
 use crate::hls::{Decision, Directives, HlsFile, Published, PLAYLIST_CONTENT_TYPE};
 use crate::metrics::{Metrics, ReasonLabel};
@@ -36,27 +39,114 @@ async fn remote(
     user: &str,
     uri: &OriginalUri,
     headers: &HeaderMap,
+    peer: SocketAddr,
 ) -> Option<Response> {
     let path = uri.0.path_and_query().map_or("/", |p| p.as_str());
-    super::owner::proxy_if_remote(state, user, path, headers).await
+    super::owner::proxy_if_remote(state, user, path, headers, peer).await
 }
 
+/// What every live HLS request carries besides its path: the client and its credential.
+pub(super) struct Request<'a> {
+    pub uri: OriginalUri,
+    pub headers: HeaderMap,
+    pub peer: SocketAddr,
+    pub credential: Credential<'a>,
+}
+
+impl Request<'_> {
+    /// The stream's window after the access check (`count`: the request counts its viewer).
+    async fn admit(
+        &self,
+        state: &AppState,
+        user: &str,
+        count: bool,
+    ) -> Result<Arc<std::sync::RwLock<crate::hls::LiveHls>>, ApiError> {
+        let hls = state.hls.get(user).ok_or_else(|| not_found("stream"))?;
+        let instance = hls
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .instance
+            .clone();
+        let counted = count.then_some(instance.as_str());
+        playback::admit(
+            state,
+            user,
+            counted,
+            self.credential,
+            self.peer,
+            &self.headers,
+        )
+        .await?;
+        Ok(hls)
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+pub(super) struct TokenQuery {
+    token: Option<String>,
+}
+
+/// `/live/<user>/index.m3u8[?token=T]`: the master, its variant URIs prefixed with the token or
+/// a new session id so the player's later requests carry it.
 pub(super) async fn master_playlist(
     State(state): State<Arc<AppState>>,
     Path(user): Path<String>,
+    Query(query): Query<TokenQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(r) = remote(&state, &user, &uri, &headers).await {
+    let (credential, prefix) = match query.token.as_deref() {
+        Some(token) => (Credential::Token(token), format!("t/{token}/")),
+        None => (Credential::None, format!("s/{}/", playback::new_session())),
+    };
+    let request = Request {
+        uri,
+        headers,
+        peer,
+        credential,
+    };
+    master(&state, &user, &request, &prefix).await
+}
+
+/// `/live/<user>/{t,s}/<credential>/index.m3u8`: the master as is (its relative URIs keep the
+/// credential).
+pub(super) async fn master(
+    state: &AppState,
+    user: &str,
+    request: &Request<'_>,
+    prefix: &str,
+) -> Result<Response, ApiError> {
+    if let Some(r) = remote(state, user, &request.uri, &request.headers, request.peer).await {
         return Ok(r);
     }
-    let hls = state.hls.get(&user).ok_or_else(|| not_found("stream"))?;
+    let hls = request.admit(state, user, false).await?;
     let text = hls
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .master_playlist()
         .ok_or_else(|| not_found("playlist (stream starting)"))?;
+    let text = if prefix.is_empty() {
+        text
+    } else {
+        playback::prefix_uris(&text, prefix)
+    };
     Ok(playlist_response(text))
+}
+
+/// `/live/<user>[/{t,s}/<credential>]/access`: 204 when the request may play (and its viewer is
+/// counted), else 403. The nginx edge asks this (`auth_request`, cached briefly) before serving
+/// a cached playlist or segment.
+pub(super) async fn access(
+    state: &AppState,
+    user: &str,
+    request: &Request<'_>,
+) -> Result<Response, ApiError> {
+    if let Some(r) = remote(state, user, &request.uri, &request.headers, request.peer).await {
+        return Ok(r);
+    }
+    request.admit(state, user, true).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Holds a request until `decide` says it can be answered, counting it in the metrics.
@@ -110,20 +200,20 @@ async fn wait_until(
 }
 
 pub(super) async fn media_playlist(
-    State(state): State<Arc<AppState>>,
-    Path((user, rendition)): Path<(String, String)>,
-    uri: OriginalUri,
-    headers: HeaderMap,
+    state: &AppState,
+    user: &str,
+    rendition: &str,
+    request: &Request<'_>,
 ) -> Result<Response, ApiError> {
-    if let Some(r) = remote(&state, &user, &uri, &headers).await {
+    if let Some(r) = remote(state, user, &request.uri, &request.headers, request.peer).await {
         return Ok(r);
     }
-    let directives = Directives::parse(uri.0.query().unwrap_or(""))
+    let hls = request.admit(state, user, true).await?;
+    let directives = Directives::parse(request.uri.0.query().unwrap_or(""))
         .map_err(|why| ApiError(StatusCode::BAD_REQUEST, why.into()))?;
-    let hls = state.hls.get(&user).ok_or_else(|| not_found("stream"))?;
     let (mut published, timeout, low_latency) = {
         let hls = hls.read().unwrap_or_else(|e| e.into_inner());
-        let published = hls.watch(&rendition).ok_or_else(|| not_found("playlist"))?;
+        let published = hls.watch(rendition).ok_or_else(|| not_found("playlist"))?;
         (published, hls.blocking_timeout(), hls.low_latency())
     };
     drop(hls);
@@ -147,31 +237,32 @@ pub(super) async fn media_playlist(
 }
 
 pub(super) async fn hls_file(
-    State(state): State<Arc<AppState>>,
-    Path((user, rendition, file)): Path<(String, String, String)>,
-    uri: OriginalUri,
-    headers: HeaderMap,
+    state: &AppState,
+    user: &str,
+    rendition: &str,
+    file: &str,
+    request: &Request<'_>,
 ) -> Result<Response, ApiError> {
-    if let Some(r) = remote(&state, &user, &uri, &headers).await {
+    if let Some(r) = remote(state, user, &request.uri, &request.headers, request.peer).await {
         return Ok(r);
     }
-    let hls = state.hls.get(&user).ok_or_else(|| not_found("stream"))?;
+    let hls = request.admit(state, user, true).await?;
     let found = hls
         .read()
         .unwrap_or_else(|e| e.into_inner())
-        .file(&rendition, &file);
+        .file(rendition, file);
     let found = match found {
         Some(found) => found,
         None => {
             // A preload-hinted part (`<instance>-<msn>.<part>.m4s`) is held until it exists.
             let (msn, part) =
-                crate::hls::live::parse_part_name(&file).ok_or_else(|| not_found("segment"))?;
+                crate::hls::live::parse_part_name(file).ok_or_else(|| not_found("segment"))?;
             let (mut published, timeout) = {
                 let hls = hls.read().unwrap_or_else(|e| e.into_inner());
-                if !hls.low_latency() || !file.starts_with(&hls.instance) {
+                if !hls.low_latency() || !file.starts_with(hls.instance.as_str()) {
                     return Err(not_found("segment"));
                 }
-                let published = hls.watch(&rendition).ok_or_else(|| not_found("segment"))?;
+                let published = hls.watch(rendition).ok_or_else(|| not_found("segment"))?;
                 (published, hls.blocking_timeout())
             };
             wait_until(&state.metrics, &mut published, timeout, |p| {
@@ -181,7 +272,7 @@ pub(super) async fn hls_file(
             .map_err(|_| not_found("part"))?;
             hls.read()
                 .unwrap_or_else(|e| e.into_inner())
-                .file(&rendition, &file)
+                .file(rendition, file)
                 .ok_or_else(|| not_found("part"))?
         }
     };
@@ -201,4 +292,155 @@ pub(super) async fn hls_file(
         body,
     )
         .into_response())
+}
+
+type Peer = ConnectInfo<SocketAddr>;
+
+/// The live HLS routes: bare (public streams), and under `t/<token>` and `s/<session>`.
+pub(super) fn routes() -> axum::Router<Arc<AppState>> {
+    use axum::routing::get;
+    let mut router = axum::Router::new()
+        .route("/live/{user}/index.m3u8", get(master_playlist))
+        .route(
+            "/live/{user}/access",
+            get(
+                |State(state): State<Arc<AppState>>,
+                 Path(user): Path<String>,
+                 ConnectInfo(peer): Peer,
+                 uri: OriginalUri,
+                 headers: HeaderMap| async move {
+                    let request = Request {
+                        uri,
+                        headers,
+                        peer,
+                        credential: Credential::None,
+                    };
+                    access(&state, &user, &request).await
+                },
+            ),
+        )
+        .route(
+            "/live/{user}/{rendition}/index.m3u8",
+            get(
+                |State(state): State<Arc<AppState>>,
+                 Path((user, rendition)): Path<(String, String)>,
+                 ConnectInfo(peer): Peer,
+                 uri: OriginalUri,
+                 headers: HeaderMap| async move {
+                    let request = Request {
+                        uri,
+                        headers,
+                        peer,
+                        credential: Credential::None,
+                    };
+                    media_playlist(&state, &user, &rendition, &request).await
+                },
+            ),
+        )
+        .route(
+            "/live/{user}/{rendition}/{file}",
+            get(
+                |State(state): State<Arc<AppState>>,
+                 Path((user, rendition, file)): Path<(String, String, String)>,
+                 ConnectInfo(peer): Peer,
+                 uri: OriginalUri,
+                 headers: HeaderMap| async move {
+                    let request = Request {
+                        uri,
+                        headers,
+                        peer,
+                        credential: Credential::None,
+                    };
+                    hls_file(&state, &user, &rendition, &file, &request).await
+                },
+            ),
+        );
+    for kind in ["t", "s"] {
+        router = router.merge(credential_routes(kind));
+    }
+    router
+}
+
+/// `/live/<user>/<kind>/<credential>/…` for `kind` `t` (token) or `s` (session).
+fn credential_routes(kind: &'static str) -> axum::Router<Arc<AppState>> {
+    use axum::routing::get;
+    let base = format!("/live/{{user}}/{kind}/{{credential}}");
+    axum::Router::new()
+        .route(
+            &format!("{base}/index.m3u8"),
+            get(
+                move |State(state): State<Arc<AppState>>,
+                      Path((user, value)): Path<(String, String)>,
+                      ConnectInfo(peer): Peer,
+                      uri: OriginalUri,
+                      headers: HeaderMap| async move {
+                    let request = Request {
+                        uri,
+                        headers,
+                        peer,
+                        credential: Credential::from_path(kind, &value)?,
+                    };
+                    master(&state, &user, &request, "").await
+                },
+            ),
+        )
+        .route(
+            &format!("{base}/access"),
+            get(
+                move |State(state): State<Arc<AppState>>,
+                      Path((user, value)): Path<(String, String)>,
+                      ConnectInfo(peer): Peer,
+                      uri: OriginalUri,
+                      headers: HeaderMap| async move {
+                    let request = Request {
+                        uri,
+                        headers,
+                        peer,
+                        credential: Credential::from_path(kind, &value)?,
+                    };
+                    access(&state, &user, &request).await
+                },
+            ),
+        )
+        .route(
+            &format!("{base}/{{rendition}}/index.m3u8"),
+            get(
+                move |State(state): State<Arc<AppState>>,
+                      Path((user, value, rendition)): Path<(String, String, String)>,
+                      ConnectInfo(peer): Peer,
+                      uri: OriginalUri,
+                      headers: HeaderMap| async move {
+                    let request = Request {
+                        uri,
+                        headers,
+                        peer,
+                        credential: Credential::from_path(kind, &value)?,
+                    };
+                    media_playlist(&state, &user, &rendition, &request).await
+                },
+            ),
+        )
+        .route(
+            &format!("{base}/{{rendition}}/{{file}}"),
+            get(
+                move |State(state): State<Arc<AppState>>,
+                      Path((user, value, rendition, file)): Path<(
+                    String,
+                    String,
+                    String,
+                    String,
+                )>,
+                      ConnectInfo(peer): Peer,
+                      uri: OriginalUri,
+                      headers: HeaderMap| async move {
+                    let request = Request {
+                        uri,
+                        headers,
+                        peer,
+                        credential: Credential::from_path(kind, &value)?,
+                    };
+                    hls_file(&state, &user, &rendition, &file, &request).await
+                },
+            ),
+        )
 }

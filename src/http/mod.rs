@@ -2,11 +2,13 @@
 //! (axum on hyper). Only the admin guard stands between the API's write side and the world.
 
 mod admin;
+mod channels;
 mod conn;
 mod error;
 mod hls;
 mod keys;
 mod owner;
+mod playback;
 mod recordings;
 mod relays;
 mod serve;
@@ -44,6 +46,14 @@ pub struct AppState {
     pub leases: Option<crate::cluster::leases::Leases>,
     /// WHIP requests per client address.
     pub whip_rate: crate::net::request_rate::RequestRate,
+    /// Per-user title, description and access mode.
+    pub channels: crate::channel::Channels,
+    /// Signs and checks playback tokens.
+    pub token_key: crate::access::TokenKey,
+    /// Who is watching.
+    pub audience: Arc<crate::audience::Audience>,
+    /// `http.trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// WHIP signalling and the publish page. The body limit is the SDP cap (413 beyond it).
@@ -80,14 +90,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
         .allow_headers(Any)
         .expose_headers(Any);
-    let hls = Router::new()
-        .route("/live/{user}/index.m3u8", get(hls::master_playlist))
-        .route(
-            "/live/{user}/{rendition}/index.m3u8",
-            get(hls::media_playlist),
-        )
-        .route("/live/{user}/{rendition}/{file}", get(hls::hls_file))
-        .layer(cors);
+    let hls = hls::routes().layer(cors);
     let mut router = Router::new();
     if metrics_here {
         router = router.route("/metrics", get(streams::metrics));
@@ -111,6 +114,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(recordings::download),
         )
         .route("/vod/{id}/{file}", get(recordings::vod_file))
+        .route("/api/v1/channels", get(channels::list))
+        .route(
+            "/api/v1/channels/{user}",
+            get(channels::get_one).put(channels::update),
+        )
+        .route(
+            "/api/v1/access/{user}",
+            axum::routing::put(channels::set_access),
+        )
+        .route("/api/v1/streams/{user}/tokens", post(channels::mint))
         .route("/api/v1/relays", get(relays::list).post(relays::add))
         .route(
             "/api/v1/relays/{user}/{id}",

@@ -38,6 +38,7 @@ pub(super) async fn proxy_if_remote(
     user: &str,
     path_and_query: &str,
     headers: &HeaderMap,
+    peer: std::net::SocketAddr,
 ) -> Option<Response> {
     let leases = state.leases.as_ref()?;
     if headers.contains_key(HOP) {
@@ -91,7 +92,20 @@ pub(super) async fn proxy_if_remote(
         return None;
     }
     let url = format!("{}{path_and_query}", lease.http);
-    let upstream = client().get(&url).header(HOP, leases.node()).send().await;
+    // The owner checks playback tokens bound to an address and counts viewers: it needs the
+    // client's address (this node is among its `http.trusted_proxies`) and user agent.
+    let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    let mut request = client()
+        .get(&url)
+        .header(HOP, leases.node())
+        .header("x-forwarded-for", forwarded);
+    if let Some(agent) = headers.get(header::USER_AGENT) {
+        request = request.header(header::USER_AGENT, agent.clone());
+    }
+    let upstream = request.send().await;
     let upstream = match upstream {
         Ok(r) => r,
         Err(e) => {

@@ -23,6 +23,14 @@ pub(super) struct StreamView {
     #[serde(flatten)]
     summary: StreamSummary,
     hls_url: String,
+    title: String,
+    description: String,
+    access: crate::channel::AccessMode,
+    /// Players active within `access.viewer_window_secs`.
+    viewers: usize,
+    /// Most at once, and distinct viewers, during this publish.
+    peak_viewers: usize,
+    total_viewers: u64,
     /// The node holding the stream (cluster only).
     #[serde(skip_serializing_if = "Option::is_none")]
     node: Option<String>,
@@ -41,7 +49,7 @@ pub(super) struct RemoteView {
 #[derive(Serialize)]
 #[serde(untagged)]
 pub(super) enum Listed {
-    Local(StreamView),
+    Local(Box<StreamView>),
     Remote(RemoteView),
 }
 
@@ -83,11 +91,14 @@ pub(super) async fn list_streams(
     }
     let base = state.config.http_base_url();
     let node = state.leases.as_ref().map(|l| l.node().to_string());
-    let mut out: Vec<Listed> = state
-        .hub
-        .list()
-        .into_iter()
-        .map(|s| {
+    let mut out: Vec<Listed> = Vec::new();
+    for s in state.hub.list() {
+        let channel = state.channels.get(&s.name).await.unwrap_or_else(|e| {
+            tracing::debug!(stream = %s.name, error = %e, "channel settings unavailable");
+            crate::channel::ChannelInfo::default()
+        });
+        let audience = state.audience.stats(&s.name, std::time::Instant::now());
+        out.push({
             let mut summary = s.summary();
             if !admin {
                 summary
@@ -95,13 +106,19 @@ pub(super) async fn list_streams(
                     .retain(|name, _| !private_field(name));
                 summary.consumer_status.values_mut().for_each(public_status);
             }
-            Listed::Local(StreamView {
+            Listed::Local(Box::new(StreamView {
                 hls_url: format!("{base}/live/{}/index.m3u8", summary.name),
                 summary,
+                title: channel.title,
+                description: channel.description,
+                access: channel.access,
+                viewers: audience.viewers,
+                peak_viewers: audience.peak,
+                total_viewers: audience.total,
                 node: node.clone(),
-            })
-        })
-        .collect();
+            }))
+        });
+    }
     let local_only = query.local.as_deref().is_some_and(|v| v != "0");
     if let (Some(leases), false) = (&state.leases, local_only) {
         // The rest of the cluster's live streams, from their leases (a Redis outage lists only

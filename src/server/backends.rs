@@ -1,10 +1,11 @@
-//! Where keys, relay targets and stream ownership live: the embedded files on a single node, or
+//! Where keys, relay targets, channel settings and stream ownership live: the embedded files on a single node, or
 //! the cluster's Redis, whose events (revocations, takeovers) end sessions here.
 
 use std::sync::Arc;
 
 use super::{events, ServerError};
 use crate::auth::{KeyStore, Keys};
+use crate::channel::{ChannelBackend, ChannelStore};
 use crate::cluster::events::Event;
 use crate::cluster::leases::Leases;
 use crate::config::Config;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub(super) struct Backends {
     pub keys: Keys,
     pub targets: Targets,
+    pub channels: Arc<dyn ChannelBackend>,
     /// This node's stream leases (cluster only).
     pub leases: Option<Leases>,
 }
@@ -39,6 +41,7 @@ pub(super) fn start(
         return Ok(Backends {
             keys: Arc::new(KeyStore::new(config.keys_path())),
             targets: Arc::new(targets),
+            channels: Arc::new(ChannelStore::new(config.channels_path())),
             leases: None,
         });
     }
@@ -61,6 +64,7 @@ pub(super) fn start(
     let crate::cluster::Node {
         keys,
         relays,
+        channels,
         leases,
         mut events,
     } = node;
@@ -92,6 +96,7 @@ pub(super) fn start(
     Ok(Backends {
         keys: Arc::new(keys),
         targets: Arc::new(relays),
+        channels: Arc::new(channels),
         leases: Some(leases),
     })
 }

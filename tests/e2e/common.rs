@@ -212,7 +212,8 @@ impl Server {
         }
     }
 
-    /// An HTTP request with an optional bearer token and JSON body; (0, "") if unreachable.
+    /// An HTTP request (GET, DELETE, PUT, else POST) with an optional bearer token and JSON
+    /// body; (0, "") if unreachable.
     pub fn request(
         &self,
         method: &str,
@@ -238,10 +239,12 @@ impl Server {
                 r.call()
             }
             _ => {
-                let mut r = self
-                    .agent
-                    .post(&url)
-                    .header("Content-Type", "application/json");
+                let r = if method == "PUT" {
+                    self.agent.put(&url)
+                } else {
+                    self.agent.post(&url)
+                };
+                let mut r = r.header("Content-Type", "application/json");
                 if let Some(a) = &auth {
                     r = r.header("Authorization", a);
                 }
@@ -471,7 +474,32 @@ pub fn parse_media(text: &str) -> m3u8_rs::MediaPlaylist {
     }
 }
 
+/// Parsed master playlist, its variant URIs without the player's session or token prefix
+/// (`s/<id>/`, `t/<token>/`: every variant of one answer carries the same one), so they read
+/// as rendition paths (`360p/index.m3u8`).
 pub fn parse_master(text: &str) -> m3u8_rs::MasterPlaylist {
+    let mut master = parse_master_raw(text);
+    let prefix = |uri: &str| {
+        let mut parts = uri.splitn(3, '/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(kind @ ("s" | "t")), Some(cred), Some(_)) => format!("{kind}/{cred}/"),
+            _ => String::new(),
+        }
+    };
+    let first = master
+        .variants
+        .first()
+        .map(|v| prefix(&v.uri))
+        .unwrap_or_default();
+    for v in &mut master.variants {
+        assert_eq!(prefix(&v.uri), first, "one prefix per master:\n{text}");
+        v.uri = v.uri[first.len()..].to_string();
+    }
+    master
+}
+
+/// Parsed master playlist as served.
+pub fn parse_master_raw(text: &str) -> m3u8_rs::MasterPlaylist {
     match m3u8_rs::parse_playlist_res(text.as_bytes()) {
         Ok(m3u8_rs::Playlist::MasterPlaylist(p)) => p,
         other => panic!("not a master playlist: {other:?}\n{text}"),

@@ -80,7 +80,7 @@ impl Nginx {
     }
 
     /// Requests for `uri` that went to the origin (the access log's upstream address is set).
-    fn origin_fetches(&self, uri: &str) -> usize {
+    pub(crate) fn origin_fetches(&self, uri: &str) -> usize {
         let log = std::fs::read_to_string(self.access_log()).unwrap_or_default();
         log.lines()
             .filter(|l| l.split(' ').next() == Some(uri) && !l.ends_with(" -"))

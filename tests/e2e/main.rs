@@ -1,6 +1,7 @@
 //! End-to-end tests: a real livegate process per test, real clients (ffmpeg, ffprobe, hls.js in
 //! Chromium). One test binary, so `--test-threads` runs the cases in parallel.
 
+mod access;
 mod cli_api;
 mod cluster;
 mod codecs;
