@@ -265,6 +265,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     } else {
         None
     };
+    let mut channels = crate::channel::Channels::new(channels);
+    if config.cluster.enabled() {
+        channels =
+            channels.with_snapshot_file(config.data_dir.join("cluster-channels-snapshot.json"));
+    }
+    {
+        // The outage snapshot of every user's channel settings, kept fresh.
+        let (channels, stop) = (channels.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(e) = channels.refresh().await {
+                            tracing::debug!(error = %e, "channel settings snapshot not refreshed");
+                        }
+                    }
+                }
+            }
+        });
+    }
     let state = Arc::new(AppState {
         config: config.clone(),
         hub: hub.clone(),
@@ -276,7 +298,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         whip,
         leases: leases.clone(),
         whip_rate: crate::net::request_rate::RequestRate::new(config.whip.requests_per_minute),
-        channels: crate::channel::Channels::new(channels),
+        channels,
         token_key: crate::access::load_key(&config)
             .map_err(|e| ServerError::Access(e.to_string()))?,
         audience: audience.clone(),
@@ -542,6 +564,10 @@ fn route_stream(
                 }
                 Route::Passthrough => {
                     stream.plan_renditions(Vec::new());
+                    transcode::thumbnail::spawn(
+                        stream.subscribe(),
+                        config.transcode.thumbnail_interval_secs,
+                    );
                     hls::spawn_passthrough(subscription, renditions, limits);
                 }
                 Route::Refuse(reason) => {

@@ -166,6 +166,12 @@ pub trait ChannelBackend: Send + Sync {
 pub struct Channels {
     backend: Arc<dyn ChannelBackend>,
     cache: Arc<Mutex<HashMap<String, (ChannelInfo, Instant)>>>,
+    /// Every user's settings as last listed in full ([`Channels::refresh`]): what a store outage
+    /// falls back to, a user absent from it having the defaults.
+    snapshot: Arc<Mutex<Option<HashMap<String, ChannelInfo>>>>,
+    /// Where the snapshot is kept on disk (cluster nodes: a node restarted during a Redis outage
+    /// still knows who may watch what).
+    snapshot_file: Option<crate::util::JsonFile>,
 }
 
 impl Channels {
@@ -173,11 +179,57 @@ impl Channels {
         Channels {
             backend,
             cache: Arc::default(),
+            snapshot: Arc::default(),
+            snapshot_file: None,
         }
     }
 
+    /// Keeps the outage snapshot in `path` too, starting from what it holds.
+    pub fn with_snapshot_file(mut self, path: std::path::PathBuf) -> Self {
+        let file = crate::util::JsonFile::new(path);
+        match file.read::<Vec<ChannelInfo>>() {
+            Ok(Some(all)) => {
+                let map = all.into_iter().map(|c| (c.user.clone(), c)).collect();
+                *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some(map);
+                tracing::info!(path = %file.path().display(), "channel settings snapshot loaded from disk");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "channel settings snapshot unreadable; ignored"),
+        }
+        self.snapshot_file = Some(file);
+        self
+    }
+
+    /// Reads every user's settings into the outage snapshot (and its file, when it changed).
+    pub async fn refresh(&self) -> Result<(), ChannelError> {
+        let mut all = self.backend.list().await?;
+        all.sort_by(|a, b| a.user.cmp(&b.user));
+        let map: HashMap<String, ChannelInfo> =
+            all.iter().map(|c| (c.user.clone(), c.clone())).collect();
+        let changed = {
+            let mut snapshot = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = snapshot.as_ref() != Some(&map);
+            *snapshot = Some(map);
+            changed
+        };
+        if let (true, Some(file)) = (changed, self.snapshot_file.clone()) {
+            let saved = tokio::task::spawn_blocking(move || {
+                let lock = file.lock()?;
+                file.write(&lock, &all)
+            })
+            .await;
+            match saved {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "channel settings snapshot not saved"),
+                Err(e) => tracing::warn!(error = %e, "channel settings snapshot task"),
+            }
+        }
+        Ok(())
+    }
+
     /// A user's settings, at most [`CACHE_TTL`] old. When the store does not answer, the last
-    /// settings read are used; with none, the error (callers fail closed).
+    /// settings read are used (from the cache, else the last full listing); with neither, the
+    /// error (callers fail closed).
     pub async fn get(&self, user: &str) -> Result<ChannelInfo, ChannelError> {
         let cached = self
             .cache
@@ -195,13 +247,28 @@ impl Channels {
                 self.remember(&info);
                 Ok(info)
             }
-            Err(e) => match cached {
-                Some((info, _)) => {
-                    tracing::warn!(%user, error = %e, "channel store unavailable: using the settings last read");
-                    Ok(info)
+            Err(e) => {
+                let known = cached.map(|(info, _)| info).or_else(|| {
+                    let snapshot = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+                    snapshot.as_ref().map(|all| {
+                        all.get(user).cloned().unwrap_or_else(|| ChannelInfo {
+                            user: user.to_string(),
+                            ..Default::default()
+                        })
+                    })
+                });
+                match known {
+                    Some(info) => {
+                        static LOG: crate::util::log_throttle::LogThrottle =
+                            crate::util::log_throttle::LogThrottle::new(Duration::from_secs(10));
+                        if let Some(suppressed) = LOG.check(user) {
+                            tracing::warn!(%user, error = %e, suppressed, "channel store unavailable: using the settings last read");
+                        }
+                        Ok(info)
+                    }
+                    None => Err(e),
                 }
-                None => Err(e),
-            },
+            }
         }
     }
 
@@ -293,5 +360,75 @@ mod tests {
         );
         assert_eq!(store.list().unwrap().len(), 1);
         assert!(channels.update("Not A Name", &change).await.is_err());
+    }
+
+    /// A store that can be switched off, as Redis in an outage.
+    struct Flaky {
+        inner: ChannelStore,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<(), ChannelError> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(ChannelError::Unavailable("down".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl ChannelBackend for Flaky {
+        fn get<'a>(&'a self, user: &'a str) -> ChannelFuture<'a, ChannelInfo> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.get(user)
+            })
+        }
+        fn update<'a>(
+            &'a self,
+            user: &'a str,
+            change: &'a ChannelUpdate,
+        ) -> ChannelFuture<'a, ChannelInfo> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.update(user, change)
+            })
+        }
+        fn list(&self) -> ChannelFuture<'_, Vec<ChannelInfo>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.list()
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_falls_back_to_the_last_listing_and_fails_closed_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let flaky = Arc::new(Flaky {
+            inner: ChannelStore::new(dir.path().join("channels.json")),
+            down: std::sync::atomic::AtomicBool::new(false),
+        });
+        let channels = Channels::new(flaky.clone());
+        let token = ChannelUpdate {
+            access: Some(AccessMode::Token),
+            ..Default::default()
+        };
+        flaky.inner.update("paid", &token).unwrap();
+        flaky.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Never listed, never read: nothing to go by.
+        assert!(channels.get("paid").await.is_err());
+        flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        channels.refresh().await.unwrap();
+        flaky.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            channels.get("paid").await.unwrap().access,
+            AccessMode::Token
+        );
+        assert_eq!(
+            channels.get("free").await.unwrap().access,
+            AccessMode::Public
+        );
     }
 }

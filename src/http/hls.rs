@@ -301,6 +301,7 @@ pub(super) fn routes() -> axum::Router<Arc<AppState>> {
     use axum::routing::get;
     let mut router = axum::Router::new()
         .route("/live/{user}/index.m3u8", get(master_playlist))
+        .route("/live/{user}/thumb.jpg", get(thumbnail))
         .route(
             "/live/{user}/access",
             get(
@@ -443,4 +444,60 @@ fn credential_routes(kind: &'static str) -> axum::Router<Arc<AppState>> {
                 },
             ),
         )
+}
+
+/// `/live/<user>/thumb.jpg[?token=T]`: the latest thumbnail, under the stream's access mode,
+/// cacheable for one thumbnail interval.
+pub(super) async fn thumbnail(
+    State(state): State<Arc<AppState>>,
+    Path(user): Path<String>,
+    Query(query): Query<TokenQuery>,
+    ConnectInfo(peer): Peer,
+    uri: OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let credential = match query.token.as_deref() {
+        Some(token) => Credential::Token(token),
+        None => Credential::None,
+    };
+    let request = Request {
+        uri,
+        headers,
+        peer,
+        credential,
+    };
+    if let Some(r) = remote(&state, &user, &request.uri, &request.headers, peer).await {
+        return Ok(r);
+    }
+    request.admit(&state, &user, false).await?;
+    let thumb = state
+        .hub
+        .get(&user)
+        .and_then(|s| s.thumbnail())
+        .ok_or_else(|| not_found("thumbnail (none yet)"))?;
+    let max_age = state.config.transcode.thumbnail_interval_secs.max(1);
+    let public = matches!(state.channels.get(&user).await,
+        Ok(c) if c.access == crate::channel::AccessMode::Public);
+    let cache = if public {
+        format!("public, max-age={max_age}")
+    } else {
+        format!("private, max-age={max_age}")
+    };
+    let modified = thumb
+        .taken_at
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    let mut response = (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"))],
+        thumb.jpeg.clone(),
+    )
+        .into_response();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&cache) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&modified) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    Ok(response)
 }

@@ -216,6 +216,17 @@ pub struct LiveStream {
     /// (a WebRTC publisher sends one only when asked; RTMP encoders ignore this).
     keyframe_wanted: Mutex<Option<&'static str>>,
     limits: HubLimits,
+    /// The latest thumbnail of the picture (made by the ladder or the thumbnailer).
+    thumbnail: Mutex<Option<Arc<Thumbnail>>>,
+}
+
+/// A JPEG of the live picture.
+#[derive(Debug, Clone)]
+pub struct Thumbnail {
+    pub jpeg: bytes::Bytes,
+    pub width: u32,
+    pub height: u32,
+    pub taken_at: DateTime<Utc>,
 }
 
 impl Hub {
@@ -371,6 +382,7 @@ impl LiveStream {
             renditions: Mutex::new(HashMap::new()),
             abort_reason: Mutex::new(None),
             keyframe_wanted: Mutex::new(None),
+            thumbnail: Mutex::new(None),
             limits,
         }
     }
@@ -482,6 +494,14 @@ impl LiveStream {
     }
 
     /// A consumer publishes its state (shown in the streams API under `key`).
+    pub fn set_thumbnail(&self, thumbnail: Thumbnail) {
+        *lock(&self.thumbnail) = Some(Arc::new(thumbnail));
+    }
+
+    pub fn thumbnail(&self) -> Option<Arc<Thumbnail>> {
+        lock(&self.thumbnail).clone()
+    }
+
     pub fn set_status(&self, key: &str, value: serde_json::Value) {
         lock(&self.status).insert(key.to_string(), value);
     }

@@ -129,6 +129,15 @@ pub fn frame_ref(frame: &frame::Video) -> Result<frame::Video, TranscodeError> {
     }
 }
 
+/// Sets a picture's quality (lambda), which a fixed-quality encoder (`AV_CODEC_FLAG_QSCALE`,
+/// e.g. MJPEG) reads from each frame; ffmpeg-next has no setter for it.
+pub fn set_frame_quality(frame: &mut frame::Video, lambda: i32) {
+    // SAFETY: `frame` owns a valid AVFrame; `quality` is a plain int field.
+    unsafe {
+        (*frame.as_mut_ptr()).quality = lambda;
+    }
+}
+
 /// Initializes libav once per process (codec registration, log level).
 pub fn init_libav() {
     static ONCE: std::sync::Once = std::sync::Once::new();

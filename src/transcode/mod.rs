@@ -16,6 +16,7 @@ pub mod limits;
 pub mod pipeline;
 pub mod plan;
 pub mod route;
+pub mod thumbnail;
 pub mod video;
 
 use std::collections::HashMap;
@@ -122,6 +123,10 @@ impl<S: LadderSink> LadderSink for RungOutput<S> {
 
     fn failed(&mut self, reason: &str) {
         self.sink.failed(reason);
+    }
+
+    fn thumbnail(&mut self, thumbnail: crate::stream::Thumbnail) {
+        self.stream.set_thumbnail(thumbnail);
     }
 }
 

@@ -16,6 +16,7 @@ use super::libav::{av, set_extradata, set_max_pixels, video_decoder};
 pub use super::libav::{init_libav, TranscodeError};
 use super::limits::{ConfigChangeLimiter, FrameRateMeter, SourceLimits};
 use super::plan::{plan_ladder, PlannedRung};
+use super::thumbnail;
 use super::video::{self, RungJob, RungOutput, VideoChain};
 use crate::config::{RungConfig, TranscodeConfig};
 use crate::media::{
@@ -47,6 +48,8 @@ pub trait LadderSink {
     /// The ladder failed (it stops; `finish` follows): why, for the consumers that keep a record
     /// of how the stream ended.
     fn failed(&mut self, _reason: &str) {}
+    /// A new thumbnail of the source picture.
+    fn thumbnail(&mut self, _thumbnail: crate::stream::Thumbnail) {}
 }
 
 /// Settings the pipeline needs, taken from the config.
@@ -59,6 +62,7 @@ pub struct PipelineSettings {
     pub x264_threads: u32,
     pub low_delay: bool,
     pub limits: SourceLimits,
+    pub thumbnail_interval_secs: u64,
 }
 
 impl PipelineSettings {
@@ -71,6 +75,7 @@ impl PipelineSettings {
             x264_threads: t.x264_threads,
             low_delay: t.low_delay,
             limits: SourceLimits::from_config(t),
+            thumbnail_interval_secs: t.thumbnail_interval_secs,
         }
     }
 }
@@ -99,6 +104,8 @@ pub struct Pipeline<S: LadderSink> {
     last_video_config: Option<Arc<VideoConfig>>,
     last_audio_config: Option<Arc<AudioConfig>>,
     frame_rate: FrameRateMeter,
+    thumbnails: thumbnail::Schedule,
+    jpeg: thumbnail::JpegMaker,
 }
 
 impl<S: LadderSink> Pipeline<S> {
@@ -106,6 +113,7 @@ impl<S: LadderSink> Pipeline<S> {
         let interval = (settings.segment_duration * f64::from(VIDEO_TIMESCALE)).round() as i64;
         let (rung_output_tx, rung_output) = std::sync::mpsc::channel();
         let audio = AudioTranscoder::new(settings.audio_bitrate, settings.audio_sample_rate);
+        let thumbnails = thumbnail::Schedule::new(settings.thumbnail_interval_secs);
         Pipeline {
             rung_output_tx,
             rung_output,
@@ -124,6 +132,8 @@ impl<S: LadderSink> Pipeline<S> {
             last_video_config: None,
             last_audio_config: None,
             frame_rate: FrameRateMeter::default(),
+            thumbnails,
+            jpeg: thumbnail::JpegMaker::default(),
         }
     }
 
@@ -370,6 +380,13 @@ impl<S: LadderSink> Pipeline<S> {
         let first = *self.first_pts.get_or_insert(pts);
         self.media_seconds = (pts - first) as f64 / f64::from(VIDEO_TIMESCALE);
         let key = self.grid.is_keyframe(pts);
+        if key && self.thumbnails.due(pts) {
+            // From the picture just decoded for the rungs: no decode of its own.
+            match self.jpeg.encode(decoded) {
+                Ok(thumbnail) => self.sink.thumbnail(thumbnail),
+                Err(e) => tracing::debug!(error = %e, "no thumbnail from this picture"),
+            }
+        }
         let out_pts = pts + OUTPUT_OFFSET_SECS * i64::from(VIDEO_TIMESCALE);
         let Some(chain) = self.video.as_mut() else {
             return Ok(());

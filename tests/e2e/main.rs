@@ -22,6 +22,7 @@ mod relay;
 mod rtmp_hls;
 mod shutdown;
 mod sinks;
+mod thumbnails;
 mod whip;
 mod whip_browser;
 mod whip_client;
