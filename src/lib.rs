@@ -11,6 +11,7 @@ pub mod access;
 pub mod audience;
 pub mod auth;
 pub mod channel;
+pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod datadir;

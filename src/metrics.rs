@@ -36,6 +36,7 @@ pub struct StreamLabel {
 pub struct Metrics {
     registry: Registry,
     pub viewers: Family<StreamLabel, Gauge>,
+    pub chat_connections: Gauge,
     pub playback_denied: Family<ReasonLabel, Counter>,
     pub rtmp_connections: Counter,
     pub rtmp_active: Gauge,
@@ -92,6 +93,7 @@ impl Metrics {
             hls_blocked: Gauge::default(),
             hls_blocking: Family::default(),
             viewers: Family::default(),
+            chat_connections: Gauge::default(),
             playback_denied: Family::default(),
             live_streams: Gauge::default(),
             transcoders: Gauge::default(),
@@ -172,6 +174,11 @@ impl Metrics {
             "viewers",
             "Distinct players of each stream active within access.viewer_window_secs",
             m.viewers.clone(),
+        );
+        registry.register(
+            "chat_connections",
+            "Chat WebSocket connections open now",
+            m.chat_connections.clone(),
         );
         registry.register(
             "playback_denied",

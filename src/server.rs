@@ -79,6 +79,9 @@ fn check_nofile(config: &Config) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// A chat room nobody is in is forgotten (history and bans) after this long without activity.
+const CHAT_ROOM_IDLE: Duration = Duration::from_secs(3600);
+
 /// Sets `livegate_viewers{stream}` for every stream watched or live, and drops the series of
 /// streams gone with nobody left watching.
 fn update_viewer_gauges(
@@ -142,12 +145,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         }) as crate::record::FinishedListener
     });
     let recorder = Recorder::start(&config, metrics.clone(), stop.clone(), on_recording).await?;
+    let chat = crate::chat::Chat::new();
     let backends::Backends {
         keys,
         targets,
         channels,
         leases,
-    } = backends::start(&config, &node_id, &hub, webhooks.as_ref(), &metrics, &stop)?;
+    } = backends::start(
+        &config,
+        &node_id,
+        &hub,
+        webhooks.as_ref(),
+        &metrics,
+        &chat,
+        &stop,
+    )?;
     let relays = RelayManager::new(&config, targets, metrics.clone())?;
     {
         // Every new stream is routed to the ladder or passthrough once its codecs are known; its
@@ -233,8 +245,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let audience = Arc::new(crate::audience::Audience::new(Duration::from_secs(
         config.access.viewer_window_secs,
     )));
-    let (sweep_registry, sweep_audience, sweep_metrics) =
-        (registry.clone(), audience.clone(), metrics.clone());
+    let (sweep_registry, sweep_audience, sweep_metrics, sweep_chat) = (
+        registry.clone(),
+        audience.clone(),
+        metrics.clone(),
+        chat.clone(),
+    );
     let sweep_shutdown = stop.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -245,6 +261,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                 _ = tick.tick() => {
                     sweep_registry.sweep();
                     update_viewer_gauges(&sweep_audience, &sweep_registry, &sweep_metrics, &mut shown);
+                    sweep_chat.sweep(CHAT_ROOM_IDLE);
                 }
             }
         }
@@ -302,6 +319,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         token_key: crate::access::load_key(&config)
             .map_err(|e| ServerError::Access(e.to_string()))?,
         audience: audience.clone(),
+        chat: chat.clone(),
         trusted_proxies: config
             .http
             .trusted_proxies

@@ -24,10 +24,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("access", &["config", "util"]),
     ("channel", &["util"]),
     ("audience", &[]),
+    ("chat", &[]),
     (
         "cluster",
         &[
-            "auth", "channel", "relay", "stream", "hls", "config", "metrics", "util",
+            "auth", "channel", "chat", "relay", "stream", "hls", "config", "metrics", "util",
         ],
     ),
     ("rtmp", &["media", "config", "metrics", "util"]),
@@ -60,6 +61,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "audience",
             "auth",
             "channel",
+            "chat",
             "cluster",
             "ingest",
             "stream",

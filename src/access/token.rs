@@ -275,6 +275,18 @@ mod tests {
     }
 
     #[test]
+    fn a_token_minted_by_the_readmes_python_snippet_verifies() {
+        // README "Playback access": playback_token("alice", 3600, "u42", "Ada") at NOW, with
+        // Python's default JSON spacing in the header.
+        let token = "eyJhbGciOiAiSFMyNTYiLCAidHlwIjogIkpXVCJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTgwMDAwMzYwMCwiaWF0IjoxODAwMDAwMDAwLCJ2aWQiOiJ1NDIiLCJuYW1lIjoiQWRhIn0.wQlavgLy5tULMx2vYMLcJsQL4LgJ7q92-bH2xQnNr6g";
+        let key = TokenKey::new(b"the-site-and-livegate-share-this-secret", 30).unwrap();
+        let claims = key.verify(token, "alice", NOW).unwrap();
+        assert_eq!(claims.exp, NOW + 3600);
+        assert_eq!(claims.vid.as_deref(), Some("u42"));
+        assert_eq!(claims.name.as_deref(), Some("Ada"));
+    }
+
+    #[test]
     fn an_ip_claim_binds_the_token_to_that_address() {
         let mut c = claims("alice", NOW + 60);
         c.ip = Some("192.0.2.7".into());

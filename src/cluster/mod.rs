@@ -6,6 +6,7 @@
 //! by itself.
 
 pub mod channels;
+pub mod chat;
 pub mod events;
 pub mod keys;
 pub mod leases;
@@ -53,6 +54,8 @@ pub struct Node {
     pub channels: channels::RedisChannels,
     pub leases: Leases,
     pub events: mpsc::Receiver<events::Event>,
+    /// For [`chat::start`].
+    pub redis: (redis::Client, ConnectionManager),
 }
 
 /// Starts this node's part of the cluster. `key_snapshot` is where the key snapshot is kept on
@@ -66,6 +69,7 @@ pub fn start(
     stop: CancellationToken,
 ) -> Result<Node, ClusterError> {
     let (client, manager) = connect(config)?;
+    let redis = (client.clone(), manager.clone());
     let keys = RedisKeys::new(
         manager.clone(),
         &config.key_prefix,
@@ -111,5 +115,6 @@ pub fn start(
         channels,
         leases,
         events: rx,
+        redis,
     })
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod channels;
+mod chat;
 mod conn;
 mod error;
 mod hls;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub audience: Arc<crate::audience::Audience>,
     /// `http.trusted_proxies`, parsed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Chat rooms.
+    pub chat: Arc<crate::chat::Chat>,
 }
 
 /// WHIP signalling and the publish page. The body limit is the SDP cap (413 beyond it).
@@ -124,6 +127,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::put(channels::set_access),
         )
         .route("/api/v1/streams/{user}/tokens", post(channels::mint))
+        .route("/live/{user}/chat", get(chat::connect))
+        .route("/api/v1/streams/{user}/chat/events", post(chat::post_event))
+        .route("/api/v1/streams/{user}/chat/bans", post(chat::ban))
+        .route(
+            "/api/v1/streams/{user}/chat/messages/{id}",
+            axum::routing::delete(chat::delete_message),
+        )
         .route("/api/v1/relays", get(relays::list).post(relays::add))
         .route(
             "/api/v1/relays/{user}/{id}",

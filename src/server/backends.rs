@@ -29,6 +29,7 @@ pub(super) fn start(
     hub: &Arc<Hub>,
     webhooks: Option<&Webhooks>,
     metrics: &Arc<Metrics>,
+    chat: &Arc<crate::chat::Chat>,
     stop: &CancellationToken,
 ) -> Result<Backends, ServerError> {
     if !config.cluster.enabled() {
@@ -67,7 +68,16 @@ pub(super) fn start(
         channels,
         leases,
         mut events,
+        redis,
     } = node;
+    crate::cluster::chat::start(
+        redis.0,
+        redis.1,
+        &config.cluster.key_prefix,
+        node_id,
+        chat.clone(),
+        stop.clone(),
+    );
     // A key revoked on any node, or this user's stream taken by a publish on another node, ends
     // the live session here.
     let (hub, taken) = (hub.clone(), leases.clone());

@@ -2,6 +2,7 @@
 //! Chromium). One test binary, so `--test-threads` runs the cases in parallel.
 
 mod access;
+mod chat;
 mod cli_api;
 mod cluster;
 mod codecs;
