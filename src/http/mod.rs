@@ -9,6 +9,7 @@ mod error;
 mod hls;
 mod keys;
 mod owner;
+mod pages;
 mod playback;
 mod recordings;
 mod relays;
@@ -66,6 +67,7 @@ fn whip_routes(state: &AppState) -> Router<Arc<AppState>> {
     let endpoint = |post: MethodRouter<Arc<AppState>>| post.options(whip::options);
     Router::new()
         .route("/publish", get(whip::publish_page))
+        .route("/go-live", get(whip::publish_page))
         .route("/whip", endpoint(post(whip::post)))
         .route("/whip/{user}", endpoint(post(whip::post_user)))
         .route(
@@ -140,6 +142,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::delete(relays::remove),
         )
         .merge(hls)
+        .merge(pages::routes())
         .merge(whip_routes(&state))
         .with_state(state)
 }

@@ -18,6 +18,7 @@ mod hostile_net;
 mod hostile_record;
 mod ladder;
 mod llhls;
+mod pages;
 mod record;
 mod relay;
 mod rtmp_hls;

@@ -1,0 +1,97 @@
+// Drives livegate's own pages in Chromium as a viewer would: the directory, the watch page
+// (playback, quality choice, latency, chat by keyboard), an offline stream and a ticket-only one.
+// Fails on any console error; saves a screenshot of each page (desktop and phone) under --out.
+//   node pages.mjs --base URL --user LIVE_USER --ticket-user USER --token TOKEN --out DIR
+import { chromium } from 'playwright-core';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((pairs, v, i, all) => (i % 2 ? pairs : [...pairs, [v.replace(/^--/, ''), all[i + 1]]]), []),
+);
+mkdirSync(args.out, { recursive: true });
+const report = { consoleErrors: [], screenshots: [], checks: {} };
+const profile = mkdtempSync(join(tmpdir(), 'livegate-pages-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  viewport: { width: 1280, height: 800 },
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--autoplay-policy=no-user-gesture-required'],
+});
+
+async function open(path) {
+  const page = await context.newPage();
+  page.on('console', (m) => { if (m.type() === 'error') report.consoleErrors.push(`${path}: ${m.text()}`); });
+  page.on('pageerror', (e) => report.consoleErrors.push(`${path}: ${e}`));
+  await page.goto(`${args.base}${path}`);
+  return page;
+}
+
+async function shoot(page, name) {
+  for (const [suffix, size] of [['', { width: 1280, height: 800 }], ['-phone', { width: 390, height: 844 }]]) {
+    await page.setViewportSize(size);
+    await page.waitForTimeout(300);
+    const file = join(args.out, `${name}${suffix}.png`);
+    await page.screenshot({ path: file, fullPage: true });
+    report.screenshots.push(file);
+  }
+  await page.setViewportSize({ width: 1280, height: 800 });
+}
+
+const text = (page, selector) => page.locator(selector).innerText();
+let ok = false;
+try {
+  // The directory: the live stream's card with its title, viewers and a loaded thumbnail.
+  const dir = await open('/');
+  const card = dir.locator('#streams li', { hasText: args.user });
+  await card.waitFor({ timeout: 20000 });
+  await dir.waitForFunction(() => [...document.querySelectorAll('#streams img.thumb')].some((i) => i.complete && i.naturalWidth > 0), null, { timeout: 20000 });
+  report.checks.directoryCard = await card.innerText();
+  report.checks.directoryStatus = await text(dir, '#status');
+  report.checks.ticketCard = await dir.locator('#streams li', { hasText: args['ticket-user'] }).innerText();
+  await shoot(dir, 'directory');
+
+  // Watching: plays, offers Auto and each rung, shows the latency, and chats by keyboard.
+  const watch = await open(`/watch/${args.user}`);
+  await watch.waitForFunction(() => document.getElementById('video').currentTime > 1.5, null, { timeout: 30000 });
+  report.checks.qualities = await watch.locator('#quality option').allInnerTexts();
+  await watch.waitForFunction(() => /Latency \d/.test(document.getElementById('latency').textContent), null, { timeout: 15000 });
+  report.checks.latency = await text(watch, '#latency');
+  report.checks.title = await text(watch, '#title');
+  await watch.locator('#messages li', { hasText: 'You are' }).waitFor({ timeout: 10000 });
+  await watch.locator('#text').focus();
+  await watch.keyboard.type('hello from the watch page');
+  await watch.keyboard.press('Enter');
+  await watch.locator('#messages li', { hasText: 'hello from the watch page' }).waitFor({ timeout: 10000 });
+  report.checks.chatted = true;
+  await watch.locator('#quality').selectOption('0');
+  await watch.waitForFunction(() => hls && hls.currentLevel === 0, null, { timeout: 10000 });
+  report.checks.pinnedLevel = 0;
+  await shoot(watch, 'watch');
+
+  const offline = await open('/watch/nobody');
+  await offline.locator('#status', { hasText: 'offline' }).waitFor({ timeout: 10000 });
+  report.checks.offline = await text(offline, '#status');
+  await shoot(offline, 'watch-offline');
+
+  const denied = await open(`/watch/${args['ticket-user']}`);
+  await denied.locator('#status', { hasText: 'ticket' }).waitFor({ timeout: 10000 });
+  report.checks.denied = await text(denied, '#status');
+  await shoot(denied, 'watch-denied');
+
+  const ticket = await open(`/watch/${args['ticket-user']}?token=${args.token}`);
+  await ticket.waitForFunction(() => document.getElementById('video').currentTime > 1, null, { timeout: 30000 });
+  report.checks.ticketPlays = true;
+  ok = true;
+} catch (e) {
+  report.failure = String(e);
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+report.ok = ok && report.consoleErrors.length === 0;
+console.log(JSON.stringify(report));
+process.exit(report.ok ? 0 : 1);

@@ -1,0 +1,97 @@
+//! livegate's own pages, driven in Chromium by tests/browser/pages.mjs: the directory shows the
+//! live streams with thumbnails, the watch page plays (Auto and each rung), shows the latency and
+//! chats, an offline stream and a ticket-only one say so in words; no console errors. Screenshots
+//! go to `<target>/tmp/pages/`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::{heavy, publish_file, source_clip, Server};
+use crate::record::ADMIN;
+
+#[test]
+fn the_directory_and_watch_pages_work_for_a_viewer() {
+    let _turn = heavy();
+    let server = Server::start_with(&[
+        ("LIVEGATE_HTTP_ADMIN_TOKEN", ADMIN),
+        ("LIVEGATE_WHIP_ENABLED", "false"),
+        ("LIVEGATE_TRANSCODE_PASSTHROUGH_USERS", "vip"),
+        ("LIVEGATE_TRANSCODE_THUMBNAIL_INTERVAL_SECS", "2"),
+    ]);
+    let ivy = server.add_key("ivy");
+    let vip = server.add_key("vip");
+    let (status, _) = server.request(
+        "PUT",
+        "/api/v1/channels/ivy",
+        Some(ADMIN),
+        Some(r#"{"title":"Ivy's evening show","description":"Chat and music"}"#),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = server.request(
+        "PUT",
+        "/api/v1/access/vip",
+        Some(ADMIN),
+        Some(r#"{"mode":"token"}"#),
+    );
+    assert_eq!(status, 200);
+    // 854x480: the ladder makes 360p and 480p (never upscaled).
+    let mut ivy_ff = publish_file(&server.rtmp_url(&ivy), &source_clip(854, 480, 30, 60));
+    let mut vip_ff = publish_file(&server.rtmp_url(&vip), &source_clip(320, 180, 30, 60));
+    server.wait_master("ivy", Duration::from_secs(30));
+    let (_, minted) = server.request(
+        "POST",
+        "/api/v1/streams/vip/tokens",
+        Some(ADMIN),
+        Some("{}"),
+    );
+    let minted: serde_json::Value = serde_json::from_str(&minted).expect("json");
+    let token = minted["token"].as_str().expect("token");
+
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pages");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/pages.mjs");
+    let run = Command::new("node")
+        .arg(script)
+        .args(["--base", &server.url("")])
+        .args(["--user", "ivy", "--ticket-user", "vip", "--token", token])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let report: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(
+            || serde_json::json!({"raw": stdout, "stderr": String::from_utf8_lossy(&run.stderr)}),
+        );
+    eprintln!("pages: screenshots in {}", out.display());
+    assert!(run.status.success(), "{report:#}");
+    let checks = &report["checks"];
+    let card = checks["directoryCard"].as_str().unwrap_or_default();
+    assert!(
+        card.contains("Ivy's evening show") && card.contains("LIVE") && card.contains("watching"),
+        "{card}"
+    );
+    assert!(checks["ticketCard"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("Members only"));
+    assert_eq!(
+        checks["qualities"],
+        serde_json::json!(["Auto", "360p", "480p"])
+    );
+    assert_eq!(checks["title"], "Ivy's evening show");
+    assert!(checks["offline"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("nobody is offline"));
+    assert_eq!(checks["ticketPlays"], true);
+    assert_eq!(report["consoleErrors"], serde_json::json!([]));
+    assert_eq!(report["screenshots"].as_array().map(Vec::len), Some(8));
+    let _ = ivy_ff.kill();
+    let _ = vip_ff.kill();
+    let _ = ivy_ff.wait();
+    let _ = vip_ff.wait();
+}
