@@ -87,9 +87,17 @@ const CHAT_ROOM_IDLE: Duration = Duration::from_secs(3600);
 fn update_viewer_gauges(
     audience: &crate::audience::Audience,
     registry: &HlsRegistry,
+    hub: &Hub,
     metrics: &Metrics,
     shown: &mut std::collections::HashSet<String>,
 ) {
+    // The recorder keeps each publish's peak and total with the recording's manifest.
+    for stream in hub.list() {
+        let stats = audience.stats(&stream.name, std::time::Instant::now());
+        if let Ok(value) = serde_json::to_value(stats) {
+            stream.set_status("audience", value);
+        }
+    }
     let counts = audience.sweep(std::time::Instant::now(), &|name| {
         registry.get(name).is_some()
     });
@@ -245,11 +253,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let audience = Arc::new(crate::audience::Audience::new(Duration::from_secs(
         config.access.viewer_window_secs,
     )));
-    let (sweep_registry, sweep_audience, sweep_metrics, sweep_chat) = (
+    let (sweep_registry, sweep_audience, sweep_metrics, sweep_chat, sweep_hub) = (
         registry.clone(),
         audience.clone(),
         metrics.clone(),
         chat.clone(),
+        hub.clone(),
     );
     let sweep_shutdown = stop.clone();
     tokio::spawn(async move {
@@ -260,7 +269,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                 _ = sweep_shutdown.cancelled() => return,
                 _ = tick.tick() => {
                     sweep_registry.sweep();
-                    update_viewer_gauges(&sweep_audience, &sweep_registry, &sweep_metrics, &mut shown);
+                    update_viewer_gauges(
+                        &sweep_audience,
+                        &sweep_registry,
+                        &sweep_hub,
+                        &sweep_metrics,
+                        &mut shown,
+                    );
                     sweep_chat.sweep(CHAT_ROOM_IDLE);
                 }
             }

@@ -131,6 +131,12 @@ impl SessionShared {
         let Some(stream) = self.stream.upgrade() else {
             return;
         };
+        if let Some(audience) = stream.status_of("audience") {
+            let count = |name: &str| audience.get(name).and_then(serde_json::Value::as_u64);
+            if let (Some(peak), Some(total)) = (count("peak"), count("total")) {
+                self.plan().audience(peak, total);
+            }
+        }
         let status = serde_json::to_value(self.plan().status());
         if let Ok(value) = status {
             stream.set_status("record", value);

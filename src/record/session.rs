@@ -96,6 +96,12 @@ pub struct Manifest {
     /// and spool headers written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Most viewers at once and distinct viewers while it was live (as last reported by the
+    /// HTTP side through the stream's `audience` status, every 5 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_viewers: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_viewers: Option<u64>,
 }
 
 impl Manifest {
@@ -118,6 +124,8 @@ impl Manifest {
             gaps: 0,
             continues: None,
             error: None,
+            peak_viewers: None,
+            total_viewers: None,
         }
     }
 

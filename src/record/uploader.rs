@@ -181,6 +181,13 @@ impl UploadPlan {
         }
     }
 
+    /// The live stream's audience so far (peak and total only grow).
+    pub fn audience(&mut self, peak: u64, total: u64) {
+        let m = &mut self.recording.manifest;
+        m.peak_viewers = Some(peak.max(m.peak_viewers.unwrap_or(0)));
+        m.total_viewers = Some(total.max(m.total_viewers.unwrap_or(0)));
+    }
+
     pub fn manifest(&self) -> &Manifest {
         &self.recording.manifest
     }

@@ -502,6 +502,11 @@ impl LiveStream {
         lock(&self.thumbnail).clone()
     }
 
+    /// One consumer's status, as set with [`LiveStream::set_status`].
+    pub fn status_of(&self, key: &str) -> Option<serde_json::Value> {
+        lock(&self.status).get(key).cloned()
+    }
+
     pub fn set_status(&self, key: &str, value: serde_json::Value) {
         lock(&self.status).insert(key.to_string(), value);
     }

@@ -315,8 +315,18 @@ fn three_players_count_as_three_viewers_until_they_leave() {
     });
     let (_, peak, total) = viewers(&server, "carol");
     assert_eq!((peak, total), (3, 3));
+    // The recording's manifest keeps them.
     let _ = ff.kill();
     let _ = ff.wait();
+    let mut manifest = serde_json::Value::Null;
+    server.wait_until(Duration::from_secs(30), "the finished recording", || {
+        let (_, body) = server.request("GET", "/api/v1/recordings?user=carol", Some(ADMIN), None);
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        manifest = list["recordings"][0].clone();
+        manifest["state"] != "recording" && !manifest.is_null()
+    });
+    assert_eq!(manifest["peak_viewers"], 3, "{manifest}");
+    assert_eq!(manifest["total_viewers"], 3, "{manifest}");
 }
 
 #[test]
