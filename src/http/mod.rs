@@ -119,6 +119,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(recordings::download),
         )
         .route("/vod/{id}/{file}", get(recordings::vod_file))
+        .route(
+            "/vod/{id}/t/{token}/{file}",
+            get(recordings::vod_file_with_token),
+        )
         .route("/api/v1/channels", get(channels::list))
         .route(
             "/api/v1/channels/{user}",

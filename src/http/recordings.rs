@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -146,15 +146,37 @@ pub(super) async fn delete(
     Ok(Json(serde_json::json!({ "deleted": id, "objects": deleted })).into_response())
 }
 
-/// `/vod/{id}/index.m3u8`, `init-N.mp4`, `seg-N.m4s`.
+/// `/vod/{id}/index.m3u8`, `init-N.mp4`, `seg-N.m4s` with the admin token.
 pub(super) async fn vod_file(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((id, file)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let (user, session) = parse_id(&id)?;
-    if !session::is_recording_file(&file) {
+    serve_vod(&state, &id, &file).await
+}
+
+/// `/vod/{id}/t/{token}/…`: the same with a playback token for the recording's user, so a site
+/// lets its viewers watch recordings as it lets them watch live (relative URIs keep the token).
+pub(super) async fn vod_file_with_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path((id, token, file)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let (user, _) = parse_id(&id)?;
+    let client = super::playback::client_ip(&state.trusted_proxies, peer, &headers);
+    state
+        .token_key
+        .verify(&token, user, chrono::Utc::now().timestamp())
+        .and_then(|c| c.allows(client))
+        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?;
+    serve_vod(&state, &id, &file).await
+}
+
+async fn serve_vod(state: &AppState, id: &str, file: &str) -> Result<Response, ApiError> {
+    let (user, session) = parse_id(id)?;
+    if !session::is_recording_file(file) {
         return Err(ApiError(StatusCode::NOT_FOUND, "not found".into()));
     }
     let data = state

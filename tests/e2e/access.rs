@@ -327,6 +327,24 @@ fn three_players_count_as_three_viewers_until_they_leave() {
     });
     assert_eq!(manifest["peak_viewers"], 3, "{manifest}");
     assert_eq!(manifest["total_viewers"], 3, "{manifest}");
+
+    // The recording plays with a playback token for its user, as the live stream did.
+    let id = manifest["id"].as_str().expect("id");
+    let (token, _) = api_token(&server, "carol", r#"{"ttl_secs":600}"#);
+    let vod = server.url(&format!("/vod/{id}/t/{token}/index.m3u8"));
+    let probe = ffprobe(&vod);
+    assert!(
+        probe["format"]["duration"]
+            .as_str()
+            .and_then(|d| d.parse::<f64>().ok())
+            .is_some_and(|d| d > 10.0),
+        "{probe}"
+    );
+    let other = site_token(SECRET, "dana", now() + 600, None);
+    let (status, body) = server.get(&format!("/vod/{id}/t/{other}/index.m3u8"));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("another stream"), "{body}");
+    assert_eq!(server.get(&format!("/vod/{id}/index.m3u8")).0, 401);
 }
 
 #[test]
