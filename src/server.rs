@@ -335,6 +335,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             .map_err(|e| ServerError::Access(e.to_string()))?,
         audience: audience.clone(),
         chat: chat.clone(),
+        admin_sessions: crate::http::admin::Sessions::default(),
         trusted_proxies: config
             .http
             .trusted_proxies

@@ -1,10 +1,11 @@
 //! HTTP: live HLS, the JSON API (one file per resource), recordings (VOD), health and metrics
 //! (axum on hyper). Only the admin guard stands between the API's write side and the world.
 
-mod admin;
+pub mod admin;
 mod channels;
 mod chat;
 mod conn;
+mod console;
 mod error;
 mod hls;
 mod keys;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Chat rooms.
     pub chat: Arc<crate::chat::Chat>,
+    /// Operator console sessions.
+    pub admin_sessions: admin::Sessions,
 }
 
 /// WHIP signalling and the publish page. The body limit is the SDP cap (413 beyond it).
@@ -123,6 +126,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/vod/{id}/t/{token}/{file}",
             get(recordings::vod_file_with_token),
         )
+        .route("/admin/login", post(console::login))
+        .route("/admin/session", get(console::session))
+        .route("/admin/logout", post(console::logout))
         .route("/api/v1/channels", get(channels::list))
         .route(
             "/api/v1/channels/{user}",

@@ -152,7 +152,7 @@ pub(super) async fn vod_file(
     headers: HeaderMap,
     Path((id, file)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    super::admin::authorize_read(&state, &headers)?;
     serve_vod(&state, &id, &file).await
 }
 
@@ -215,7 +215,7 @@ pub(super) async fn download(
     Path(id): Path<String>,
     Query(query): Query<DownloadQuery>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    super::admin::authorize_read(&state, &headers)?;
     let (user, session) = parse_id(&id)?;
     let storage = state.recorder.storage().clone();
     let folder = format!("{user}/{session}/");

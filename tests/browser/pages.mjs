@@ -1,7 +1,8 @@
 // Drives livegate's own pages in Chromium as a viewer would: the directory, the watch page
-// (playback, quality choice, latency, chat by keyboard), an offline stream and a ticket-only one.
+// (playback, quality choice, latency, chat by keyboard), an offline stream, a ticket-only one, and
+// the operator console.
 // Fails on any console error; saves a screenshot of each page (desktop and phone) under --out.
-//   node pages.mjs --base URL --user LIVE_USER --ticket-user USER --token TOKEN --out DIR
+//   node pages.mjs --base URL --user LIVE_USER --ticket-user USER --token TOKEN --admin TOKEN --out DIR
 import { chromium } from 'playwright-core';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,7 +12,10 @@ const args = Object.fromEntries(
   process.argv.slice(2).reduce((pairs, v, i, all) => (i % 2 ? pairs : [...pairs, [v.replace(/^--/, ''), all[i + 1]]]), []),
 );
 mkdirSync(args.out, { recursive: true });
-const report = { consoleErrors: [], screenshots: [], checks: {} };
+const report = { consoleErrors: [], provokedErrors: [], screenshots: [], checks: {} };
+// Set while a step provokes an error on purpose (a wrong login, a refused write): the browser's
+// resource error then is expected, and kept apart.
+let provoking = false;
 const profile = mkdtempSync(join(tmpdir(), 'livegate-pages-'));
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -24,7 +28,9 @@ const context = await chromium.launchPersistentContext(profile, {
 
 async function open(path) {
   const page = await context.newPage();
-  page.on('console', (m) => { if (m.type() === 'error') report.consoleErrors.push(`${path}: ${m.text()}`); });
+  page.on('console', (m) => {
+    if (m.type() === 'error') (provoking ? report.provokedErrors : report.consoleErrors).push(`${path}: ${m.text()}`);
+  });
   page.on('pageerror', (e) => report.consoleErrors.push(`${path}: ${e}`));
   await page.goto(`${args.base}${path}`);
   return page;
@@ -85,6 +91,49 @@ try {
   const ticket = await open(`/watch/${args['ticket-user']}?token=${args.token}`);
   await ticket.waitForFunction(() => document.getElementById('video').currentTime > 1, null, { timeout: 30000 });
   report.checks.ticketPlays = true;
+
+  // The console: log in (a wrong token first), see the live streams, add a user and see its key
+  // once, set a title, play a recording, revoke, refuse a cookie-only write, log out.
+  const admin = await open('/admin');
+  admin.on('dialog', (d) => d.accept());
+  await admin.locator('#login').waitFor({ state: 'visible' });
+  await shoot(admin, 'admin-login');
+  await admin.locator('#token').fill('not-the-token');
+  provoking = true;
+  await admin.keyboard.press('Enter');
+  await admin.locator('#status', { hasText: 'wrong admin token' }).waitFor({ timeout: 5000 });
+  await admin.waitForTimeout(200);
+  provoking = false;
+  await admin.locator('#token').fill(args.admin);
+  await admin.keyboard.press('Enter');
+  await admin.locator('#live tr', { hasText: args.user }).waitFor({ timeout: 10000 });
+  report.checks.consoleLive = await admin.locator('#live tr', { hasText: args.user }).innerText();
+  await admin.locator('#new-user').fill('newbie');
+  await admin.locator('#add-user button').click();
+  await admin.locator('#new-key', { hasText: 'lg_' }).waitFor({ timeout: 5000 });
+  report.checks.newKeyShown = await admin.locator('#new-key').innerText();
+  const vipRow = admin.locator('#users tr', { hasText: args['ticket-user'] });
+  await vipRow.locator('input[type=text]').fill('Members night');
+  await vipRow.getByRole('button', { name: 'Save' }).click();
+  await admin.locator('#status', { hasText: 'saved' }).waitFor({ timeout: 5000 });
+  const channel = await (await fetch(`${args.base}/api/v1/channels/${args['ticket-user']}`)).json();
+  report.checks.savedTitle = channel.title;
+  report.checks.savedAccess = channel.access;
+  const recording = admin.locator('#recordings tr', { hasText: args.user }).first();
+  await recording.getByRole('button', { name: 'Play' }).click();
+  await admin.waitForFunction(() => document.getElementById('vod').readyState >= 2, null, { timeout: 20000 });
+  report.checks.recordingPlays = true;
+  provoking = true;
+  report.checks.cookieOnlyWrite = await admin.evaluate(async () => (await fetch('/api/v1/keys', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"user":"sneaky"}' })).status);
+  await admin.waitForTimeout(200);
+  provoking = false;
+  await shoot(admin, 'admin');
+  const newbie = admin.locator('#users tr', { hasText: 'newbie' });
+  await newbie.getByRole('button', { name: 'Revoke' }).click();
+  await admin.locator('#status', { hasText: 'revoked' }).waitFor({ timeout: 5000 });
+  await admin.locator('#logout').click();
+  await admin.locator('#login').waitFor({ state: 'visible' });
+  report.checks.afterLogout = await admin.evaluate(async () => (await (await fetch('/admin/session')).json()).csrf);
   ok = true;
 } catch (e) {
   report.failure = String(e);

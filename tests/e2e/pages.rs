@@ -1,6 +1,7 @@
 //! livegate's own pages, driven in Chromium by tests/browser/pages.mjs: the directory shows the
 //! live streams with thumbnails, the watch page plays (Auto and each rung), shows the latency and
-//! chats, an offline stream and a ticket-only one say so in words; no console errors. Screenshots
+//! chats, an offline stream and a ticket-only one say so in words, the operator console logs in
+//! and manages keys, titles and recordings; no console errors. Screenshots
 //! go to `<target>/tmp/pages/`.
 
 use std::path::Path;
@@ -54,6 +55,7 @@ fn the_directory_and_watch_pages_work_for_a_viewer() {
         .arg(script)
         .args(["--base", &server.url("")])
         .args(["--user", "ivy", "--ticket-user", "vip", "--token", token])
+        .args(["--admin", ADMIN])
         .arg("--out")
         .arg(&out)
         .output()
@@ -89,7 +91,32 @@ fn the_directory_and_watch_pages_work_for_a_viewer() {
         .contains("nobody is offline"));
     assert_eq!(checks["ticketPlays"], true);
     assert_eq!(report["consoleErrors"], serde_json::json!([]));
-    assert_eq!(report["screenshots"].as_array().map(Vec::len), Some(8));
+    // The console.
+    assert!(checks["consoleLive"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("ivy"));
+    assert!(checks["newKeyShown"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("lg_"));
+    assert_eq!(checks["savedTitle"], "Members night");
+    assert_eq!(checks["savedAccess"], "token");
+    assert_eq!(checks["recordingPlays"], true);
+    assert_eq!(
+        checks["cookieOnlyWrite"], 403,
+        "a console cookie without the CSRF header"
+    );
+    assert_eq!(checks["afterLogout"], serde_json::Value::Null);
+    let keys = server.request("GET", "/api/v1/keys", Some(ADMIN), None).1;
+    assert!(!keys.contains("newbie"), "{keys}");
+    // Only the two errors the test provoked (a wrong login, a write without the CSRF header).
+    assert_eq!(
+        report["provokedErrors"].as_array().map(Vec::len),
+        Some(2),
+        "{report:#}"
+    );
+    assert_eq!(report["screenshots"].as_array().map(Vec::len), Some(12));
     let _ = ivy_ff.kill();
     let _ = vip_ff.kill();
     let _ = ivy_ff.wait();

@@ -1,5 +1,5 @@
-//! The pages livegate serves on its own: the directory of live streams (`/`) and the watch page
-//! (`/watch/<user>`: player, quality choice, latency, chat). Plain HTML, CSS and JS compiled into
+//! The pages livegate serves on its own: the directory of live streams (`/`), the watch page
+//! (`/watch/<user>`: player, quality choice, latency, chat) and the operator console (`/admin`). Plain HTML, CSS and JS compiled into
 //! the binary, hls.js vendored (`vendor/`, Apache-2.0): no CDN, no build step. Everything they
 //! show comes from the public API, so a site can build its own the same way.
 
@@ -38,6 +38,7 @@ async fn asset(Path(name): Path<String>) -> Response {
         "site.css" => ("text/css", include_bytes!("site.css"), false),
         "directory.js" => ("text/javascript", include_bytes!("directory.js"), false),
         "watch.js" => ("text/javascript", include_bytes!("watch.js"), false),
+        "admin.js" => ("text/javascript", include_bytes!("admin.js"), false),
         HLS_JS => (
             "text/javascript",
             include_bytes!("vendor/hls-1.7.4.min.js"),
@@ -71,5 +72,6 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/watch/{user}",
             get(|| async { page(include_str!("watch.html")) }),
         )
+        .route("/admin", get(|| async { page(include_str!("admin.html")) }))
         .route("/assets/{name}", get(asset))
 }
