@@ -22,14 +22,21 @@ use crate::ingest::whip::{Fragment, Whip, WhipError};
 const SDP: &str = "application/sdp";
 const TRICKLE: &str = "application/trickle-ice-sdpfrag";
 
-/// The publish page: camera preview, codec choice, go live / stop (self-contained, no CDN).
-pub async fn publish_page() -> Response {
+/// The publish page (`/publish`, `/go-live`): camera preview, camera, microphone and codec
+/// choice, go live / stop, and the OBS settings for the same key (self-contained, no CDN).
+pub async fn publish_page(State(state): State<Arc<AppState>>) -> Response {
+    let rtmp = state
+        .config
+        .rtmp_publish_url()
+        .replace('&', "&amp;")
+        .replace('<', "&lt;");
+    let page = include_str!("publish.html").replace("__RTMP_SERVER__", &rtmp);
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        include_str!("publish.html"),
+        page,
     )
         .into_response()
 }

@@ -49,6 +49,15 @@ fn the_directory_and_watch_pages_work_for_a_viewer() {
     let minted: serde_json::Value = serde_json::from_str(&minted).expect("json");
     let token = minted["token"].as_str().expect("token");
 
+    // The go-live page gives OBS's settings for this server.
+    let (status, go_live) = server.get("/go-live");
+    assert_eq!(status, 200);
+    let rtmp = format!("rtmp://127.0.0.1:{}/live", server.rtmp_port);
+    assert!(
+        go_live.contains(&rtmp) && go_live.contains("id=\"camera\""),
+        "{go_live}"
+    );
+
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pages");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/pages.mjs");
     let run = Command::new("node")
