@@ -88,14 +88,24 @@ fn update_viewer_gauges(
     audience: &crate::audience::Audience,
     registry: &HlsRegistry,
     hub: &Hub,
+    leases: Option<&crate::cluster::leases::Leases>,
     metrics: &Metrics,
     shown: &mut std::collections::HashSet<String>,
 ) {
-    // The recorder keeps each publish's peak and total with the recording's manifest.
+    // The recorder keeps each publish's peak and total with the recording's manifest; the
+    // other nodes of a cluster list this node's streams with their viewers.
     for stream in hub.list() {
         let stats = audience.stats(&stream.name, std::time::Instant::now());
         if let Ok(value) = serde_json::to_value(stats) {
             stream.set_status("audience", value);
+        }
+        if let Some(leases) = leases {
+            let (leases, user) = (leases.clone(), stream.name.clone());
+            tokio::spawn(async move {
+                if let Err(e) = leases.report_viewers(&user, stats.viewers as u64).await {
+                    tracing::debug!(%user, error = %e, "viewer count not reported to the cluster");
+                }
+            });
         }
     }
     let counts = audience.sweep(std::time::Instant::now(), &|name| {
@@ -260,6 +270,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         chat.clone(),
         hub.clone(),
     );
+    let sweep_leases = leases.clone();
     let sweep_shutdown = stop.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -273,6 +284,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                         &sweep_audience,
                         &sweep_registry,
                         &sweep_hub,
+                        sweep_leases.as_ref(),
                         &sweep_metrics,
                         &mut shown,
                     );

@@ -416,6 +416,32 @@ impl Leases {
         }
     }
 
+    /// Publishes how many watch `user`'s stream here (its holder counts every viewer: requests
+    /// for it reach this node), for the other nodes' stream lists. Kept 15 s.
+    pub async fn report_viewers(&self, user: &str, viewers: u64) -> redis::RedisResult<()> {
+        let mut redis = self.redis.clone();
+        redis::cmd("SET")
+            .arg(self.key(&format!("viewers:{user}")))
+            .arg(viewers)
+            .arg("PX")
+            .arg(15_000)
+            .query_async(&mut redis)
+            .await
+    }
+
+    /// The viewer counts the holders of `users`' streams last reported.
+    pub async fn viewers(&self, users: &[String]) -> redis::RedisResult<Vec<Option<u64>>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut redis = self.redis.clone();
+        let mut cmd = redis::cmd("MGET");
+        for user in users {
+            cmd.arg(self.key(&format!("viewers:{user}")));
+        }
+        cmd.query_async(&mut redis).await
+    }
+
     /// Every lease in Redis (the cluster's streams), for the API.
     pub async fn all(&self) -> Result<Vec<(String, Lease)>, redis::RedisError> {
         let mut redis = self.redis.clone();

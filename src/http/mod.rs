@@ -121,6 +121,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/recordings/{id}/download.mp4",
             get(recordings::download),
         )
+        .route("/vod/{id}/poster.jpg", get(recordings::poster))
         .route("/vod/{id}/{file}", get(recordings::vod_file))
         .route(
             "/vod/{id}/t/{token}/{file}",

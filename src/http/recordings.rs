@@ -46,6 +46,7 @@ struct RecordingView {
     manifest: Manifest,
     playlist_url: String,
     download_url: String,
+    poster_url: String,
 }
 
 impl RecordingView {
@@ -54,6 +55,7 @@ impl RecordingView {
         RecordingView {
             playlist_url: format!("{base}/vod/{}/{PLAYLIST_NAME}", manifest.id),
             download_url: format!("{base}/api/v1/recordings/{}/download.mp4", manifest.id),
+            poster_url: format!("{base}/vod/{}/poster.jpg", manifest.id),
             manifest,
         }
     }
@@ -172,6 +174,75 @@ pub(super) async fn vod_file_with_token(
         .and_then(|c| c.allows(client))
         .map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?;
     serve_vod(&state, &id, &file).await
+}
+
+/// `/vod/{id}/poster.jpg`: the recording's first picture (admin, console, or `?token=` for the
+/// recording's user). Made on request from the first segment; cacheable for a day.
+pub(super) async fn poster(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(id): Path<String>,
+    Query(query): Query<PosterQuery>,
+) -> Result<Response, ApiError> {
+    let (user, session) = parse_id(&id)?;
+    match query.token.as_deref() {
+        Some(token) => {
+            let client = super::playback::client_ip(&state.trusted_proxies, peer, &headers);
+            state
+                .token_key
+                .verify(token, user, chrono::Utc::now().timestamp())
+                .and_then(|c| c.allows(client))
+                .map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?;
+        }
+        None => super::admin::authorize_read(&state, &headers)?,
+    }
+    let storage = state.recorder.storage();
+    let folder = format!("{user}/{session}/");
+    let playlist = storage.get(&format!("{folder}{PLAYLIST_NAME}")).await?;
+    let (init, segment) = match m3u8_rs::parse_media_playlist_res(&playlist) {
+        Ok(p) => p
+            .segments
+            .first()
+            .and_then(|s| Some((s.map.as_ref()?.uri.clone(), s.uri.clone())))
+            .ok_or_else(|| {
+                ApiError(StatusCode::NOT_FOUND, "the recording has no segment".into())
+            })?,
+        Err(_) => {
+            return Err(ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the recording's playlist is unreadable".into(),
+            ))
+        }
+    };
+    if !session::is_recording_file(&init) || !session::is_recording_file(&segment) {
+        return Err(ApiError(StatusCode::NOT_FOUND, "no such file".into()));
+    }
+    let init = storage.get(&format!("{folder}{init}")).await?;
+    let segment = storage.get(&format!("{folder}{segment}")).await?;
+    let made =
+        tokio::task::spawn_blocking(move || crate::transcode::thumbnail::poster(&init, &segment))
+            .await
+            .map_err(|e| {
+                ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("poster task: {e}"),
+                )
+            })?
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("no poster: {e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "private, max-age=86400"),
+        ],
+        made.jpeg,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct PosterQuery {
+    token: Option<String>,
 }
 
 async fn serve_vod(state: &AppState, id: &str, file: &str) -> Result<Response, ApiError> {

@@ -44,6 +44,9 @@ pub(super) struct RemoteView {
     session_id: u64,
     state: String,
     hls_url: String,
+    /// As the holder last reported it (every 5 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    viewers: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -127,21 +130,26 @@ pub(super) async fn list_streams(
         let here: std::collections::HashSet<String> =
             state.hub.list().iter().map(|s| s.name.clone()).collect();
         match leases.all().await {
-            Ok(all) => out.extend(
-                all.into_iter()
+            Ok(all) => {
+                let remote: Vec<(String, crate::cluster::leases::Lease)> = all
+                    .into_iter()
                     .filter(|(user, l)| {
                         l.is_live() && l.node != leases.node() && !here.contains(user)
                     })
-                    .map(|(user, l)| {
-                        Listed::Remote(RemoteView {
-                            hls_url: format!("{base}/live/{user}/index.m3u8"),
-                            name: user,
-                            node: l.node,
-                            session_id: l.session,
-                            state: l.state,
-                        })
-                    }),
-            ),
+                    .collect();
+                let users: Vec<String> = remote.iter().map(|(u, _)| u.clone()).collect();
+                let counts = leases.viewers(&users).await.unwrap_or_default();
+                out.extend(remote.into_iter().enumerate().map(|(i, (user, l))| {
+                    Listed::Remote(RemoteView {
+                        hls_url: format!("{base}/live/{user}/index.m3u8"),
+                        name: user,
+                        node: l.node,
+                        session_id: l.session,
+                        state: l.state,
+                        viewers: counts.get(i).copied().flatten(),
+                    })
+                }));
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cluster streams unavailable (Redis); listing this node's")
             }

@@ -141,6 +141,60 @@ impl JpegMaker {
     }
 }
 
+/// A poster for a recording: its first picture (from an init segment and the first media
+/// segment, fMP4), as a thumbnail. Blocking (libav demuxes a temporary file).
+pub fn poster(init: &[u8], segment: &[u8]) -> Result<Thumbnail, TranscodeError> {
+    let path = std::env::temp_dir().join(format!(
+        "livegate-poster-{}.mp4",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
+    let io = |source: std::io::Error| TranscodeError::Av {
+        what: "writing the recording's first segment for the poster",
+        source: ff::Error::Other {
+            errno: source.raw_os_error().unwrap_or(ff::util::error::EIO),
+        },
+    };
+    let mut bytes = Vec::with_capacity(init.len() + segment.len());
+    bytes.extend_from_slice(init);
+    bytes.extend_from_slice(segment);
+    std::fs::write(&path, bytes).map_err(io)?;
+    let result = first_picture(&path).and_then(|p| JpegMaker::default().encode(&p));
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+fn first_picture(path: &std::path::Path) -> Result<frame::Video, TranscodeError> {
+    let mut input = ff::format::input(path).map_err(av("opening the recording"))?;
+    let stream =
+        input
+            .streams()
+            .best(ff::media::Type::Video)
+            .ok_or(TranscodeError::MissingCodec(
+                "a video track in the recording",
+            ))?;
+    let index = stream.index();
+    let context = codec::context::Context::from_parameters(stream.parameters())
+        .map_err(av("reading the recording's video parameters"))?;
+    let mut decoder = context
+        .decoder()
+        .video()
+        .map_err(av("opening the video decoder"))?;
+    let mut picture = frame::Video::empty();
+    for (stream, packet) in input.packets() {
+        if stream.index() != index {
+            continue;
+        }
+        if decoder.send_packet(&packet).is_ok() && decoder.receive_frame(&mut picture).is_ok() {
+            return Ok(picture);
+        }
+    }
+    decoder.send_eof().map_err(av("decoding the recording"))?;
+    decoder
+        .receive_frame(&mut picture)
+        .map_err(av("decoding the recording"))?;
+    Ok(picture)
+}
+
 /// Decodes single keyframes of one video configuration.
 struct KeyframeDecoder {
     config: Arc<VideoConfig>,

@@ -345,6 +345,20 @@ fn three_players_count_as_three_viewers_until_they_leave() {
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("another stream"), "{body}");
     assert_eq!(server.get(&format!("/vod/{id}/index.m3u8")).0, 401);
+
+    // Its poster: the first picture, at the thumbnail size.
+    let (status, _, jpeg) = http_get(&server.url(&format!("/vod/{id}/poster.jpg?token={token}")));
+    assert_eq!(status, 200);
+    let path = server.dir.path().join("poster.jpg");
+    std::fs::write(&path, jpeg).expect("write");
+    assert_eq!(
+        crate::common::probe_streams(&path.display().to_string()),
+        vec![("mjpeg".to_string(), 320, 180)]
+    );
+    assert_eq!(server.get(&format!("/vod/{id}/poster.jpg")).0, 401);
+    assert!(manifest["poster_url"]
+        .as_str()
+        .is_some_and(|u| u.ends_with("/poster.jpg")));
 }
 
 #[test]
@@ -401,6 +415,32 @@ fn token_playback_through_the_nginx_edge_shares_one_cached_copy() {
     });
     let (ok, report) = play_in_chromium(&edge_url, 4);
     assert!(ok, "hls.js through nginx with a token: {report}");
+    let _ = ff.kill();
+    let _ = ff.wait();
+}
+
+#[test]
+fn in_a_cluster_the_holder_counts_every_viewer_and_every_node_lists_them() {
+    let redis = crate::cluster::Redis::start();
+    let a = crate::cluster::node(&redis, "view-a");
+    let b = crate::cluster::node(&redis, "view-b");
+    let key = a.add_key("ines");
+    let mut ff = publish(&a, &key, 40);
+    a.wait_master("ines", Duration::from_secs(20));
+    // Two players, one through each node: both counted by A, which holds the stream.
+    for node in [&a, &b] {
+        let master = parse_master_raw(&node.get("/live/ines/index.m3u8").1);
+        let (status, _) = node.get(&format!("/live/ines/{}", master.variants[0].uri));
+        assert_eq!(status, 200);
+    }
+    assert_eq!(viewers(&a, "ines").0, 2);
+    b.wait_until(Duration::from_secs(15), "B listing A's viewers", || {
+        let (_, list) = b.get("/api/v1/streams");
+        let list: serde_json::Value = serde_json::from_str(&list).unwrap_or_default();
+        list.as_array()
+            .and_then(|l| l.iter().find(|s| s["name"] == "ines"))
+            .is_some_and(|s| s["node"] == "view-a" && s["viewers"] == 2)
+    });
     let _ = ff.kill();
     let _ = ff.wait();
 }
