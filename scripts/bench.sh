@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks (measurements, not tests).
-# Usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking [SECONDS]
+# Usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking|site [SECONDS]
 #
 # ladder: livegate's in-process ladder against the reference ffmpeg-CLI ladder
 #   (ffmpeg/reference-ladder.sh) on generated 720p30 and 1080p30 inputs: CPU-s per media-s and
@@ -37,6 +37,10 @@
 #   (blocking reload for the hinted part, then the part, in a loop) for SECONDS (default 30):
 #   server CPU and RSS against the same stream with no viewer in the same run, requests/s, how
 #   long reloads were held. Usage: scripts/bench.sh blocking [VIEWERS] [SECONDS].
+# site: what the site features cost: the playback token check per request (wrk on a token path
+#   against a public one, CPU-µs per request), thumbnails per stream (four 720p30 passthrough
+#   streams with and without), chat fan-out to 500 WebSocket connections. See
+#   scripts/bench_site.py (needs wrk and Python's websockets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-ingest}
@@ -50,8 +54,9 @@ case "$mode" in
   cluster) exec bash scripts/bench_cluster.sh "${2:-10}" ;;
   latency) exec python3 scripts/bench_latency.py "${2:-30}" ${3:+"$3"} ;;
   blocking) exec python3 scripts/bench_blocking.py "${2:-200}" "${3:-30}" ;;
+  site) exec python3 scripts/bench_site.py "${2:-10}" ;;
   whip) exec unshare --net -- sh -c 'ip link set lo up && exec python3 scripts/bench_whip.py "$0"' "${2:-30}" ;;
-  *) echo "usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking [SECONDS]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking|site [SECONDS]" >&2; exit 2 ;;
 esac
 bin=$PWD/target/release/livegate
 work=$(mktemp -d /tmp/livegate-bench.XXXXXX)

@@ -23,6 +23,8 @@ pub(super) struct StreamView {
     #[serde(flatten)]
     summary: StreamSummary,
     hls_url: String,
+    /// The master playlist exists (false for the first seconds of a publish).
+    playable: bool,
     title: String,
     description: String,
     access: crate::channel::AccessMode,
@@ -110,8 +112,15 @@ pub(super) async fn list_streams(
                     .retain(|name, _| !private_field(name));
                 summary.consumer_status.values_mut().for_each(public_status);
             }
+            let playable = state.hls.get(&summary.name).is_some_and(|h| {
+                h.read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .master_playlist()
+                    .is_some()
+            });
             Listed::Local(Box::new(StreamView {
                 hls_url: format!("{base}/live/{}/index.m3u8", summary.name),
+                playable,
                 summary,
                 title: channel.title,
                 description: channel.description,

@@ -131,3 +131,46 @@ fn the_directory_and_watch_pages_work_for_a_viewer() {
     let _ = ivy_ff.wait();
     let _ = vip_ff.wait();
 }
+
+/// A creator goes live from `/go-live` with the fake camera (choosing the codec, typing the key,
+/// pressing the button), and the result plays on `/watch/<user>`.
+#[test]
+fn go_live_in_the_browser_then_watch_it() {
+    if crate::common::in_loopback_namespace("pages::go_live_in_the_browser_then_watch_it", true) {
+        return;
+    }
+    let server = Server::start_with(&[("LIVEGATE_HTTP_ADMIN_TOKEN", ADMIN)]);
+    let key = server.add_key("jo");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pages");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/golive.mjs");
+    let run = Command::new("node")
+        .arg(script)
+        .args(["--base", &server.url(""), "--user", "jo", "--key", &key])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let report: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(
+            || serde_json::json!({"raw": stdout, "stderr": String::from_utf8_lossy(&run.stderr)}),
+        );
+    assert!(run.status.success(), "{report:#}");
+    let checks = &report["checks"];
+    let obs = checks["obs"].as_str().unwrap_or_default();
+    assert!(obs.contains("WHIP") && obs.contains("rtmp://"), "{obs}");
+    assert!(
+        checks["state"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Live"),
+        "{report:#}"
+    );
+    assert!(checks["cameras"].as_array().is_some_and(|c| c.len() >= 2));
+    assert_eq!(checks["watched"], true);
+    assert_eq!(report["consoleErrors"], serde_json::json!([]));
+    server.wait_endlist("jo", "360p", Duration::from_secs(15));
+}

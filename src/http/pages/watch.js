@@ -65,6 +65,11 @@ async function play() {
     retry = setTimeout(play, 5000);
     return;
   }
+  if (live.playable === false) {
+    status(`${user} is starting…`);
+    retry = setTimeout(play, 1000);
+    return;
+  }
   status('');
   const master = withToken(`/live/${encodeURIComponent(user)}/index.m3u8`);
   const video = $('video');

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""What the site features cost, on a release build (scripts/bench.sh site [SECONDS]).
+
+1. Playback token check: wrk on one small file (the init segment) of a public stream reached
+   through its session path and of a token stream through a token path, same server, same run:
+   requests/s and server CPU-microseconds per request; the difference is what checking the token
+   costs.
+2. Thumbnails: four 720p30 streams served as published, thumbnails every 5 s against none
+   (two server runs): server CPU-s per second, the difference per stream.
+3. Chat fan-out: 500 WebSocket connections to one room on one node (Python asyncio clients,
+   `pip install websockets`), the site posting events over the admin API as fast as 4 posters
+   can: entries delivered per second, delivery latency p50/p99, server CPU.
+"""
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+SECS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+BIN = os.environ.get("LIVEGATE_BIN", "target/release/livegate")
+ADMIN = "bench-admin-token"
+SECRET = "bench-secret-bench-secret-bench-secret"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    def __init__(self, work, env):
+        self.http = free_port()
+        self.rtmp = free_port()
+        self.env = dict(os.environ, LIVEGATE_DATA_DIR=f"{work}/data", LIVEGATE_LOG="warn",
+                        LIVEGATE_RTMP_LISTEN=f"127.0.0.1:{self.rtmp}",
+                        LIVEGATE_HTTP_LISTEN=f"127.0.0.1:{self.http}",
+                        LIVEGATE_HTTP_ADMIN_TOKEN=ADMIN, LIVEGATE_ACCESS_TOKEN_SECRET=SECRET,
+                        LIVEGATE_WHIP_ENABLED="false", LIVEGATE_RECORD_ENABLED="false",
+                        LIVEGATE_TRANSCODE_ENABLED="false", **env)
+        self.proc = subprocess.Popen([BIN, "serve"], env=self.env,
+                                     stderr=open(f"{work}/server.log", "a"))
+        self.publishers = []
+        for _ in range(100):
+            try:
+                self.get("/healthz")
+                break
+            except OSError:
+                time.sleep(0.1)
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.http}{path}"
+
+    def get(self, path):
+        return urllib.request.urlopen(self.url(path), timeout=10).read()
+
+    def api(self, method, path, body=None):
+        req = urllib.request.Request(self.url(path), method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"authorization": f"Bearer {ADMIN}",
+                                              "content-type": "application/json"})
+        return json.loads(urllib.request.urlopen(req, timeout=10).read() or b"null")
+
+    def key(self, user):
+        out = subprocess.run([BIN, "keys", "add", user], env=self.env, capture_output=True,
+                             text=True, check=True)
+        return out.stdout.strip().splitlines()[-1]
+
+    def publish(self, user, clip):
+        key = self.key(user)
+        self.publishers.append(subprocess.Popen(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop",
+             "-1", "-i", clip, "-c", "copy", "-f", "flv",
+             f"rtmp://127.0.0.1:{self.rtmp}/live/{key}"]))
+
+    def wait_master(self, user):
+        for _ in range(200):
+            try:
+                return self.get(f"/live/{user}/index.m3u8").decode()
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit(f"{user} never went live")
+
+    def cpu(self):
+        return cpu_ticks(self.proc.pid) / TICK
+
+    def stop(self):
+        for p in self.publishers:
+            p.kill()
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+
+def clip(work):
+    path = f"{work}/src.flv"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i",
+                    "sine=frequency=440:sample_rate=48000", "-t", "20", "-c:v", "libx264",
+                    "-preset", "veryfast", "-pix_fmt", "yuv420p", "-x264-params",
+                    "keyint=60:min-keyint=60:scenecut=0", "-b:v", "3000k", "-c:a", "aac",
+                    "-f", "flv", path], check=True)
+    return path
+
+
+def wrk(server, url):
+    before = server.cpu()
+    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{SECS}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    cpu = server.cpu() - before
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, cpu / total * 1e6, int(errors.group(1)) if errors else 0
+
+
+def token_cost(work, source):
+    s = Server(work, {})
+    try:
+        s.publish("pub", source)
+        s.publish("tok", source)
+        s.api("PUT", "/api/v1/access/tok", {"mode": "token"})
+        pub_master = s.wait_master("pub")
+        token = s.api("POST", "/api/v1/streams/tok/tokens", {"ttl_secs": 3600})["token"]
+        s.get(f"/live/tok/index.m3u8?token={token}")
+        session = re.search(r"^(s/[0-9a-f]+/)", pub_master, re.M).group(1)
+        time.sleep(3)
+        init = lambda user, prefix: re.search(r'URI="([^"]+\.mp4)"', s.get(
+            f"/live/{user}/{prefix}source/index.m3u8").decode()).group(1)
+        pub_url = s.url(f"/live/pub/{session}source/{init('pub', session)}")
+        tok_url = s.url(f"/live/tok/t/{token}/source/{init('tok', f't/{token}/')}")
+        rows = []
+        for name, url in [("public (session path)", pub_url), ("token", tok_url),
+                          ("public (session path), again", pub_url)]:
+            rows.append((name, *wrk(s, url)))
+        print("\n## Playback token check (wrk -t1 -c32, init segment, %d s each)" % SECS)
+        print("| path | req/s | server CPU-µs/request | non-2xx |")
+        print("|---|---|---|---|")
+        for name, rps, us, errors in rows:
+            print(f"| {name} | {rps:.0f} | {us:.1f} | {errors} |")
+        public = statistics.mean([rows[0][2], rows[2][2]])
+        print(f"token check: {rows[1][2] - public:+.1f} CPU-µs per request "
+              f"({rows[1][2] / public:.2f}× the public request's CPU; req/s ratio "
+              f"{rows[1][1] / statistics.mean([rows[0][1], rows[2][1]]):.2f})")
+    finally:
+        s.stop()
+
+
+def thumbnail_cost(work, source):
+    results = {}
+    for interval in ("5", "0"):
+        s = Server(work, {"LIVEGATE_TRANSCODE_THUMBNAIL_INTERVAL_SECS": interval})
+        try:
+            for i in range(4):
+                s.publish(f"t{i}", source)
+            for i in range(4):
+                s.wait_master(f"t{i}")
+            time.sleep(5)
+            before, t0 = s.cpu(), time.time()
+            time.sleep(max(SECS * 2, 20))
+            results[interval] = (s.cpu() - before) / (time.time() - t0)
+            if interval == "5":
+                jpeg = s.get("/live/t0/thumb.jpg")
+                results["jpeg_bytes"] = len(jpeg)
+        finally:
+            s.stop()
+    per_stream = (results["5"] - results["0"]) / 4
+    print("\n## Thumbnails (4 × 720p30 passthrough streams, %d s)" % max(SECS * 2, 20))
+    print(f"server CPU-s/s: thumbnails every 5 s {results['5']:.4f}, none {results['0']:.4f}; "
+          f"per stream {per_stream * 1000:.2f} CPU-ms/s ({per_stream * 5 * 1000:.0f} CPU-ms per "
+          f"thumbnail); JPEG {results['jpeg_bytes']} bytes")
+
+
+async def chat_fanout(work):
+    import websockets
+
+    s = Server(work, {})
+    latencies, received = [], [0]
+    stop = asyncio.Event()
+    try:
+        url = f"ws://127.0.0.1:{s.http}/live/room/chat?name=bench"
+
+        async def viewer():
+            async with websockets.connect(url, max_queue=None) as ws:
+                await ws.recv()  # welcome
+                ready.append(1)
+                while not stop.is_set():
+                    try:
+                        m = json.loads(await asyncio.wait_for(ws.recv(), 1))
+                    except asyncio.TimeoutError:
+                        continue
+                    if m.get("type") == "event":
+                        received[0] += 1
+                        if received[0] % 50 == 0:
+                            latencies.append(time.time() - m["data"]["t"])
+
+        ready = []
+        viewers = [asyncio.create_task(viewer()) for _ in range(500)]
+        while len(ready) < 500:
+            await asyncio.sleep(0.1)
+        posted = [0]
+
+        def poster(deadline):
+            import http.client
+            conn = http.client.HTTPConnection("127.0.0.1", s.http)
+            while time.time() < deadline:
+                body = json.dumps({"kind": "tip", "data": {"t": time.time()}})
+                conn.request("POST", "/api/v1/streams/room/chat/events", body,
+                             {"authorization": f"Bearer {ADMIN}",
+                              "content-type": "application/json"})
+                conn.getresponse().read()
+                posted[0] += 1
+                time.sleep(0.002)
+
+        before, t0 = s.cpu(), time.time()
+        deadline = t0 + SECS
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*[loop.run_in_executor(None, poster, deadline) for _ in range(2)])
+        await asyncio.sleep(2)
+        elapsed = time.time() - t0
+        cpu = s.cpu() - before
+        stop.set()
+        await asyncio.gather(*viewers, return_exceptions=True)
+        expected = posted[0] * 500
+        latencies.sort()
+        print("\n## Chat fan-out (500 WebSocket connections, one room, one node)")
+        print(f"events posted {posted[0]} ({posted[0] / SECS:.0f}/s); entries delivered "
+              f"{received[0]} of {expected} ({received[0] / elapsed:.0f}/s); latency p50 "
+              f"{latencies[len(latencies) // 2] * 1000:.0f} ms, p99 "
+              f"{latencies[int(len(latencies) * 0.99)] * 1000:.0f} ms; server "
+              f"{cpu / elapsed:.3f} CPU-s/s ({cpu / max(received[0], 1) * 1e6:.1f} CPU-µs per "
+              f"delivered entry). The Python clients share the machine and may bound the rate.")
+    finally:
+        s.stop()
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="livegate-bench-site-") as work:
+        source = clip(work)
+        token_cost(work, source)
+        thumbnail_cost(work, source)
+        asyncio.run(chat_fanout(work))
+
+
+if __name__ == "__main__":
+    main()
