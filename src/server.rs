@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 mod backends;
 mod events;
+mod housekeeping;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -77,55 +78,6 @@ fn check_nofile(config: &Config) -> Result<(), ServerError> {
         "open-file limit checked against the connection caps"
     );
     Ok(())
-}
-
-/// A chat room nobody is in is forgotten (history and bans) after this long without activity.
-const CHAT_ROOM_IDLE: Duration = Duration::from_secs(3600);
-
-/// Sets `livegate_viewers{stream}` for every stream watched or live, and drops the series of
-/// streams gone with nobody left watching.
-fn update_viewer_gauges(
-    audience: &crate::audience::Audience,
-    registry: &HlsRegistry,
-    hub: &Hub,
-    leases: Option<&crate::cluster::leases::Leases>,
-    metrics: &Metrics,
-    shown: &mut std::collections::HashSet<String>,
-) {
-    // The recorder keeps each publish's peak and total with the recording's manifest; the
-    // other nodes of a cluster list this node's streams with their viewers.
-    for stream in hub.list() {
-        let stats = audience.stats(&stream.name, std::time::Instant::now());
-        if let Ok(value) = serde_json::to_value(stats) {
-            stream.set_status("audience", value);
-        }
-        if let Some(leases) = leases {
-            let (leases, user) = (leases.clone(), stream.name.clone());
-            tokio::spawn(async move {
-                if let Err(e) = leases.report_viewers(&user, stats.viewers as u64).await {
-                    tracing::debug!(%user, error = %e, "viewer count not reported to the cluster");
-                }
-            });
-        }
-    }
-    let counts = audience.sweep(std::time::Instant::now(), &|name| {
-        registry.get(name).is_some()
-    });
-    let now: std::collections::HashSet<String> = counts.iter().map(|(n, _)| n.clone()).collect();
-    for stream in shown.difference(&now) {
-        metrics.viewers.remove(&crate::metrics::StreamLabel {
-            stream: stream.clone(),
-        });
-    }
-    *shown = now;
-    for (stream, count) in &counts {
-        metrics
-            .viewers
-            .get_or_create(&crate::metrics::StreamLabel {
-                stream: stream.clone(),
-            })
-            .set(i64::try_from(*count).unwrap_or(i64::MAX));
-    }
 }
 
 /// Runs the server until `shutdown` is cancelled, then shuts down gracefully: no new connection
@@ -263,35 +215,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let audience = Arc::new(crate::audience::Audience::new(Duration::from_secs(
         config.access.viewer_window_secs,
     )));
-    let (sweep_registry, sweep_audience, sweep_metrics, sweep_chat, sweep_hub) = (
-        registry.clone(),
-        audience.clone(),
-        metrics.clone(),
-        chat.clone(),
-        hub.clone(),
-    );
-    let sweep_leases = leases.clone();
-    let sweep_shutdown = stop.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        let mut shown = std::collections::HashSet::new();
-        loop {
-            tokio::select! {
-                _ = sweep_shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    sweep_registry.sweep();
-                    update_viewer_gauges(
-                        &sweep_audience,
-                        &sweep_registry,
-                        &sweep_hub,
-                        sweep_leases.as_ref(),
-                        &sweep_metrics,
-                        &mut shown,
-                    );
-                    sweep_chat.sweep(CHAT_ROOM_IDLE);
-                }
-            }
-        }
+    housekeeping::spawn_sweeps(housekeeping::Sweeps {
+        registry: registry.clone(),
+        audience: audience.clone(),
+        metrics: metrics.clone(),
+        chat: chat.clone(),
+        hub: hub.clone(),
+        leases: leases.clone(),
+        stop: stop.clone(),
     });
 
     let whip = if config.whip.enabled {
@@ -314,23 +245,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         channels =
             channels.with_snapshot_file(config.data_dir.join("cluster-channels-snapshot.json"));
     }
-    {
-        // The outage snapshot of every user's channel settings, kept fresh.
-        let (channels, stop) = (channels.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => {
-                        if let Err(e) = channels.refresh().await {
-                            tracing::debug!(error = %e, "channel settings snapshot not refreshed");
-                        }
-                    }
-                }
-            }
-        });
-    }
+    housekeeping::spawn_channel_refresh(channels.clone(), stop.clone());
     let state = Arc::new(AppState {
         config: config.clone(),
         hub: hub.clone(),
