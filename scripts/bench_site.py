@@ -50,7 +50,7 @@ class Server:
     def __init__(self, work, env):
         self.http = free_port()
         self.rtmp = free_port()
-        self.env = dict(os.environ, LIVEGATE_DATA_DIR=f"{work}/data", LIVEGATE_LOG="warn",
+        self.env = dict(os.environ, LIVEGATE_DATA_DIR=f"{work}/data-{self.http}", LIVEGATE_LOG="warn",
                         LIVEGATE_RTMP_LISTEN=f"127.0.0.1:{self.rtmp}",
                         LIVEGATE_HTTP_LISTEN=f"127.0.0.1:{self.http}",
                         LIVEGATE_HTTP_ADMIN_TOKEN=ADMIN, LIVEGATE_ACCESS_TOKEN_SECRET=SECRET,
@@ -91,10 +91,10 @@ class Server:
              "-1", "-i", clip, "-c", "copy", "-f", "flv",
              f"rtmp://127.0.0.1:{self.rtmp}/live/{key}"]))
 
-    def wait_master(self, user):
+    def wait_master(self, user, query=""):
         for _ in range(200):
             try:
-                return self.get(f"/live/{user}/index.m3u8").decode()
+                return self.get(f"/live/{user}/index.m3u8{query}").decode()
             except OSError:
                 time.sleep(0.1)
         raise SystemExit(f"{user} never went live")
@@ -139,7 +139,7 @@ def token_cost(work, source):
         s.api("PUT", "/api/v1/access/tok", {"mode": "token"})
         pub_master = s.wait_master("pub")
         token = s.api("POST", "/api/v1/streams/tok/tokens", {"ttl_secs": 3600})["token"]
-        s.get(f"/live/tok/index.m3u8?token={token}")
+        s.wait_master("tok", f"?token={token}")
         session = re.search(r"^(s/[0-9a-f]+/)", pub_master, re.M).group(1)
         time.sleep(3)
         init = lambda user, prefix: re.search(r'URI="([^"]+\.mp4)"', s.get(

@@ -71,9 +71,10 @@ fn set_token_mode(server: &Server, user: &str) {
     assert!(text.contains(r#""access":"token""#), "{text}");
 }
 
-fn publish(server: &Server, key: &str, seconds: u32) -> std::process::Child {
-    let clip = crate::common::source_clip(320, 180, 30, seconds);
-    crate::common::publish_file(&server.rtmp_url(key), &clip)
+/// Publishes until killed, however long the machine takes to run the test.
+fn publish(server: &Server, key: &str) -> std::process::Child {
+    let clip = crate::common::source_clip(320, 180, 30, 10);
+    crate::common::publish_looped(&server.rtmp_url(key), &clip)
 }
 
 /// The first segment and the init segment of a media playlist, as URIs relative to it.
@@ -97,8 +98,8 @@ fn a_token_stream_plays_only_with_a_valid_token() {
         Some(r#"{"title":"Alice plays","description":"Members only"}"#),
     );
     assert_eq!(status, 200, "{text}");
-    let mut alice_ff = publish(&server, &alice, 30);
-    let mut bob_ff = publish(&server, &bob, 30);
+    let mut alice_ff = publish(&server, &alice);
+    let mut bob_ff = publish(&server, &bob);
 
     let (token, url) = api_token(&server, "alice", r#"{"ttl_secs":600,"viewer_id":"v-1"}"#);
     assert_eq!(
@@ -283,7 +284,7 @@ fn viewers(server: &Server, user: &str) -> (u64, u64, u64) {
 fn three_players_count_as_three_viewers_until_they_leave() {
     let server = server(&[("LIVEGATE_ACCESS_VIEWER_WINDOW_SECS", "5")]);
     let key = server.add_key("carol");
-    let mut ff = publish(&server, &key, 60);
+    let mut ff = publish(&server, &key);
     server.wait_master("carol", Duration::from_secs(20));
     // The master alone does not count a viewer.
     assert_eq!(viewers(&server, "carol").0, 0);
@@ -367,7 +368,7 @@ fn token_playback_through_the_nginx_edge_shares_one_cached_copy() {
     let edge = crate::edge::Nginx::start(&[server.http_port]);
     let key = server.add_key("dana");
     set_token_mode(&server, "dana");
-    let mut ff = publish(&server, &key, 40);
+    let mut ff = publish(&server, &key);
     let (first, url) = api_token(&server, "dana", r#"{"ttl_secs":600,"viewer_id":"first"}"#);
     let (second, _) = api_token(&server, "dana", r#"{"ttl_secs":600,"viewer_id":"second"}"#);
     let edge_url = url.replace(&server.url(""), &edge.url(""));
@@ -425,7 +426,7 @@ fn in_a_cluster_the_holder_counts_every_viewer_and_every_node_lists_them() {
     let a = crate::cluster::node(&redis, "view-a");
     let b = crate::cluster::node(&redis, "view-b");
     let key = a.add_key("ines");
-    let mut ff = publish(&a, &key, 40);
+    let mut ff = publish(&a, &key);
     a.wait_master("ines", Duration::from_secs(20));
     // Two players, one through each node: both counted by A, which holds the stream.
     for node in [&a, &b] {

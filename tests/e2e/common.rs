@@ -674,6 +674,29 @@ pub fn publish_file(url: &str, path: &Path) -> Child {
         .expect("ffmpeg")
 }
 
+/// Publishes `path` in a loop until the returned child is killed: for tests whose
+/// length depends on how busy the machine is.
+pub fn publish_looped(url: &str, path: &Path) -> Child {
+    Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(path)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg")
+}
+
 impl Server {
     /// Waits until `rung`'s playlist has ENDLIST, and returns it.
     pub fn wait_endlist(

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{heavy, publish_file, source_clip, Server};
+use crate::common::{heavy, publish_looped, source_clip, Server};
 use crate::record::ADMIN;
 
 #[test]
@@ -37,8 +37,8 @@ fn the_directory_and_watch_pages_work_for_a_viewer() {
     );
     assert_eq!(status, 200);
     // 854x480: the ladder makes 360p and 480p (never upscaled).
-    let mut ivy_ff = publish_file(&server.rtmp_url(&ivy), &source_clip(854, 480, 30, 60));
-    let mut vip_ff = publish_file(&server.rtmp_url(&vip), &source_clip(320, 180, 30, 60));
+    let mut ivy_ff = publish_looped(&server.rtmp_url(&ivy), &source_clip(854, 480, 30, 10));
+    let mut vip_ff = publish_looped(&server.rtmp_url(&vip), &source_clip(320, 180, 30, 10));
     server.wait_master("ivy", Duration::from_secs(30));
     let (_, minted) = server.request(
         "POST",
