@@ -40,13 +40,13 @@
 # site: what the site features cost: the playback token check per request (wrk on a token path
 #   against a public one, CPU-µs per request), thumbnails per stream (four 720p30 passthrough
 #   streams with and without), chat fan-out to 500 WebSocket connections. See
-#   scripts/bench_site.py (needs wrk and Python's websockets).
+#   scripts/bench_site.py (needs wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-ingest}
 secs=${2:-60}
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --locked -q --bin livegate --example pace_publish
+cargo build --release --locked -q --bin livegate --example pace_publish --example load
 case "$mode" in
   ingest) ;;
   ladder) exec python3 scripts/bench_ladder.py "$secs" ;;

@@ -7,11 +7,10 @@
    costs.
 2. Thumbnails: four 720p30 streams served as published, thumbnails every 5 s against none
    (two server runs): server CPU-s per second, the difference per stream.
-3. Chat fan-out: 500 WebSocket connections to one room on one node (Python asyncio clients,
-   `pip install websockets`), the site posting events over the admin API as fast as 4 posters
-   can: entries delivered per second, delivery latency p50/p99, server CPU.
+3. Chat fan-out: 500 WebSocket connections to one room on one node (examples/load, Rust), the
+   site posting events over the admin API at 20, 100 and 400 a second: entries delivered per
+   second and their share of those expected, delivery latency p50/p99, server CPU.
 """
-import asyncio
 import json
 import os
 import re
@@ -25,6 +24,7 @@ import urllib.request
 
 SECS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 BIN = os.environ.get("LIVEGATE_BIN", "target/release/livegate")
+LOAD = "target/release/examples/load"
 ADMIN = "bench-admin-token"
 SECRET = "bench-secret-bench-secret-bench-secret"
 
@@ -188,65 +188,25 @@ def thumbnail_cost(work, source):
           f"thumbnail); JPEG {results['jpeg_bytes']} bytes")
 
 
-async def chat_fanout(work):
-    import websockets
-
-    s = Server(work, {})
-    latencies, received = [], [0]
-    stop = asyncio.Event()
+def chat_fanout(work):
+    s = Server(work, {"LIVEGATE_HTTP_PER_IP_EXEMPT": "127.0.0.1"})
     try:
-        url = f"ws://127.0.0.1:{s.http}/live/room/chat?name=bench"
-
-        async def viewer():
-            async with websockets.connect(url, max_queue=None) as ws:
-                await ws.recv()  # welcome
-                ready.append(1)
-                while not stop.is_set():
-                    try:
-                        m = json.loads(await asyncio.wait_for(ws.recv(), 1))
-                    except asyncio.TimeoutError:
-                        continue
-                    if m.get("type") == "event":
-                        received[0] += 1
-                        if received[0] % 50 == 0:
-                            latencies.append(time.time() - m["data"]["t"])
-
-        ready = []
-        viewers = [asyncio.create_task(viewer()) for _ in range(500)]
-        while len(ready) < 500:
-            await asyncio.sleep(0.1)
-        posted = [0]
-
-        def poster(deadline):
-            import http.client
-            conn = http.client.HTTPConnection("127.0.0.1", s.http)
-            while time.time() < deadline:
-                body = json.dumps({"kind": "tip", "data": {"t": time.time()}})
-                conn.request("POST", "/api/v1/streams/room/chat/events", body,
-                             {"authorization": f"Bearer {ADMIN}",
-                              "content-type": "application/json"})
-                conn.getresponse().read()
-                posted[0] += 1
-                time.sleep(0.002)
-
-        before, t0 = s.cpu(), time.time()
-        deadline = t0 + SECS
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*[loop.run_in_executor(None, poster, deadline) for _ in range(2)])
-        await asyncio.sleep(2)
-        elapsed = time.time() - t0
-        cpu = s.cpu() - before
-        stop.set()
-        await asyncio.gather(*viewers, return_exceptions=True)
-        expected = posted[0] * 500
-        latencies.sort()
-        print("\n## Chat fan-out (500 WebSocket connections, one room, one node)")
-        print(f"events posted {posted[0]} ({posted[0] / SECS:.0f}/s); entries delivered "
-              f"{received[0]} of {expected} ({received[0] / elapsed:.0f}/s); latency p50 "
-              f"{latencies[len(latencies) // 2] * 1000:.0f} ms, p99 "
-              f"{latencies[int(len(latencies) * 0.99)] * 1000:.0f} ms; server "
-              f"{cpu / elapsed:.3f} CPU-s/s ({cpu / max(received[0], 1) * 1e6:.1f} CPU-µs per "
-              f"delivered entry). The Python clients share the machine and may bound the rate.")
+        print("\n## Chat fan-out (500 WebSocket connections, one room, one node; "
+              "clients: examples/load, on the same 2 cores)")
+        print("| events/s posted | entries delivered/s | of expected | latency p50 / p99 ms "
+              "| server CPU-s/s | CPU-µs per entry | connection ends |")
+        print("|---|---|---|---|---|---|---|")
+        for rate in (20, 100, 400):
+            out = subprocess.run(
+                [LOAD, "chat", "--base", f"http://127.0.0.1:{s.http}", "--room", f"r{rate}",
+                 "--connections", "500", "--rate", str(rate), "--secs", str(SECS),
+                 "--admin", ADMIN, "--pid", str(s.proc.pid)],
+                check=True, capture_output=True, text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            share = r["entries_delivered"] / max(r["entries_expected"], 1)
+            print(f"| {r['post_rate']:.0f} | {r['delivered_per_sec']:.0f} | {share:.3f} | "
+                  f"{r['latency_p50_ms']:.1f} / {r['latency_p99_ms']:.1f} | "
+                  f"{r['server_cpu']:.3f} | {r['server_cpu_us_per_entry']:.2f} | {r['ends']} |")
     finally:
         s.stop()
 
@@ -256,7 +216,7 @@ def main():
         source = clip(work)
         token_cost(work, source)
         thumbnail_cost(work, source)
-        asyncio.run(chat_fanout(work))
+        chat_fanout(work)
 
 
 if __name__ == "__main__":

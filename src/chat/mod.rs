@@ -89,8 +89,16 @@ pub trait ChatBus: Send + Sync {
     fn publish(&self, room: &str, entry: &Entry);
 }
 
+/// An entry as it goes out to connections: serialized once, not once per connection (a room of
+/// thousands would otherwise spend most of its CPU re-encoding the same JSON).
+#[derive(Debug)]
+pub struct Outgoing {
+    pub entry: Arc<Entry>,
+    pub json: bytes::Bytes,
+}
+
 struct Room {
-    tx: broadcast::Sender<Arc<Entry>>,
+    tx: broadcast::Sender<Arc<Outgoing>>,
     history: VecDeque<Arc<Entry>>,
     banned: HashSet<String>,
     last_activity: Instant,
@@ -126,15 +134,24 @@ impl Room {
             }
         }
         self.last_activity = Instant::now();
-        // No receiver is fine: nobody is connected here.
-        let _ = self.tx.send(entry);
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        let Ok(json) = serde_json::to_vec(entry.as_ref()) else {
+            return;
+        };
+        // A send error means the last receiver just left: nobody to tell.
+        let _ = self.tx.send(Arc::new(Outgoing {
+            entry,
+            json: json.into(),
+        }));
     }
 }
 
 /// A connection's place in a room.
 pub struct Membership {
     pub history: Vec<Arc<Entry>>,
-    pub entries: broadcast::Receiver<Arc<Entry>>,
+    pub entries: broadcast::Receiver<Arc<Outgoing>>,
 }
 
 /// Every room of this node.

@@ -14,10 +14,10 @@ fn messages_reach_every_member_and_newcomers_get_the_history() {
         .unwrap();
     let got = a.entries.try_recv().unwrap();
     assert!(
-        matches!(got.as_ref(), Entry::Message { text, name, .. } if text == "hello" && name == "Ada")
+        matches!(got.entry.as_ref(), Entry::Message { text, name, .. } if text == "hello" && name == "Ada")
     );
     assert!(
-        matches!(a.entries.try_recv().unwrap().as_ref(), Entry::Event { kind, .. } if kind == "tip")
+        matches!(a.entries.try_recv().unwrap().entry.as_ref(), Entry::Event { kind, .. } if kind == "tip")
     );
     let b = chat.join("alice").unwrap();
     assert_eq!(b.history.len(), 2);

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -140,7 +140,7 @@ pub(super) async fn connect(
         }))
 }
 
-async fn send(socket: &mut WebSocket, text: String) -> bool {
+async fn send(socket: &mut WebSocket, text: impl Into<Utf8Bytes>) -> bool {
     matches!(
         tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await,
         Ok(Ok(()))
@@ -178,8 +178,9 @@ async fn session(mut socket: WebSocket, chat: &Chat, room: &str, sender: &str, n
     loop {
         tokio::select! {
             entry = membership.entries.recv() => match entry {
-                Ok(entry) => {
-                    let Ok(text) = serde_json::to_string(entry.as_ref()) else { continue };
+                Ok(out) => {
+                    // serde_json wrote it: valid UTF-8, checked again without a copy.
+                    let Ok(text) = Utf8Bytes::try_from(out.json.clone()) else { continue };
                     if !send(&mut socket, text).await {
                         return;
                     }

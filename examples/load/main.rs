@@ -1,0 +1,56 @@
+//! The load generator behind `scripts/bench.sh load` and the chat part of `bench.sh site`: a
+//! benchmark tool, not a test.
+//!
+//! `load viewers`: simulated players that behave like hls.js (master, then the media playlist
+//! every target duration — or blocking reloads and parts in LL-HLS mode — fetching every new
+//! segment or part; some switch rungs), one keep-alive connection each, with latency per request
+//! kind, errors, bytes/s and the server's CPU, RSS, threads and file descriptors over time.
+//! `load chat`: WebSocket connections in one room while the site posts events at a fixed rate.
+//! Prints a JSON report on stdout; progress goes to stderr.
+
+mod chat;
+mod client;
+mod process;
+mod stats;
+mod viewers;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "load", about = "livegate load generator")]
+enum Command {
+    /// hls.js-like viewers.
+    Viewers(viewers::ViewerArgs),
+    /// Chat fan-out.
+    Chat(chat::ChatArgs),
+}
+
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn main() {
+    raise_fd_limit();
+    let command = Command::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let report = runtime.block_on(async {
+        match command {
+            Command::Viewers(args) => viewers::run(args).await,
+            Command::Chat(args) => chat::run(args).await,
+        }
+    });
+    println!("{report}");
+}

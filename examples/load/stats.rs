@@ -1,0 +1,83 @@
+//! Request latencies per kind, errors and bytes, shared by every simulated client.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What one client did, merged into [`Stats`] in batches (a lock per request would be the
+/// bottleneck at 10,000 clients).
+#[derive(Default)]
+pub struct Local {
+    latencies: BTreeMap<&'static str, Vec<u32>>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Local {
+    pub fn request(&mut self, kind: &'static str, took: Duration) {
+        let micros = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+        self.latencies.entry(kind).or_default().push(micros);
+    }
+
+    pub fn error(&mut self, what: String) {
+        *self.errors.entry(what).or_default() += 1;
+    }
+}
+
+#[derive(Default)]
+pub struct Stats {
+    merged: Mutex<Local>,
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl Stats {
+    /// Counted at once, for the per-interval lines.
+    pub fn count(&self, bytes: usize) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn merge(&self, local: &mut Local) {
+        let mut merged = self.merged.lock().unwrap_or_else(|e| e.into_inner());
+        for (kind, mut v) in std::mem::take(&mut local.latencies) {
+            merged.latencies.entry(kind).or_default().append(&mut v);
+        }
+        for (what, n) in std::mem::take(&mut local.errors) {
+            *merged.errors.entry(what).or_default() += n;
+        }
+    }
+
+    /// Per kind: count, p50, p99, max (ms); and the errors by kind.
+    pub fn summary(&self) -> serde_json::Value {
+        let mut merged = self.merged.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kinds = serde_json::Map::new();
+        for (kind, v) in merged.latencies.iter_mut() {
+            v.sort_unstable();
+            kinds.insert(
+                (*kind).to_string(),
+                serde_json::json!({
+                    "count": v.len(),
+                    "p50_ms": percentile(v, 0.50),
+                    "p99_ms": percentile(v, 0.99),
+                    "max_ms": percentile(v, 1.0),
+                }),
+            );
+        }
+        serde_json::json!({ "kinds": kinds, "errors": merged.errors })
+    }
+}
+
+/// The `q` quantile of sorted microseconds, in milliseconds.
+pub fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    f64::from(sorted[i.min(sorted.len() - 1)]) / 1000.0
+}
