@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks (measurements, not tests).
-# Usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking|site [SECONDS]
+# Usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking|site|load [SECONDS]
 #
 # ladder: livegate's in-process ladder against the reference ffmpeg-CLI ladder
 #   (ffmpeg/reference-ladder.sh) on generated 720p30 and 1080p30 inputs: CPU-s per media-s and
@@ -41,6 +41,11 @@
 #   against a public one, CPU-µs per request), thumbnails per stream (four 720p30 passthrough
 #   streams with and without), chat fan-out to 500 WebSocket connections. See
 #   scripts/bench_site.py (needs wrk).
+# load: PUBLISHERS passthrough publishers (default 100) and VIEWERS hls.js-like viewers (default
+#   10000, examples/load) for SECONDS (default 60) on one node: latency per request kind, errors,
+#   Gbit/s, server CPU/RSS/threads/fds over time; then one segment from livegate and from nginx's
+#   disk with wrk, same run. Usage: scripts/bench.sh load [PUBLISHERS] [VIEWERS] [SECONDS].
+#   See scripts/bench_load.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-ingest}
@@ -55,8 +60,9 @@ case "$mode" in
   latency) exec python3 scripts/bench_latency.py "${2:-30}" ${3:+"$3"} ;;
   blocking) exec python3 scripts/bench_blocking.py "${2:-200}" "${3:-30}" ;;
   site) exec python3 scripts/bench_site.py "${2:-10}" ;;
+  load) exec python3 scripts/bench_load.py "${2:-100}" "${3:-10000}" "${4:-60}" ;;
   whip) exec unshare --net -- sh -c 'ip link set lo up && exec python3 scripts/bench_whip.py "$0"' "${2:-30}" ;;
-  *) echo "usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking|site [SECONDS]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking|site|load [SECONDS]" >&2; exit 2 ;;
 esac
 bin=$PWD/target/release/livegate
 work=$(mktemp -d /tmp/livegate-bench.XXXXXX)
