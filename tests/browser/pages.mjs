@@ -48,6 +48,15 @@ async function shoot(page, name) {
 }
 
 const text = (page, selector) => page.locator(selector).innerText();
+// Console events arrive asynchronously, late on a busy machine: a provoked error is waited for
+// before the window closes, instead of a fixed pause.
+async function provoked(page, status) {
+  const until = Date.now() + 10000;
+  while (Date.now() < until && !report.provokedErrors.some((e) => e.includes(`status of ${status}`))) {
+    await page.waitForTimeout(100);
+  }
+  provoking = false;
+}
 let ok = false;
 try {
   // The directory: the live stream's card with its title, viewers and a loaded thumbnail.
@@ -102,8 +111,7 @@ try {
   provoking = true;
   await admin.keyboard.press('Enter');
   await admin.locator('#status', { hasText: 'wrong admin token' }).waitFor({ timeout: 5000 });
-  await admin.waitForTimeout(200);
-  provoking = false;
+  await provoked(admin, 401);
   await admin.locator('#token').fill(args.admin);
   await admin.keyboard.press('Enter');
   await admin.locator('#live tr', { hasText: args.user }).waitFor({ timeout: 10000 });
@@ -125,8 +133,7 @@ try {
   report.checks.recordingPlays = true;
   provoking = true;
   report.checks.cookieOnlyWrite = await admin.evaluate(async () => (await fetch('/api/v1/keys', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"user":"sneaky"}' })).status);
-  await admin.waitForTimeout(200);
-  provoking = false;
+  await provoked(admin, 403);
   await shoot(admin, 'admin');
   const newbie = admin.locator('#users tr', { hasText: 'newbie' });
   await newbie.getByRole('button', { name: 'Revoke' }).click();
