@@ -136,7 +136,14 @@ $('login').addEventListener('submit', async (e) => {
   csrf = (await r.json()).csrf;
   showConsole();
 });
-$('logout').addEventListener('click', async () => { await api('POST', '/admin/logout').catch(() => {}); csrf = ''; showLogin(); say('Logged out'); });
+// The CSRF token is dropped before the logout request so the 5 s poll stops at once.
+$('logout').addEventListener('click', async () => {
+  const token = csrf;
+  csrf = '';
+  await fetch('/admin/logout', { method: 'POST', headers: { 'x-livegate-csrf': token } }).catch(() => {});
+  showLogin();
+  say('Logged out');
+});
 $('add-user').addEventListener('submit', async (e) => {
   e.preventDefault();
   try { showKey(await api('POST', '/api/v1/keys', { user: $('new-user').value }), 'Key'); $('new-user').value = ''; await loadUsers(); } catch (err) { say(err.message); }
