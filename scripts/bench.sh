@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks (measurements, not tests).
-# Usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking|site|load [SECONDS]
+# Usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking|site|load|https [SECONDS]
 #
 # ladder: livegate's in-process ladder against the reference ffmpeg-CLI ladder
 #   (ffmpeg/reference-ladder.sh) on generated 720p30 and 1080p30 inputs: CPU-s per media-s and
@@ -46,6 +46,9 @@
 #   Gbit/s, server CPU/RSS/threads/fds over time; then one segment from livegate and from nginx's
 #   disk with wrk, same run. Usage: scripts/bench.sh load [PUBLISHERS] [VIEWERS] [SECONDS].
 #   See scripts/bench_load.py.
+# https: one stream's segment and playlist over plain HTTP/1.1, HTTPS/1.1 and HTTPS/2 from the same
+#   server (h2load, nghttp2-client): req/s, MB/s, server CPU per request and its ratio to plain
+#   HTTP; and a TLS handshake per request. scripts/bench_https.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-ingest}
@@ -60,9 +63,10 @@ case "$mode" in
   latency) exec python3 scripts/bench_latency.py "${2:-30}" ${3:+"$3"} ;;
   blocking) exec python3 scripts/bench_blocking.py "${2:-200}" "${3:-30}" ;;
   site) exec python3 scripts/bench_site.py "${2:-10}" ;;
+  https) exec python3 scripts/bench_https.py "${2:-10}" ;;
   load) exec python3 scripts/bench_load.py "${2:-100}" "${3:-10000}" "${4:-60}" ;;
   whip) exec unshare --net -- sh -c 'ip link set lo up && exec python3 scripts/bench_whip.py "$0"' "${2:-30}" ;;
-  *) echo "usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking|site|load [SECONDS]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking|site|load|https [SECONDS]" >&2; exit 2 ;;
 esac
 bin=$PWD/target/release/livegate
 work=$(mktemp -d /tmp/livegate-bench.XXXXXX)

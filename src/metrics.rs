@@ -27,6 +27,26 @@ pub struct RelayLabel {
     pub platform: String,
 }
 
+/// An HTTP connection's protocol (`http1`, `http2`) and whether it came over TLS.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpConnLabel {
+    pub protocol: String,
+    pub tls: String,
+}
+
+/// A TLS listener (`http`, `rtmp`) and an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsLabel {
+    pub listener: String,
+    pub result: String,
+}
+
+/// A TLS listener (`http`, `rtmp`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: String,
+}
+
 /// One stream (user).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabel {
@@ -69,6 +89,9 @@ pub struct Metrics {
     pub relays_live: Gauge,
     pub http_refused: Family<ReasonLabel, Counter>,
     pub http_closed: Family<ReasonLabel, Counter>,
+    pub http_connections: Family<HttpConnLabel, Counter>,
+    pub tls_handshake_failures: Family<ListenerLabel, Counter>,
+    pub tls_cert_reloads: Family<TlsLabel, Counter>,
     pub whip_sessions: Gauge,
     pub whip_ended: Family<ReasonLabel, Counter>,
     pub whip_failures: Family<ReasonLabel, Counter>,
@@ -115,6 +138,9 @@ impl Metrics {
             relays_live: Gauge::default(),
             http_refused: Family::default(),
             http_closed: Family::default(),
+            http_connections: Family::default(),
+            tls_handshake_failures: Family::default(),
+            tls_cert_reloads: Family::default(),
             whip_sessions: Gauge::default(),
             whip_ended: Family::default(),
             whip_failures: Family::default(),
@@ -282,6 +308,21 @@ impl Metrics {
             m.http_closed.clone(),
         );
         registry.register(
+            "http_connections",
+            "HTTP connections served, by protocol (http1, http2) and tls (yes, no)",
+            m.http_connections.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out, by listener (http, rtmp)",
+            m.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "tls_certificate_reloads",
+            "Certificate files reloaded after a change, by listener and result (ok, failed)",
+            m.tls_cert_reloads.clone(),
+        );
+        registry.register(
             "whip_sessions",
             "WHIP (WebRTC) sessions open now, connecting or publishing",
             m.whip_sessions.clone(),
@@ -350,6 +391,32 @@ impl Metrics {
         self.http_closed
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn http_connection(&self, protocol: &'static str, tls: bool) {
+        self.http_connections
+            .get_or_create(&HttpConnLabel {
+                protocol: protocol.to_string(),
+                tls: if tls { "yes" } else { "no" }.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn tls_handshake_failed(&self, listener: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&ListenerLabel {
+                listener: listener.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn tls_cert_reloaded(&self, listener: &'static str, ok: bool) {
+        self.tls_cert_reloads
+            .get_or_create(&TlsLabel {
+                listener: listener.to_string(),
+                result: if ok { "ok" } else { "failed" }.to_string(),
             })
             .inc();
     }

@@ -28,6 +28,7 @@ use tracing::Instrument;
 mod backends;
 mod events;
 mod housekeeping;
+mod tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -41,8 +42,11 @@ pub enum ServerError {
     Record(#[from] RecordError),
     #[error(transparent)]
     Relay(#[from] RelayError),
-    #[error("RTMPS: {0}")]
-    Tls(String),
+    #[error("TLS for {listener}: {message}")]
+    Tls {
+        listener: &'static str,
+        message: String,
+    },
     #[error("cluster: {0}")]
     Cluster(String),
     #[error("playback tokens: {0}")]
@@ -181,6 +185,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             addr: config.http.listen.clone(),
             source,
         })?;
+    let https_listener = match config.http.tls_listen.as_str() {
+        "" => None,
+        addr => {
+            let acceptor = tls::acceptor(
+                "http",
+                (&config.http.tls_cert, &config.http.tls_key),
+                &[b"h2", b"http/1.1"],
+                metrics.clone(),
+                stop.clone(),
+            )?;
+            let tcp = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    what: "HTTPS",
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            tracing::info!(https = %addr, "HTTPS (HTTP/2, HTTP/1.1) listening");
+            Some(http::Listener {
+                tcp,
+                tls: Some(acceptor),
+            })
+        }
+    };
 
     let ingest = Arc::new(IngestContext {
         config: config.rtmp.clone(),
@@ -192,8 +220,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let rtmps_task = match config.rtmp.tls_listen.as_str() {
         "" => None,
         addr => {
-            let acceptor = crate::rtmp::tls::acceptor(&config.rtmp.tls_cert, &config.rtmp.tls_key)
-                .map_err(|e| ServerError::Tls(e.to_string()))?;
+            let acceptor = tls::acceptor(
+                "rtmp",
+                (&config.rtmp.tls_cert, &config.rtmp.tls_key),
+                &[],
+                metrics.clone(),
+                stop.clone(),
+            )?;
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServerError::Bind {
@@ -322,6 +355,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         tracing::info!("admin API off (set http.admin_token to manage keys over HTTP)");
     }
 
+    let mut listeners = vec![http::Listener {
+        tcp: http_listener,
+        tls: None,
+    }];
+    if let Some(listener) = https_listener {
+        listeners.push(listener);
+    }
     let http_task = {
         let (http_config, metrics, shutdown, stop) = (
             config.http.clone(),
@@ -331,16 +371,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         );
         tokio::spawn(async move {
             let max = http_config.max_connections;
-            http::serve(
-                http_listener,
-                app,
-                &http_config,
-                max,
-                metrics,
-                shutdown,
-                stop,
-            )
-            .await
+            http::serve_all(listeners, app, &http_config, max, metrics, shutdown, stop).await
         })
     };
     shutdown.cancelled().await;

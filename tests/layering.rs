@@ -31,7 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "auth", "channel", "chat", "relay", "stream", "hls", "config", "metrics", "util",
         ],
     ),
-    ("rtmp", &["media", "config", "metrics", "util"]),
+    ("rtmp", &["media", "config", "metrics", "net", "util"]),
     (
         "ingest",
         &[

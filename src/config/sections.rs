@@ -305,9 +305,9 @@ pub struct RtmpConfig {
     pub ring_max_mib: usize,
     /// Address of the RTMPS (RTMP over TLS) listener. Empty: off.
     pub tls_listen: String,
-    /// PEM certificate chain for RTMPS.
+    /// PEM certificate chain for RTMPS; reloaded when the file changes.
     pub tls_cert: String,
-    /// PEM private key for RTMPS.
+    /// PEM private key for RTMPS; reloaded when the file changes.
     pub tls_key: String,
 }
 
@@ -348,6 +348,14 @@ pub struct HttpConfig {
     /// the client: a playback token bound to an address, and viewer counting, use that address
     /// instead of the proxy's. Cluster nodes proxy to each other, so list them too.
     pub trusted_proxies: Vec<String>,
+    /// Address of the HTTPS listener (HTTP/2 and HTTP/1.1 over TLS, the same routes and limits
+    /// as `listen`), e.g. `0.0.0.0:443`. Empty: off.
+    pub tls_listen: String,
+    /// PEM certificate chain for HTTPS (e.g. Let's Encrypt's `fullchain.pem`); reloaded when the
+    /// file changes, without a restart.
+    pub tls_cert: String,
+    /// PEM private key for HTTPS (e.g. `privkey.pem`); reloaded when the file changes.
+    pub tls_key: String,
 }
 
 /// Playback access: the tokens `token`-mode streams need (`PUT /api/v1/access/<user>`).
@@ -442,6 +450,9 @@ impl Default for HttpConfig {
             metrics_listen: String::new(),
             metrics_token: String::new(),
             trusted_proxies: vec!["127.0.0.1".into(), "::1".into()],
+            tls_listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }

@@ -307,25 +307,20 @@ impl Config {
                 "must be an address like 127.0.0.1:9100",
             ));
         }
-        if !self.rtmp.tls_listen.is_empty() {
-            if self
-                .rtmp
-                .tls_listen
-                .parse::<std::net::SocketAddr>()
-                .is_err()
-            {
-                return Err(invalid(
-                    "rtmp.tls_listen",
-                    "must be an address like 0.0.0.0:1936",
-                ));
-            }
-            if self.rtmp.tls_cert.is_empty() || self.rtmp.tls_key.is_empty() {
-                return Err(invalid(
-                    "rtmp.tls_cert",
-                    "rtmp.tls_listen needs tls_cert and tls_key (PEM files)",
-                ));
-            }
-        }
+        check_tls(
+            ("rtmp.tls_listen", "rtmp.tls_cert"),
+            "0.0.0.0:1936",
+            &self.rtmp.tls_listen,
+            &self.rtmp.tls_cert,
+            &self.rtmp.tls_key,
+        )?;
+        check_tls(
+            ("http.tls_listen", "http.tls_cert"),
+            "0.0.0.0:443",
+            &h.tls_listen,
+            &h.tls_cert,
+            &h.tls_key,
+        )?;
         let relay = &self.relay;
         if relay.connect_timeout_secs == 0 || relay.max_backoff_secs == 0 {
             return Err(invalid("relay.*_secs", "must be at least 1"));
@@ -404,4 +399,30 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A TLS listener needs an address and both PEM files (whether they load is checked at start).
+fn check_tls(
+    (listen_key, cert_key): (&'static str, &'static str),
+    example: &str,
+    listen: &str,
+    cert: &str,
+    key: &str,
+) -> Result<(), ConfigError> {
+    if listen.is_empty() {
+        return Ok(());
+    }
+    if listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(ConfigError::Invalid {
+            key: listen_key,
+            message: format!("must be an address like {example}"),
+        });
+    }
+    if cert.is_empty() || key.is_empty() {
+        return Err(ConfigError::Invalid {
+            key: cert_key,
+            message: format!("{listen_key} needs tls_cert and tls_key (PEM files)"),
+        });
+    }
+    Ok(())
 }

@@ -148,6 +148,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ServerIo<S> {
     }
 }
 
+/// Whether a request came over TLS (the HTTPS listener): absolute URLs given back to the client
+/// (WHIP's `Location`) keep its scheme.
+#[derive(Debug, Clone, Copy)]
+pub struct Https(pub bool);
+
 /// Requests in flight on one connection and when it last made progress (a request began or
 /// ended, a response body yielded a chunk).
 #[derive(Debug)]
@@ -240,6 +245,7 @@ pub(super) fn service(
     activity: Arc<Activity>,
     respond_within: Duration,
     peer: std::net::SocketAddr,
+    tls: bool,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<TrackedBody>,
@@ -253,6 +259,7 @@ pub(super) fn service(
         request
             .extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));
+        request.extensions_mut().insert(Https(tls));
         let in_flight = InFlight::begin(activity.clone());
         let call = app.call(request);
         async move {

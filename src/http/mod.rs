@@ -32,8 +32,9 @@ use crate::metrics::Metrics;
 use crate::record::Recorder;
 use crate::relay::RelayManager;
 use crate::stream::Hub;
+pub use conn::Https;
 pub use error::ApiError;
-pub use serve::serve;
+pub use serve::{serve, serve_all, Listener};
 
 pub struct AppState {
     pub config: Arc<Config>,

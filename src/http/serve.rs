@@ -1,8 +1,9 @@
-//! The HTTP accept loop on hyper (axum's own `serve` has no connection limits or timeouts).
+//! The HTTP accept loops on hyper (axum's own `serve` has no connection limits or timeouts):
+//! plain HTTP and HTTPS (TLS with ALPN h2 / http/1.1) share one set of limits and timeouts.
 //!
 //! Every connection holds a slot of `max_connections` (`max_connections_per_ip` per address) and
-//! is timed from accept to close: `first_byte_timeout_secs` to tell HTTP/1 from HTTP/2 (silent
-//! sockets and a lone "P" end there), `header_read_timeout_secs` for HTTP/1 headers,
+//! is timed from accept to close: `first_byte_timeout_secs` to finish the TLS handshake (HTTPS)
+//! and tell HTTP/1 from HTTP/2 (silent sockets and a lone "P" end there), `header_read_timeout_secs` for HTTP/1 headers,
 //! `idle_timeout_secs` without a request in flight (HTTP/1 keep-alive and HTTP/2 alike),
 //! `write_timeout_secs` without progress while a response is being sent (a client that stops
 //! reading, or an HTTP/2 client that never opens its window), HTTP/2 keep-alive pings and a cap on
@@ -13,10 +14,11 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{read_preface, service, Activity, ServerIo};
+use super::conn::{read_preface, service, Activity, ServerIo, H2_PREFACE};
 use crate::config::HttpConfig;
 use crate::metrics::Metrics;
 use crate::net::ConnLimiter;
@@ -38,12 +40,44 @@ struct Timeouts {
     write: Duration,
 }
 
+/// One address the HTTP server accepts on: plain, or TLS (HTTPS) with the acceptor's ALPN.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 /// Serves `app` on `listener` with at most `max_connections` connections (per address: at most
 /// `max_connections_per_ip`). Stops accepting when `shutdown` is cancelled; open connections
 /// keep being served (players get the final playlists of a draining server) until `stop`, then
 /// finish their responses within a grace period, and this returns once they have.
 pub async fn serve(
     listener: TcpListener,
+    app: axum::Router,
+    config: &HttpConfig,
+    max_connections: usize,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+) {
+    let listener = Listener {
+        tcp: listener,
+        tls: None,
+    };
+    serve_all(
+        vec![listener],
+        app,
+        config,
+        max_connections,
+        metrics,
+        shutdown,
+        stop,
+    )
+    .await
+}
+
+/// Like [`serve`] on several listeners (HTTP and HTTPS) that share one set of connection limits.
+pub async fn serve_all(
+    listeners: Vec<Listener>,
     app: axum::Router,
     config: &HttpConfig,
     max_connections: usize,
@@ -58,7 +92,6 @@ pub async fn serve(
         .filter_map(|a| a.parse().ok())
         .collect();
     let limiter = ConnLimiter::with_exempt(max_connections, config.max_connections_per_ip, exempt);
-    let refused_log = LogThrottle::new(Duration::from_secs(10));
     let secs = Duration::from_secs;
     let timeouts = Timeouts {
         first_byte: secs(config.first_byte_timeout_secs),
@@ -78,11 +111,44 @@ pub async fn serve(
         .keep_alive_interval(Some(secs(config.h2_keep_alive_secs)))
         .keep_alive_timeout(secs(config.h2_keep_alive_secs))
         .max_header_list_size(H2_MAX_HEADER_LIST);
-    let connections = tokio_util::task::TaskTracker::new();
+    let shared = Arc::new(Shared {
+        app,
+        builder,
+        timeouts,
+        metrics,
+        limiter,
+        refused_log: LogThrottle::new(Duration::from_secs(10)),
+        connections: tokio_util::task::TaskTracker::new(),
+        stop,
+    });
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| tokio::spawn(accept(listener, shared.clone(), shutdown.clone())))
+        .collect();
+    for task in accepting {
+        let _ = task.await;
+    }
+    shared.connections.close();
+    shared.connections.wait().await;
+}
+
+/// What every accept loop of one server shares.
+struct Shared {
+    app: axum::Router,
+    builder: Builder<TokioExecutor>,
+    timeouts: Timeouts,
+    metrics: Arc<Metrics>,
+    limiter: ConnLimiter,
+    refused_log: LogThrottle,
+    connections: tokio_util::task::TaskTracker,
+    stop: CancellationToken,
+}
+
+async fn accept(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
+            accepted = listener.tcp.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "HTTP accept failed");
@@ -91,11 +157,11 @@ pub async fn serve(
                 }
             },
         };
-        let permit = match limiter.try_acquire(peer.ip()) {
+        let permit = match shared.limiter.try_acquire(peer.ip()) {
             Ok(permit) => permit,
             Err(refusal) => {
-                metrics.http_refused(refusal.label());
-                if let Some(held) = refused_log.check(refusal.label()) {
+                shared.metrics.http_refused(refusal.label());
+                if let Some(held) = shared.refused_log.check(refusal.label()) {
                     tracing::warn!(%peer, reason = refusal.label(), similar_since_last_line = held,
                         "HTTP connection refused; closing it");
                 }
@@ -103,42 +169,73 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (app, builder, metrics) = (app.clone(), builder.clone(), metrics.clone());
-        let stop = stop.clone();
-        connections.spawn(async move {
-            serve_connection(stream, peer, app, builder, timeouts, metrics, stop).await;
+        let (shared_conn, tls) = (shared.clone(), listener.tls.clone());
+        shared.connections.spawn(async move {
+            let deadline = tokio::time::Instant::now() + shared_conn.timeouts.first_byte;
+            match tls {
+                None => serve_connection(stream, peer, false, deadline, &shared_conn).await,
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        _ = shared_conn.stop.cancelled() => None,
+                        done = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => Some(done),
+                    };
+                    match handshake {
+                        None => {}
+                        Some(Ok(Ok(tls))) => {
+                            serve_connection(tls, peer, true, deadline, &shared_conn).await
+                        }
+                        Some(Ok(Err(e))) => {
+                            shared_conn.metrics.tls_handshake_failed("http");
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Some(Err(_)) => shared_conn.metrics.http_timed_out("first_byte"),
+                    }
+                }
+            }
             drop(permit);
         });
     }
-    drop(listener);
-    connections.close();
-    connections.wait().await;
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
+/// Serves one connection: its first bytes (by `first_byte`) tell HTTP/1 from HTTP/2, then hyper
+/// serves it until it ends, idles out, stalls or the server stops.
+async fn serve_connection<S>(
+    mut stream: S,
     peer: std::net::SocketAddr,
-    app: axum::Router,
-    builder: Builder<TokioExecutor>,
-    timeouts: Timeouts,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) {
+    tls: bool,
+    first_byte: tokio::time::Instant,
+    shared: &Shared,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeouts = shared.timeouts;
     let prefix = tokio::select! {
-        _ = stop.cancelled() => return,
-        read = tokio::time::timeout(timeouts.first_byte, read_preface(&mut stream)) => match read {
+        _ = shared.stop.cancelled() => return,
+        read = tokio::time::timeout_at(first_byte, read_preface(&mut stream)) => match read {
             Ok(Ok(prefix)) => prefix,
             Ok(Err(_)) => return,
             Err(_) => {
-                metrics.http_timed_out("first_byte");
+                shared.metrics.http_timed_out("first_byte");
                 return;
             }
         },
     };
+    let protocol = if prefix == H2_PREFACE {
+        "http2"
+    } else {
+        "http1"
+    };
+    shared.metrics.http_connection(protocol, tls);
     let activity = Activity::new();
     let io = TokioIo::new(ServerIo::new(stream, prefix, timeouts.write));
-    let service = service(app, activity.clone(), timeouts.write, peer);
-    let connection = builder.serve_connection_with_upgrades(io, service);
+    let service = service(
+        shared.app.clone(),
+        activity.clone(),
+        timeouts.write,
+        peer,
+        tls,
+    );
+    let connection = shared.builder.serve_connection_with_upgrades(io, service);
     let mut connection = std::pin::pin!(connection);
     loop {
         // Sleep until the connection could have become idle or stalled, then look again.
@@ -150,7 +247,7 @@ async fn serve_connection(
         let check_in = limit.saturating_sub(activity.quiet_for()).max(MIN_CHECK);
         tokio::select! {
             _ = connection.as_mut() => return,
-            _ = stop.cancelled() => {
+            _ = shared.stop.cancelled() => {
                 connection.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
                 return;
@@ -158,7 +255,7 @@ async fn serve_connection(
             _ = tokio::time::sleep(check_in) => {
                 let quiet = activity.quiet_for();
                 if activity.in_flight() == 0 && quiet >= timeouts.idle {
-                    metrics.http_timed_out("idle");
+                    shared.metrics.http_timed_out("idle");
                     connection.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, connection).await;
                     return;
@@ -166,7 +263,7 @@ async fn serve_connection(
                 if activity.in_flight() > 0 && quiet >= timeouts.write {
                     // Requests in flight but no progress: a handler or a response that stalls
                     // (e.g. an HTTP/2 client that never opens its flow-control window).
-                    metrics.http_timed_out("stalled");
+                    shared.metrics.http_timed_out("stalled");
                     return;
                 }
             }

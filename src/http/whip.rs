@@ -11,10 +11,11 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
-use super::AppState;
+use super::{AppState, Https};
 use crate::config::IceServer;
 use crate::ingest::whip::offer::OfferError;
 use crate::ingest::whip::{Fragment, Whip, WhipError};
@@ -180,8 +181,9 @@ fn rate_limited(state: &AppState, peer: SocketAddr) -> Option<Response> {
     Some(r)
 }
 
-/// The base of absolute URLs: `public_http_url`, else what the client asked for (`Host`).
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+/// The base of absolute URLs: `public_http_url`, else what the client asked for (`Host`, or
+/// HTTP/2's `:authority`, over the scheme it came by).
+fn base_url(state: &AppState, (headers, uri): (&HeaderMap, &Uri), https: bool) -> String {
     if !state.config.public_http_url.is_empty() {
         return state
             .config
@@ -189,8 +191,15 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
             .trim_end_matches('/')
             .to_string();
     }
-    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(host) if !host.contains(['/', ' ', '"', '<', '>']) => format!("http://{host}"),
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    match host {
+        Some(host) if !host.contains(['/', ' ', '"', '<', '>']) => {
+            let scheme = if https { "https" } else { "http" };
+            format!("{scheme}://{host}")
+        }
         _ => state.config.http_base_url(),
     }
 }
@@ -198,27 +207,33 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
 pub async fn post_user(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    https: Option<Extension<Https>>,
     Path(user): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    offer(state, peer, Some(user), headers, body).await
+    let https = https.is_some_and(|Extension(Https(tls))| tls);
+    offer(state, peer, Some(user), (headers, uri, https), body).await
 }
 
 pub async fn post(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    https: Option<Extension<Https>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    offer(state, peer, None, headers, body).await
+    let https = https.is_some_and(|Extension(Https(tls))| tls);
+    offer(state, peer, None, (headers, uri, https), body).await
 }
 
 async fn offer(
     state: Arc<AppState>,
     peer: SocketAddr,
     path_user: Option<String>,
-    headers: HeaderMap,
+    (headers, uri, https): (HeaderMap, Uri, bool),
     body: Bytes,
 ) -> Response {
     let whip = match open_to(&state, peer) {
@@ -260,7 +275,7 @@ async fn offer(
     };
     let location = format!(
         "{}/whip/{}/{}",
-        base_url(&state, &headers),
+        base_url(&state, (&headers, &uri), https),
         answer.user,
         answer.id
     );

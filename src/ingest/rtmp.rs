@@ -183,7 +183,10 @@ pub async fn serve(
                         let by = conn.handshake_by;
                         match tokio::time::timeout_at(by, acceptor.accept(socket)).await {
                             Ok(Ok(stream)) => conn.run(stream).await,
-                            Ok(Err(e)) => Err(SessionError::Tls(e.to_string())),
+                            Ok(Err(e)) => {
+                                ctx.metrics.tls_handshake_failed("rtmp");
+                                Err(SessionError::Tls(e.to_string()))
+                            }
                             Err(_) => Err(SessionError::HandshakeTimeout),
                         }
                     }

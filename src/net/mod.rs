@@ -1,10 +1,11 @@
-//! Connection-level defences shared by the listeners (HTTP, RTMP, RTMPS): per-address connection
-//! caps and the start-up check of the
-//! connection caps against the process's file-descriptor limit. A leaf: it knows nothing of the
+//! Connection-level pieces shared by the listeners (HTTP, HTTPS, RTMP, RTMPS): per-address
+//! connection caps, the start-up check of the connection caps against the process's
+//! file-descriptor limit, and the reloading TLS certificate. A leaf: it knows nothing of the
 //! protocols.
 
 pub mod limiter;
 pub mod nofile;
 pub mod request_rate;
+pub mod tls;
 
 pub use limiter::{ConnLimiter, ConnPermit, LimitRefusal};

@@ -18,6 +18,8 @@ export async function withPlayerPage(body) {
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--autoplay-policy=no-user-gesture-required',
+      // HTTPS tests: trust the test certificates by their public keys (base64 SHA-256 list).
+      ...(process.env.TRUST_SPKI ? [`--ignore-certificate-errors-spki-list=${process.env.TRUST_SPKI}`] : []),
     ],
   });
   try {

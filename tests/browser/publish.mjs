@@ -40,6 +40,8 @@ const flags = [
   '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
   '--disable-backgrounding-occluded-windows',
 ];
+// HTTPS tests: trust the test certificates by their public keys (base64 SHA-256 list).
+if (process.env.TRUST_SPKI) flags.push(`--ignore-certificate-errors-spki-list=${process.env.TRUST_SPKI}`);
 if (video) flags.push(`--use-file-for-fake-video-capture=${video}`);
 if (audio) flags.push(`--use-file-for-fake-audio-capture=${audio}`);
 // A fresh profile per run; its path also names this run's processes for --end kill.

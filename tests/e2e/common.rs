@@ -22,7 +22,7 @@ pub struct Server {
     agent: ureq::Agent,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -525,6 +525,42 @@ pub fn play_with(
     low_latency: bool,
     hls_config: &str,
 ) -> (bool, serde_json::Value) {
+    play_env(url, seconds, level, low_latency, hls_config, &[])
+}
+
+/// Like [`play_in_chromium`] over HTTPS, with Chromium trusting the certificates whose public
+/// keys hash to `spki` (base64 SHA-256, comma-separated; see [`spki_hash`]).
+pub fn play_trusting(url: &str, seconds: u32, spki: &str) -> (bool, serde_json::Value) {
+    play_env(url, seconds, -1, true, "{}", &[("TRUST_SPKI", spki)])
+}
+
+/// The base64 SHA-256 of a PEM certificate's public key, as Chromium's
+/// `--ignore-certificate-errors-spki-list` takes it.
+pub fn spki_hash(cert_pem: &str) -> String {
+    let script = format!(
+        "openssl x509 -in '{cert_pem}' -pubkey -noout | openssl pkey -pubin -outform der \
+         | openssl dgst -sha256 -binary | base64"
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn play_env(
+    url: &str,
+    seconds: u32,
+    level: i32,
+    low_latency: bool,
+    hls_config: &str,
+    env: &[(&str, &str)],
+) -> (bool, serde_json::Value) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/play.mjs");
     let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules");
     assert!(
@@ -540,6 +576,7 @@ pub fn play_with(
         .args(["--level", &level.to_string()])
         .args(["--low-latency", if low_latency { "1" } else { "0" }])
         .args(["--hls-config", hls_config])
+        .envs(env.iter().copied())
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);

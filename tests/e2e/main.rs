@@ -16,6 +16,7 @@ mod hostile_flood;
 mod hostile_media;
 mod hostile_net;
 mod hostile_record;
+mod https;
 mod ladder;
 mod llhls;
 mod pages;

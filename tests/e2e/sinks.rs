@@ -109,6 +109,15 @@ impl Drop for NginxSink {
     }
 }
 
+/// An EC P-256 key, no passphrase (openssl req options).
+const EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+];
+
 /// A test CA and a server certificate for `localhost` / 127.0.0.1 signed by it.
 pub struct TestCa {
     pub dir: tempfile::TempDir,
@@ -116,82 +125,94 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new() -> TestCa {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let ca = TestCa {
+            dir: tempfile::tempdir().expect("tempdir"),
         };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
-        run(&[
-            &["req", "-x509"][..],
-            &ec[..],
+        ca.openssl(
             &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=livegate test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ][..],
-        ]
-        .concat());
-        run(&[
-            &["req"][..],
-            &ec[..],
+                &["req", "-x509"][..],
+                &EC_KEY[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=livegate test CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ][..],
+            ]
+            .concat(),
+        );
+        ca.issue("server");
+        ca
+    }
+
+    /// Issues another certificate for `localhost` / 127.0.0.1 (its own key, its own serial) as
+    /// `<name>.pem` and `<name>.key`.
+    pub fn issue(&self, name: &str) {
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        self.openssl(
             &[
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=localhost",
-            ][..],
-        ]
-        .concat());
+                &["req"][..],
+                &EC_KEY[..],
+                &["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"][..],
+            ]
+            .concat(),
+        );
         std::fs::write(
-            dir.path().join("server.ext"),
+            self.dir.path().join("server.ext"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
              keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
         )
         .unwrap();
-        run(&[
+        self.openssl(&[
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
             "ca.pem",
             "-CAkey",
             "ca.key",
             "-CAcreateserial",
             "-out",
-            "server.pem",
+            &pem,
             "-days",
             "2",
             "-extfile",
             "server.ext",
         ]);
-        TestCa { dir }
+    }
+
+    /// Runs the openssl CLI in the CA's directory; its output.
+    pub fn openssl(&self, args: &[&str]) -> Vec<u8> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// The serial number of certificate `<name>.pem`, as openssl prints it.
+    pub fn serial(&self, name: &str) -> String {
+        let out = self.openssl(&["x509", "-in", &format!("{name}.pem"), "-noout", "-serial"]);
+        String::from_utf8_lossy(&out).trim().to_string()
     }
 
     pub fn path(&self, name: &str) -> String {
