@@ -90,6 +90,8 @@ pub struct Metrics {
     pub http_refused: Family<ReasonLabel, Counter>,
     pub http_closed: Family<ReasonLabel, Counter>,
     pub http_connections: Family<HttpConnLabel, Counter>,
+    /// Response body bytes sent on every HTTP connection (egress to players and edges).
+    pub http_response_bytes: Counter,
     pub tls_handshake_failures: Family<ListenerLabel, Counter>,
     pub tls_cert_reloads: Family<TlsLabel, Counter>,
     pub whip_sessions: Gauge,
@@ -139,6 +141,7 @@ impl Metrics {
             http_refused: Family::default(),
             http_closed: Family::default(),
             http_connections: Family::default(),
+            http_response_bytes: Counter::default(),
             tls_handshake_failures: Family::default(),
             tls_cert_reloads: Family::default(),
             whip_sessions: Gauge::default(),
@@ -311,6 +314,11 @@ impl Metrics {
             "http_connections",
             "HTTP connections served, by protocol (http1, http2) and tls (yes, no)",
             m.http_connections.clone(),
+        );
+        registry.register(
+            "http_response_bytes",
+            "HTTP response body bytes sent (segments, playlists, pages, API)",
+            m.http_response_bytes.clone(),
         );
         registry.register(
             "tls_handshake_failures",

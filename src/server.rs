@@ -248,6 +248,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let audience = Arc::new(crate::audience::Audience::new(Duration::from_secs(
         config.access.viewer_window_secs,
     )));
+    let node_load = Arc::new(http::NodeLoad::default());
     housekeeping::spawn_sweeps(housekeeping::Sweeps {
         registry: registry.clone(),
         audience: audience.clone(),
@@ -255,6 +256,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         chat: chat.clone(),
         hub: hub.clone(),
         leases: leases.clone(),
+        node_load: node_load.clone(),
         stop: stop.clone(),
     });
 
@@ -296,6 +298,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         audience: audience.clone(),
         chat: chat.clone(),
         admin_sessions: crate::http::admin::Sessions::default(),
+        node_load,
         trusted_proxies: config
             .http
             .trusted_proxies

@@ -2,6 +2,7 @@
 //! file that the key store and the relay-target store both keep their state in.
 
 pub mod log_throttle;
+pub mod process;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

@@ -16,6 +16,7 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{Request, Response, StatusCode};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -210,6 +211,8 @@ impl Drop for InFlight {
 pub(super) struct TrackedBody {
     inner: Body,
     in_flight: InFlight,
+    /// Response body bytes of every connection (the node's egress).
+    sent: Counter,
 }
 
 impl HttpBody for TrackedBody {
@@ -222,8 +225,11 @@ impl HttpBody for TrackedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(_))) = &polled {
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
             this.in_flight.0.touch();
+            if let Some(data) = frame.data_ref() {
+                this.sent.inc_by(data.len() as u64);
+            }
         }
         polled
     }
@@ -244,8 +250,8 @@ pub(super) fn service(
     app: axum::Router,
     activity: Arc<Activity>,
     respond_within: Duration,
-    peer: std::net::SocketAddr,
-    tls: bool,
+    (peer, tls): (std::net::SocketAddr, bool),
+    sent: Counter,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<TrackedBody>,
@@ -261,6 +267,7 @@ pub(super) fn service(
             .insert(axum::extract::ConnectInfo(peer));
         request.extensions_mut().insert(Https(tls));
         let in_flight = InFlight::begin(activity.clone());
+        let sent = sent.clone();
         let call = app.call(request);
         async move {
             let response = match tokio::time::timeout(respond_within, call).await {
@@ -272,7 +279,11 @@ pub(super) fn service(
                     .body(Body::from("request timed out\n"))
                     .unwrap_or_default(),
             };
-            Ok::<_, Infallible>(response.map(|inner| TrackedBody { inner, in_flight }))
+            Ok::<_, Infallible>(response.map(|inner| TrackedBody {
+                inner,
+                in_flight,
+                sent,
+            }))
         }
     })
 }
@@ -344,14 +355,19 @@ mod tests {
         reader.await.unwrap();
     }
 
-    #[test]
-    fn activity_counts_requests_until_their_body_is_dropped() {
+    #[tokio::test]
+    async fn activity_counts_requests_until_their_body_is_dropped_and_bytes_sent() {
         let activity = Activity::new();
-        let body = TrackedBody {
-            inner: Body::from("x"),
+        let sent = Counter::default();
+        let mut body = TrackedBody {
+            inner: Body::from("hello"),
             in_flight: InFlight::begin(activity.clone()),
+            sent: sent.clone(),
         };
         assert_eq!(activity.in_flight(), 1);
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        assert!(frame.is_some_and(|f| f.is_ok()));
+        assert_eq!(sent.get(), 5);
         drop(body);
         assert_eq!(activity.in_flight(), 0);
         assert!(activity.quiet_for() < Duration::from_secs(1));

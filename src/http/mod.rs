@@ -9,6 +9,7 @@ mod console;
 mod error;
 mod hls;
 mod keys;
+mod node;
 mod owner;
 mod pages;
 mod playback;
@@ -34,6 +35,7 @@ use crate::relay::RelayManager;
 use crate::stream::Hub;
 pub use conn::Https;
 pub use error::ApiError;
+pub use node::NodeLoad;
 pub use serve::{serve, serve_all, Listener};
 
 pub struct AppState {
@@ -62,6 +64,8 @@ pub struct AppState {
     pub chat: Arc<crate::chat::Chat>,
     /// Operator console sessions.
     pub admin_sessions: admin::Sessions,
+    /// CPU, memory and byte rates, sampled by the server every 5 s (`/api/v1/node`).
+    pub node_load: Arc<NodeLoad>,
 }
 
 /// WHIP signalling and the publish page. The body limit is the SDP cap (413 beyond it).
@@ -107,6 +111,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     router
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/v1/streams", get(streams::list_streams))
+        .route("/api/v1/node", get(node::get))
         .route("/api/v1/keys", get(keys::list_keys).post(keys::add_key))
         .route(
             "/api/v1/keys/{user}",

@@ -232,8 +232,8 @@ async fn serve_connection<S>(
         shared.app.clone(),
         activity.clone(),
         timeouts.write,
-        peer,
-        tls,
+        (peer, tls),
+        shared.metrics.http_response_bytes.clone(),
     );
     let connection = shared.builder.serve_connection_with_upgrades(io, service);
     let mut connection = std::pin::pin!(connection);

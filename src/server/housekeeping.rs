@@ -1,6 +1,6 @@
 //! The server's periodic chores: dropping ended streams' live windows, viewer counts into the
-//! metrics, the streams' audience status and the cluster, idle chat rooms, and the channel
-//! settings snapshot.
+//! metrics, the streams' audience status and the cluster, idle chat rooms, the node's load
+//! sample, and the channel settings snapshot.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use crate::channel::Channels;
 use crate::chat::Chat;
 use crate::cluster::leases::Leases;
 use crate::hls::HlsRegistry;
+use crate::http::NodeLoad;
 use crate::metrics::{Metrics, StreamLabel};
 use crate::stream::Hub;
 
@@ -75,6 +76,7 @@ pub(super) struct Sweeps {
     pub chat: Arc<Chat>,
     pub hub: Arc<Hub>,
     pub leases: Option<Leases>,
+    pub node_load: Arc<NodeLoad>,
     pub stop: CancellationToken,
 }
 
@@ -96,6 +98,7 @@ pub(super) fn spawn_sweeps(s: Sweeps) {
                         &mut shown,
                     );
                     s.chat.sweep(CHAT_ROOM_IDLE);
+                    s.node_load.sample(&s.metrics, std::time::Instant::now());
                 }
             }
         }

@@ -194,3 +194,59 @@ fn admin_api_is_off_without_a_token() {
     assert_eq!(status, 200);
     assert!(body.contains("livegate_rtmp_connections_total"), "{body}");
 }
+
+/// `/api/v1/node` tells an operator how loaded this node is: its streams, ladders and viewers
+/// now, and CPU, memory and egress from the 5-second sample.
+#[test]
+fn the_node_api_reports_streams_viewers_cpu_and_egress() {
+    let token = "test-admin-token-0123456789";
+    let server = Server::start_passthrough(&[("LIVEGATE_HTTP_ADMIN_TOKEN", token)]);
+    assert_eq!(server.request("GET", "/api/v1/node", None, None).0, 401);
+    let key = server.add_key("nina");
+    let clip = source_clip(320, 180, 30, 4);
+    let mut publisher = publish_looped(&server.rtmp_url(&key), &clip);
+    server.wait_until(Duration::from_secs(30), "two segments", || {
+        server.media_playlist("nina").1.matches("#EXTINF").count() >= 2
+    });
+    let node = || -> serde_json::Value {
+        let (status, body) = server.request("GET", "/api/v1/node", Some(token), None);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    // One viewer: the master once (it names the viewer's session), then its media playlist
+    // and newest segment until the sample has seen them.
+    let master = server.get("/live/nina/index.m3u8").1;
+    let media_uri = master
+        .lines()
+        .find(|l| l.ends_with(".m3u8"))
+        .expect("a variant")
+        .to_string();
+    let mut last = serde_json::Value::Null;
+    server.wait_until(Duration::from_secs(20), "a sample with egress", || {
+        let media = server.get(&format!("/live/nina/{media_uri}")).1;
+        let dir = media_uri
+            .rsplit_once('/')
+            .map_or("", |(d, _)| d)
+            .to_string();
+        if let Some(segment) = media.lines().filter(|l| l.ends_with(".m4s")).last() {
+            server.get_bytes(&format!("/live/nina/{dir}/{segment}"));
+        }
+        last = node();
+        last["egress_bits_per_sec"].as_f64().unwrap_or(0.0) > 0.0
+    });
+    assert_eq!(last["streams"], 1, "{last}");
+    assert_eq!(last["ladders"], 0, "passthrough: {last}");
+    // This viewer, and the readiness poll above (a playlist read without a session).
+    assert_eq!(last["viewers"], 2, "{last}");
+    assert!(last["cpu_cores_used"].as_f64().unwrap() > 0.0, "{last}");
+    assert!(
+        last["ingest_bits_per_sec"].as_f64().unwrap() > 100_000.0,
+        "{last}"
+    );
+    assert!(last["rss_bytes"].as_u64().unwrap() > 1 << 20, "{last}");
+    assert!(last["threads"].as_u64().unwrap() >= 2, "{last}");
+    assert!(last["open_fds"].as_u64().unwrap() >= 3, "{last}");
+    assert!(last["cores"].as_u64().unwrap() >= 1, "{last}");
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+}
