@@ -228,7 +228,7 @@ fn the_node_api_reports_streams_viewers_cpu_and_egress() {
             .rsplit_once('/')
             .map_or("", |(d, _)| d)
             .to_string();
-        if let Some(segment) = media.lines().filter(|l| l.ends_with(".m4s")).last() {
+        if let Some(segment) = media.lines().rfind(|l| l.ends_with(".m4s")) {
             server.get_bytes(&format!("/live/nina/{dir}/{segment}"));
         }
         last = node();
