@@ -160,6 +160,8 @@ pub struct Publisher {
     socket: TcpStream,
     session: ClientSession,
     start: Option<Instant>,
+    /// The first timestamp sent: pacing counts from it.
+    first_ts: Option<u32>,
     /// (timestamp ms, keyframe, when written) of every video tag sent.
     pub video_sent: Vec<(u32, bool, Instant)>,
 }
@@ -226,6 +228,7 @@ impl Publisher {
             socket,
             session,
             start: None,
+            first_ts: None,
             video_sent: Vec::new(),
         };
         let r = publisher
@@ -271,16 +274,19 @@ impl Publisher {
         }
     }
 
-    /// Sends tags with timestamps shifted by `offset_ms`; with `paced`, in real time (the first
-    /// tag ever sent is time zero). Returns the timestamp after the last tag (for the next file).
+    /// Sends tags with timestamps shifted by `offset_ms` (wrapping at 2^32 ms as RTMP's clock
+    /// does); with `paced`, in real time (the first tag ever sent is time zero). Returns the
+    /// timestamp after the last tag (for the next file).
     pub fn send(&mut self, tags: &[Tag], offset_ms: u32, paced: bool) -> Result<u32, String> {
         let start = *self.start.get_or_insert_with(Instant::now);
+        let first = *self.first_ts.get_or_insert(offset_ms);
         let ts0 = tags.iter().map(|t| t.ts).min().unwrap_or(0);
         let mut last = offset_ms;
         for tag in tags {
-            let ts = tag.ts - ts0 + offset_ms;
+            let ts = (tag.ts - ts0).wrapping_add(offset_ms);
             if paced {
-                let due = start + Duration::from_millis(u64::from(ts));
+                let since_first = ts.wrapping_sub(first);
+                let due = start + Duration::from_millis(u64::from(since_first));
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
@@ -307,9 +313,12 @@ impl Publisher {
                 let keyframe = tag.body.first().is_some_and(|b| (b >> 4) & 0x07 == 1);
                 self.video_sent.push((ts, keyframe, Instant::now()));
             }
-            last = last.max(ts);
+            // Later in RTMP's wrapping clock (audio and video interleave slightly out of order).
+            if ts.wrapping_sub(last) < 1 << 31 {
+                last = ts;
+            }
         }
-        Ok(last + 33)
+        Ok(last.wrapping_add(33))
     }
 
     pub fn started(&self) -> Option<Instant> {

@@ -4,6 +4,7 @@
 mod access;
 mod chat;
 mod cli_api;
+mod clock_wraps;
 mod cluster;
 mod codecs;
 #[allow(dead_code)]

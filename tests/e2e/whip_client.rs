@@ -1,6 +1,7 @@
 //! A WHIP publisher that is not a browser: str0m as the client, sending what OBS sends — an
 //! offer without a single ICE candidate, Opus in mid 0 and H.264 High in mid 1, parameter sets
-//! as separate NAL units, frames from the real x264 and libopus (ffmpeg CLI).
+//! as separate NAL units, frames from the real x264 and libopus (ffmpeg CLI), with RTP clocks that
+//! wrap mid-stream.
 
 use std::net::UdpSocket;
 use std::path::Path;
@@ -120,10 +121,15 @@ fn vfr_ms(i: usize) -> u64 {
     (i as u64 / 2) * 66 + if i % 2 == 1 { 22 } else { 0 }
 }
 
+/// The RTP clocks start 3 s before their 32-bit timestamps wrap (str0m sends the low 32 bits),
+/// so the wrap falls mid-stream for both tracks, as it does every 13 h 15 min at 90 kHz.
+const RTP_START_90K: u64 = (1 << 32) - 3 * 90_000;
+const RTP_START_48K: u64 = (1 << 32) - 3 * 48_000;
+
 #[test]
-fn str0m_publishes_an_obs_style_offer_without_candidates() {
+fn str0m_publishes_an_obs_style_offer_without_candidates_across_the_rtp_wrap() {
     if in_loopback_namespace(
-        "whip_client::str0m_publishes_an_obs_style_offer_without_candidates",
+        "whip_client::str0m_publishes_an_obs_style_offer_without_candidates_across_the_rtp_wrap",
         true,
     ) {
         return;
@@ -197,7 +203,7 @@ fn str0m_publishes_an_obs_style_offer_without_candidates() {
                     .find(|p| p.spec().codec == Codec::H264)
                     .expect("H.264 negotiated")
                     .pt();
-                let time = MediaTime::new(vfr_ms(v) * 90, Frequency::NINETY_KHZ);
+                let time = MediaTime::new(RTP_START_90K + vfr_ms(v) * 90, Frequency::NINETY_KHZ);
                 writer
                     .write(pt, Instant::now(), time, video[v].clone())
                     .expect("write video");
@@ -206,7 +212,8 @@ fn str0m_publishes_an_obs_style_offer_without_candidates() {
             while a < audio.len() && Duration::from_millis(a as u64 * 20) <= elapsed {
                 let writer = rtc.writer(audio_mid).expect("audio writer");
                 let pt = writer.payload_params().next().expect("Opus").pt();
-                let time = MediaTime::new(a as u64 * 960, Frequency::FORTY_EIGHT_KHZ);
+                let time =
+                    MediaTime::new(RTP_START_48K + a as u64 * 960, Frequency::FORTY_EIGHT_KHZ);
                 writer
                     .write(pt, Instant::now(), time, audio[a].clone())
                     .expect("write audio");
