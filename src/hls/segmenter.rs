@@ -284,7 +284,9 @@ impl Segmenter {
                         tracing::warn!(
                             elapsed,
                             suppressed,
-                            "no keyframe within the target duration or the segment limits;                              cutting mid-GOP (set the encoder's keyframe interval to the                              segment duration)"
+                            "no keyframe within the target duration or the segment limits; \
+                             cutting mid-GOP (set the encoder's keyframe interval to the \
+                             segment duration)"
                         );
                     }
                 }
