@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -23,12 +22,13 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// What identifies one version of a file without reading it: modification time and length.
-type Stamp = Option<(SystemTime, u64)>;
+/// One version of the pair: the files' contents. Compared by content, not by modification time
+/// and length: a renewal written within one timestamp tick has the same stamp (same-size PEMs are
+/// the rule), and the files are a few KB read every few seconds.
+type Contents = (Option<Vec<u8>>, Option<Vec<u8>>);
 
-fn stamp(path: &Path) -> Stamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+fn read_pair(cert: &Path, key: &Path) -> Contents {
+    (std::fs::read(cert).ok(), std::fs::read(key).ok())
 }
 
 /// The certificate a listener presents, reloaded from its files by [`ReloadingCert::check`].
@@ -37,9 +37,9 @@ pub struct ReloadingCert {
     cert: PathBuf,
     key: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
-    /// The files' stamps at the last load attempt, good or bad: a bad renewal is tried again only
-    /// once the files change again.
-    seen: Mutex<(Stamp, Stamp)>,
+    /// The files' contents at the last load attempt, good or bad: a bad renewal is tried again
+    /// only once the files change again.
+    seen: Mutex<Contents>,
 }
 
 /// What a [`ReloadingCert::check`] found.
@@ -55,8 +55,8 @@ impl ReloadingCert {
     /// Loads the chain and key; an error names the file and what is wrong with it.
     pub fn load(cert: &str, key: &str) -> Result<Arc<ReloadingCert>, TlsSetupError> {
         let (cert, key) = (PathBuf::from(cert), PathBuf::from(key));
-        let seen = (stamp(&cert), stamp(&key));
-        let loaded = certified_key(&cert, &key)?;
+        let seen = read_pair(&cert, &key);
+        let loaded = certified_key(&cert, &key, &seen)?;
         Ok(Arc::new(ReloadingCert {
             cert,
             key,
@@ -67,15 +67,17 @@ impl ReloadingCert {
 
     /// Reloads the files if they changed since the last attempt.
     pub fn check(&self) -> Reload {
-        let now = (stamp(&self.cert), stamp(&self.key));
-        {
+        let now = read_pair(&self.cert, &self.key);
+        let loaded = {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             if *seen == now {
                 return Reload::Unchanged;
             }
+            let loaded = certified_key(&self.cert, &self.key, &now);
             *seen = now;
-        }
-        match certified_key(&self.cert, &self.key) {
+            loaded
+        };
+        match loaded {
             Ok(loaded) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
                 Reload::Reloaded
@@ -115,18 +117,33 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// Reads a PEM chain and key and checks that they belong together.
-fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsSetupError> {
+/// Parses a PEM chain and key read from `cert` and `key` and checks that they belong together.
+fn certified_key(
+    cert: &Path,
+    key: &Path,
+    contents: &Contents,
+) -> Result<CertifiedKey, TlsSetupError> {
     let (cert_name, key_name) = (cert.display(), key.display());
-    let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| TlsSetupError(format!("{cert_name}: {e}")))?
+    let unreadable = |name: &dyn std::fmt::Display, path: &Path| {
+        let why = std::fs::metadata(path)
+            .err()
+            .map_or("cannot be read".to_string(), |e| e.to_string());
+        TlsSetupError(format!("{name}: {why}"))
+    };
+    let (Some(cert_pem), Some(key_pem)) = contents else {
+        return Err(match contents.0 {
+            None => unreadable(&cert_name, cert),
+            Some(_) => unreadable(&key_name, key),
+        });
+    };
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsSetupError(format!("{cert_name}: {e}")))?;
     if certs.is_empty() {
         return Err(TlsSetupError(format!("{cert_name}: no certificate")));
     }
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| TlsSetupError(format!("{key_name}: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| TlsSetupError(format!("{key_name}: {e}")))?;
     let signing = provider()
         .key_provider
         .load_private_key(key)
