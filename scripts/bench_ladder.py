@@ -7,6 +7,11 @@ CPU-seconds per media-second, the ratio livegate/CLI, peak RSS, and per-rung PSN
 source (ffmpeg's psnr filter, each rung scaled back to the source size). Also: the floor (one
 decode, the three scales and the three bare x264 encodes, no audio, no muxing), the segment
 availability delay through the ladder, and how many live 720p30 ladders keep real time at once.
+
+livegate is measured against the CLI with transcode.source_rung = never (every rung encoded, like
+the CLI). The 720p30 input (H.264, keyframes every 2 s, as OBS sends) is measured again with the
+default source_rung = auto, which serves the source as the 720p rung and encodes 360p/480p only:
+its CPU against never's in the same run, and how many live ladders fit in each mode.
 """
 import json
 import os
@@ -200,9 +205,13 @@ class RungDownloader(threading.Thread):
             time.sleep(0.5)
 
 
-def livegate_ladder(source, workdir, height):
+NEVER = {"LIVEGATE_TRANSCODE_SOURCE_RUNG": "never"}
+AUTO = {"LIVEGATE_TRANSCODE_SOURCE_RUNG": "auto"}
+
+
+def livegate_ladder(source, workdir, height, env):
     """One live stream through livegate; returns CPU-s, peak RSS, delays, rung files."""
-    server = Server(workdir)
+    server = Server(workdir, env)
     key = server.add_key("bench")
     rungs = [name for name, h in LADDER if h <= height]
     downloader = RungDownloader(server, "bench", rungs)
@@ -226,24 +235,38 @@ def livegate_ladder(source, workdir, height):
     return cpu, rss, json.loads(out)["segment_delays_ms"], files, dropped
 
 
-def concurrency(source, workdir, seconds, max_n=4):
+def source_rung_of(server, user):
+    streams = json.load(urllib.request.urlopen(server.url("/api/v1/streams")))
+    for s in streams:
+        if s.get("user") == user or s.get("name") == user:
+            return (s.get("transcode") or {}).get("source_rung", {})
+    return {}
+
+
+def concurrency(source, workdir, seconds, counts, env, label):
     """How many live 720p30 ladders keep real time at once (no dropped frames)."""
     results = []
-    for n in range(1, max_n + 1):
-        os.makedirs(os.path.join(workdir, f"conc{n}"), exist_ok=True)
-        server = Server(os.path.join(workdir, f"conc{n}"))
+    for n in counts:
+        conc = os.path.join(workdir, f"conc_{label}_{n}")
+        os.makedirs(conc, exist_ok=True)
+        server = Server(conc, env)
         keys = [server.add_key(f"c{i}") for i in range(n)]
         pubs = [subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
                                   "-re", "-t", str(seconds), "-i", source, "-c", "copy",
                                   "-f", "flv", f"rtmp://127.0.0.1:{server.rtmp}/live/{k}"])
                 for k in keys]
+        time.sleep(min(8, seconds / 2))
+        cpu0, t0 = proc_cpu(server.proc.pid), time.time()
+        served = source_rung_of(server, "c0").get("rung")
         for p in pubs:
             p.wait()
+        cpu = (proc_cpu(server.proc.pid) - cpu0) / max(time.time() - t0, 1e-3)
         time.sleep(3)
         dropped = server.metric("livegate_transcode_dropped_frames_total")
         server.stop()
         results.append((n, dropped))
-        print(f"  {n} concurrent 720p30 ladder(s): {int(dropped)} frames dropped", flush=True)
+        print(f"  {label}: {n} concurrent 720p30 ladder(s): {int(dropped)} frames dropped, "
+              f"server {cpu:.2f} cores busy, source served as {served or 'no rung'}", flush=True)
         if dropped > 0:
             break
     keeping = [n for n, d in results if d == 0]
@@ -275,7 +298,7 @@ def main():
              "-f", "null", "-"])
         lg_dir = os.path.join(work, f"lg_{label}")
         os.makedirs(lg_dir)
-        lg_cpu, lg_rss, delays, lg_files, dropped = livegate_ladder(source, lg_dir, h)
+        lg_cpu, lg_rss, delays, lg_files, dropped = livegate_ladder(source, lg_dir, h, NEVER)
         row = {"input": label, "cli_cpu": cli_cpu / seconds, "cli_rss": cli_rss,
                "lg_cpu": lg_cpu / seconds, "lg_rss": lg_rss, "floor": floor_cpu / seconds,
                "decode": decode_cpu / seconds, "dropped": dropped, "psnr": {}}
@@ -297,9 +320,28 @@ def main():
             print(f"  PSNR {name}: CLI {c:.2f} dB, livegate {l:.2f} dB ({l - c:+.2f})")
         print(f"  segment availability delay through the ladder ({LADDER[-1][0] if h >= 720 else ''}): "
               f"median {row['delay_median']:.0f} ms, p95 {row['delay_p95']:.0f} ms", flush=True)
-    print("== concurrent live 720p30 ladders (30 s each)", flush=True)
-    n = concurrency(os.path.join(work, "src_720p30.flv"), work, min(30, seconds))
-    print(f"  {n} live 720p30 ladder(s) keep real time at once on {os.cpu_count()} cores")
+        if h == 720:
+            # The same input with the source served as the 720p rung (the default).
+            auto_dir = os.path.join(work, f"lg_auto_{label}")
+            os.makedirs(auto_dir)
+            a_cpu, a_rss, a_delays, a_files, a_dropped = livegate_ladder(source, auto_dir, h, AUTO)
+            row["auto_cpu"] = a_cpu / seconds
+            print(f"  livegate, source as the 720p rung (source_rung = auto): "
+                  f"{row['auto_cpu']:.3f} CPU-s per media-s, peak RSS {a_rss:.0f} MB, "
+                  f"{int(a_dropped)} frames dropped; {row['auto_cpu'] / row['lg_cpu']:.3f}x "
+                  f"the all-encoded ladder; 720p delay median {statistics.median(a_delays):.0f} ms")
+            for name in ("360p", "480p"):
+                print(f"  PSNR {name} (source as 720p): livegate "
+                      f"{psnr(a_files[name], source, w, h):.2f} dB")
+    src720 = os.path.join(work, "src_720p30.flv")
+    conc_secs = min(30, seconds)
+    print(f"== concurrent live 720p30 ladders ({conc_secs} s each)", flush=True)
+    n_never = concurrency(src720, work, conc_secs, [1, 2, 3], NEVER, "never")
+    n_auto = concurrency(src720, work, conc_secs, [2, 4, 5, 6, 7, 8], AUTO, "auto")
+    print(f"  every rung encoded (never): {n_never} live 720p30 ladder(s) keep real time at once "
+          f"on {os.cpu_count()} cores")
+    print(f"  source as the 720p rung (auto): {n_auto} live 720p30 ladder(s) with 360p/480p keep "
+          f"real time at once on {os.cpu_count()} cores ({n_auto / max(n_never, 1):.1f}x)")
     print("== summary")
     for row in report:
         worst = min(l - c for c, l in row["psnr"].values())

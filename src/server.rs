@@ -509,13 +509,31 @@ fn route_stream(
             // The size limit applies whatever the route (passthrough checks later records).
             if let Some(Err(e)) = lookahead
                 .video_config
+                .as_ref()
                 .map(|v| limits.check_size(v.width, v.height))
             {
                 route = Route::Refuse(e.to_string());
             }
             let mut slot = None;
             if route == Route::Ladder {
-                slot = ladders.try_acquire();
+                // What the ladder will likely cost: less when its source can be the top rung
+                // (corrected once the ladder has decided; see LadderSlot::set_weight).
+                let weight = lookahead
+                    .video_config
+                    .as_ref()
+                    .filter(|v| {
+                        let planned = transcode::plan::plan_ladder(
+                            &config.transcode.rungs,
+                            v.width,
+                            v.height,
+                        );
+                        transcode::source_rung::place(config.transcode.source_rung, v, &planned)
+                            .is_ok()
+                    })
+                    .map_or(transcode::LadderWeight::Full, |_| {
+                        transcode::LadderWeight::SourceRung
+                    });
+                slot = ladders.try_acquire(weight);
                 if slot.is_none() {
                     route = route::without_ladder(ladders.max(), lookahead.video, lookahead.audio);
                     let outcome = match &route {

@@ -176,7 +176,8 @@ pub struct TranscodeConfig {
     /// one keyframe decoded. 0: no thumbnails.
     pub thumbnail_interval_secs: u64,
     /// Ladders running at once; a publish beyond it is served as published when its codecs
-    /// allow (H.264/AAC), otherwise refused. 0: no limit. About one 720p ladder per core.
+    /// allow (H.264/AAC), otherwise refused. 0: no limit. About one 720p ladder per core. A
+    /// ladder serving its source as the top rung weighs 2/5 of one.
     pub max_ladders: usize,
     /// Nice increment (0-19) of every ladder thread (decoder, scalers, encoders) over the
     /// process, so ingest and HTTP keep their share of the CPU when ladders saturate it.
@@ -188,9 +189,34 @@ pub struct TranscodeConfig {
     pub max_source_dimension: u32,
     /// Highest source frame rate accepted (declared in the SPS, or measured on decoded frames).
     pub max_source_fps: f64,
+    /// Serve the source itself as the top rung instead of encoding it (the platforms' "Source"
+    /// quality): `auto` when it fits (H.264 a player decodes, a rung's size, level ≤ 4.2, its
+    /// keyframes within a segment apart), `always` whenever it is H.264 a player decodes,
+    /// `never` to encode every rung.
+    pub source_rung: SourceRung,
     /// The renditions, from the lowest. Rungs taller than the source are skipped (never
     /// upscaled); for a portrait source `height` applies to the shorter side.
     pub rungs: Vec<RungConfig>,
+}
+
+/// Whether the source is served as the ladder's top rung (`transcode.source_rung`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceRung {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl SourceRung {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceRung::Auto => "auto",
+            SourceRung::Always => "always",
+            SourceRung::Never => "never",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -255,6 +281,7 @@ impl Default for TranscodeConfig {
             max_source_pixels: 2560 * 1440,
             max_source_dimension: 4096,
             max_source_fps: 60.0,
+            source_rung: SourceRung::Auto,
             rungs: vec![
                 RungConfig::new("360p", 360, 800_000, 856_000, 1_200_000),
                 RungConfig::new("480p", 480, 1_400_000, 1_498_000, 2_100_000),

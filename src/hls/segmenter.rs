@@ -216,7 +216,7 @@ impl Segmenter {
 
     /// The longest segment that still rounds to the target duration (RFC 8216 §4.3.3.1).
     fn max_segment_secs(&self) -> f64 {
-        self.config.target_duration.ceil().max(1.0) + 0.49
+        crate::media::max_segment_secs(self.config.target_duration)
     }
 
     /// Whether the segment being built starts with a keyframe.
@@ -498,9 +498,17 @@ impl Segmenter {
         }
         let (duration, start_us) = if let Some(&first) = pending.video_dts.first() {
             let total: u64 = pending.video.iter().map(|s| u64::from(s.duration)).sum();
+            // Presentation time of the first frame (a keyframe: the first picture shown), so
+            // rungs with and without B-frames (the source as a rung) date a segment alike.
+            let shown = first.saturating_add(
+                pending
+                    .video
+                    .first()
+                    .map_or(0, |s| i64::from(s.composition_offset)),
+            );
             (
                 total as f64 / f64::from(VIDEO_TIMESCALE),
-                rescale(first, i64::from(VIDEO_TIMESCALE), 1_000_000),
+                rescale(shown, i64::from(VIDEO_TIMESCALE), 1_000_000),
             )
         } else {
             let rate = self.audio.as_ref().map_or(48_000, |a| a.sample_rate);

@@ -58,6 +58,18 @@ impl VideoConfig {
     }
 }
 
+impl VideoConfig {
+    /// An H.264 track's `profile_idc` and `level_idc` (from its SPS); `None` for other codecs.
+    pub fn h264_profile_level(&self) -> Option<(u8, u8)> {
+        if self.codec != VideoCodec::H264 {
+            return None;
+        }
+        let hex = self.rfc6381.strip_prefix("avc1.")?;
+        let byte = |at: usize| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok();
+        Some((byte(0)?, byte(4)?))
+    }
+}
+
 /// The picture size an SPS NAL unit (with its header byte) declares.
 pub(super) fn sps_size(nal: &[u8]) -> Option<(u32, u32)> {
     let nal = RefNal::new(nal, &[], true);
@@ -137,6 +149,14 @@ pub(crate) mod tests {
         assert_eq!((c.width, c.height), (16384, 2176));
         assert!(VideoConfig::h264(&avcc_sized(1024, 1024)).is_err());
         assert!(VideoConfig::h264(&avcc_sized(1025, 1)).is_err());
+    }
+
+    #[test]
+    fn profile_and_level_come_from_the_sps() {
+        let config = VideoConfig::h264(AVCC_640X360_HIGH).unwrap();
+        assert_eq!(config.h264_profile_level(), Some((100, 30)));
+        let vp8 = VideoConfig::from_frame_size(VideoCodec::Vp8, 640, 360).unwrap();
+        assert_eq!(vp8.h264_profile_level(), None);
     }
 
     #[test]

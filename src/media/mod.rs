@@ -24,6 +24,13 @@ pub use codec::{AudioCodec, AudioConfig, VideoCodec, VideoConfig};
 
 pub const VIDEO_TIMESCALE: u32 = 90_000;
 
+/// The longest segment (seconds) that still rounds to a playlist's target duration (RFC 8216
+/// §4.3.3.1): what the segmenter cuts at, and how far apart a source's keyframes may be for its
+/// segments to start on one.
+pub fn max_segment_secs(target_duration: f64) -> f64 {
+    target_duration.ceil().max(1.0) + 0.49
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrackKind {
     Video,

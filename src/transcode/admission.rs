@@ -7,17 +7,41 @@ use std::sync::Arc;
 
 use prometheus_client::metrics::gauge::Gauge;
 
-/// The ladder slots of the process (`transcode.max_ladders`; 0 = unlimited).
+/// What a ladder weighs against `transcode.max_ladders`, which counts ladders that encode every
+/// rung. One that serves its source as the top rung encodes only the lower rungs: measured at
+/// 0.4 of a full 720p30 ladder's CPU (`scripts/bench.sh ladder`), it weighs 2/5 of one, so the
+/// default 2 admits 5 of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LadderWeight {
+    Full,
+    SourceRung,
+}
+
+impl LadderWeight {
+    /// In fifths of a full ladder.
+    fn units(self) -> usize {
+        match self {
+            LadderWeight::Full => 5,
+            LadderWeight::SourceRung => 2,
+        }
+    }
+}
+
+/// The ladder slots of the process (`transcode.max_ladders`; 0 = unlimited), weighed.
 #[derive(Debug, Clone)]
 pub struct LadderSlots {
     max: usize,
+    /// Units in use (see [`LadderWeight`]).
     used: Arc<AtomicUsize>,
+    count: Arc<AtomicUsize>,
 }
 
 /// One running ladder's slot; freed when dropped.
 #[derive(Debug)]
 pub struct LadderSlot {
     used: Arc<AtomicUsize>,
+    count: Arc<AtomicUsize>,
+    weight: LadderWeight,
 }
 
 impl LadderSlots {
@@ -25,6 +49,7 @@ impl LadderSlots {
         LadderSlots {
             max,
             used: Arc::new(AtomicUsize::new(0)),
+            count: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -32,27 +57,55 @@ impl LadderSlots {
         self.max
     }
 
+    /// Ladders running.
     pub fn in_use(&self) -> usize {
-        self.used.load(Ordering::Acquire)
+        self.count.load(Ordering::Acquire)
     }
 
-    /// A slot if one is free.
-    pub fn try_acquire(&self) -> Option<LadderSlot> {
-        let max = if self.max == 0 { usize::MAX } else { self.max };
+    /// A slot of `weight` (what the ladder is expected to cost) if it fits.
+    pub fn try_acquire(&self, weight: LadderWeight) -> Option<LadderSlot> {
+        let max = if self.max == 0 {
+            usize::MAX
+        } else {
+            self.max.saturating_mul(LadderWeight::Full.units())
+        };
+        let units = weight.units();
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
+                (n.saturating_add(units) <= max).then_some(n + units)
             })
-            .ok()
-            .map(|_| LadderSlot {
-                used: self.used.clone(),
-            })
+            .ok()?;
+        self.count.fetch_add(1, Ordering::AcqRel);
+        Some(LadderSlot {
+            used: self.used.clone(),
+            count: self.count.clone(),
+            weight,
+        })
+    }
+}
+
+impl LadderSlot {
+    /// The ladder turned out to weigh `weight` (its source was or was not served as the top
+    /// rung). Growing may take the slots past the maximum: a running ladder is not stopped, new
+    /// ones wait until there is room again.
+    pub fn set_weight(&mut self, weight: LadderWeight) {
+        if weight == self.weight {
+            return;
+        }
+        let (old, new) = (self.weight.units(), weight.units());
+        if new > old {
+            self.used.fetch_add(new - old, Ordering::AcqRel);
+        } else {
+            self.used.fetch_sub(old - new, Ordering::AcqRel);
+        }
+        self.weight = weight;
     }
 }
 
 impl Drop for LadderSlot {
     fn drop(&mut self) {
-        self.used.fetch_sub(1, Ordering::AcqRel);
+        self.used.fetch_sub(self.weight.units(), Ordering::AcqRel);
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -130,9 +183,12 @@ mod tests {
     #[test]
     fn slots_are_counted_and_freed_on_drop_even_by_a_panic() {
         let slots = LadderSlots::new(2);
-        let a = slots.try_acquire().expect("first");
-        let b = slots.try_acquire().expect("second");
-        assert!(slots.try_acquire().is_none(), "max_ladders = 2");
+        let a = slots.try_acquire(LadderWeight::Full).expect("first");
+        let b = slots.try_acquire(LadderWeight::Full).expect("second");
+        assert!(
+            slots.try_acquire(LadderWeight::SourceRung).is_none(),
+            "max_ladders = 2"
+        );
         drop(a);
         assert_eq!(slots.in_use(), 1);
         let gauge = Gauge::default();
@@ -144,10 +200,50 @@ mod tests {
         .unwrap_err();
         assert_eq!(err, "decoder exploded at frame 7");
         assert_eq!(slots.in_use(), 0, "the panicking thread's slot is free");
-        assert!(slots.try_acquire().is_some());
+        assert!(slots.try_acquire(LadderWeight::Full).is_some());
         let unlimited = LadderSlots::new(0);
-        let held: Vec<_> = (0..100).filter_map(|_| unlimited.try_acquire()).collect();
+        let held: Vec<_> = (0..100)
+            .filter_map(|_| unlimited.try_acquire(LadderWeight::Full))
+            .collect();
         assert_eq!(held.len(), 100);
+    }
+
+    #[test]
+    fn ladders_serving_their_source_weigh_less_and_a_weight_can_change() {
+        let slots = LadderSlots::new(2);
+        let mut held: Vec<_> = (0..5)
+            .map(|_| {
+                slots
+                    .try_acquire(LadderWeight::SourceRung)
+                    .expect("5 fit in 2")
+            })
+            .collect();
+        assert!(slots.try_acquire(LadderWeight::SourceRung).is_none());
+        assert_eq!(slots.in_use(), 5);
+        // One turns out to encode every rung: it keeps running, over the maximum.
+        held[0].set_weight(LadderWeight::Full);
+        drop(held.pop());
+        drop(held.pop());
+        assert!(
+            slots.try_acquire(LadderWeight::SourceRung).is_none(),
+            "5 + 2 × 2 of 10 units: no room for 2 more"
+        );
+        drop(held.pop());
+        let room = slots
+            .try_acquire(LadderWeight::SourceRung)
+            .expect("5 + 2 + 2");
+        held[0].set_weight(LadderWeight::SourceRung);
+        drop(held);
+        drop(room);
+        assert_eq!(slots.in_use(), 0);
+        let all: Vec<_> = (0..2)
+            .map(|_| {
+                slots
+                    .try_acquire(LadderWeight::Full)
+                    .expect("all units free")
+            })
+            .collect();
+        assert_eq!(all.len(), 2);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod pipeline;
 pub mod plan;
 pub mod route;
+pub mod source_rung;
 pub mod thumbnail;
 pub mod video;
 
@@ -35,7 +36,7 @@ use crate::metrics::Metrics;
 use crate::stream::queue::{gop_queue, Offer, QueueStats, Queued};
 use crate::stream::{LiveStream, Publisher, RenditionInfo, Subscription};
 use admission::{catch_panic, lower_thread_priority, GaugeGuard};
-pub use admission::{LadderSlot, LadderSlots};
+pub use admission::{LadderSlot, LadderSlots, LadderWeight};
 pub use pipeline::{LadderSink, AUDIO_RENDITION};
 use pipeline::{Pipeline, PipelineSettings, OUTPUT_OFFSET_SECS};
 
@@ -54,6 +55,8 @@ pub struct TranscodeStatus {
     pub queue_depth: usize,
     pub queue_capacity: usize,
     pub last_error: Option<String>,
+    /// Whether the source is served as the top rung, and why (`transcode.source_rung`).
+    pub source_rung: source_rung::SourceRungStatus,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +64,8 @@ pub struct RungStatus {
     pub name: String,
     pub width: u32,
     pub height: u32,
+    /// The source as published, not encoded.
+    pub source: bool,
 }
 
 /// Shared between the forwarding task and the transcoder thread.
@@ -165,7 +170,7 @@ pub fn spawn_ladder<S: LadderSink + Send + 'static>(
         .spawn(move || {
             let _entered = thread_span.enter();
             // Guards: released when this thread ends, a panic's unwinding included.
-            let _slot = slot;
+            let mut slot = slot;
             let _running = GaugeGuard::new(&thread_metrics.transcoders);
             // Before any libav or rung thread exists: they inherit it.
             lower_thread_priority(nice);
@@ -174,7 +179,7 @@ pub fn spawn_ladder<S: LadderSink + Send + 'static>(
                 sink,
                 publishers: HashMap::new(),
             };
-            run_pipeline(rx, settings, output, &thread_shared);
+            run_pipeline(rx, settings, output, &thread_shared, &mut slot);
         });
     if let Err(e) = spawned {
         tracing::error!(parent: &span, error = %e, "cannot start the transcoder thread; stream not served");
@@ -246,6 +251,7 @@ fn run_pipeline<S: LadderSink>(
     settings: PipelineSettings,
     sink: RungOutput<S>,
     shared: &Shared,
+    slot: &mut LadderSlot,
 ) {
     pipeline::init_libav();
     let started = Instant::now();
@@ -266,12 +272,14 @@ fn run_pipeline<S: LadderSink>(
         status.rungs = pipeline
             .rungs()
             .into_iter()
-            .map(|(name, width, height)| RungStatus {
+            .map(|(name, width, height, source)| RungStatus {
                 name,
                 width,
                 height,
+                source,
             })
             .collect();
+        status.source_rung = pipeline.source_rung_status().clone();
         if error.is_some() {
             status.last_error = error;
         }
@@ -303,6 +311,13 @@ fn run_pipeline<S: LadderSink>(
         let result = catch_panic(|| pipeline.handle(event))
             .unwrap_or_else(|panic| Err(pipeline::TranscodeError::Panicked(panic)));
         busy += t0.elapsed();
+        if let Some(source) = pipeline.serves_source() {
+            slot.set_weight(if source {
+                LadderWeight::SourceRung
+            } else {
+                LadderWeight::Full
+            });
+        }
         match result {
             Ok(()) => set_state(
                 if ended { "ended" } else { "running" },

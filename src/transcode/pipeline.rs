@@ -16,9 +16,10 @@ use super::libav::{av, set_extradata, set_max_pixels, video_decoder};
 pub use super::libav::{init_libav, TranscodeError};
 use super::limits::{ConfigChangeLimiter, FrameRateMeter, SourceLimits};
 use super::plan::{plan_ladder, PlannedRung};
+use super::source_rung::{self, KeyframeProbe, Placement, Probe, SourceKeys, SourceRungStatus};
 use super::thumbnail;
 use super::video::{self, RungJob, RungOutput, VideoChain};
-use crate::config::{RungConfig, TranscodeConfig};
+use crate::config::{RungConfig, SourceRung, TranscodeConfig};
 use crate::media::{
     AudioConfig, EndReason, MediaEvent, Packet, TrackKind, VideoConfig, VIDEO_TIMESCALE,
 };
@@ -63,6 +64,7 @@ pub struct PipelineSettings {
     pub low_delay: bool,
     pub limits: SourceLimits,
     pub thumbnail_interval_secs: u64,
+    pub source_rung: SourceRung,
 }
 
 impl PipelineSettings {
@@ -76,6 +78,7 @@ impl PipelineSettings {
             low_delay: t.low_delay,
             limits: SourceLimits::from_config(t),
             thumbnail_interval_secs: t.thumbnail_interval_secs,
+            source_rung: t.source_rung,
         }
     }
 }
@@ -106,6 +109,12 @@ pub struct Pipeline<S: LadderSink> {
     frame_rate: FrameRateMeter,
     thumbnails: thumbnail::Schedule,
     jpeg: thumbnail::JpegMaker,
+    /// Holds the stream's first events until its keyframe interval is known (`auto`).
+    probe: Option<KeyframeProbe>,
+    /// What the last probe found: `Err` says why the source is not served.
+    keyframe_verdict: Option<Result<(), String>>,
+    source_keys: SourceKeys,
+    source_status: SourceRungStatus,
 }
 
 impl<S: LadderSink> Pipeline<S> {
@@ -114,6 +123,7 @@ impl<S: LadderSink> Pipeline<S> {
         let (rung_output_tx, rung_output) = std::sync::mpsc::channel();
         let audio = AudioTranscoder::new(settings.audio_bitrate, settings.audio_sample_rate);
         let thumbnails = thumbnail::Schedule::new(settings.thumbnail_interval_secs);
+        let settings_mode = settings.source_rung.name();
         Pipeline {
             rung_output_tx,
             rung_output,
@@ -134,6 +144,14 @@ impl<S: LadderSink> Pipeline<S> {
             frame_rate: FrameRateMeter::default(),
             thumbnails,
             jpeg: thumbnail::JpegMaker::default(),
+            probe: None,
+            keyframe_verdict: None,
+            source_keys: SourceKeys::default(),
+            source_status: SourceRungStatus {
+                mode: settings_mode,
+                rung: None,
+                reason: "no video yet".into(),
+            },
         }
     }
 
@@ -141,20 +159,76 @@ impl<S: LadderSink> Pipeline<S> {
         &mut self.sink
     }
 
-    /// The rungs and their sizes, for status reports.
-    pub fn rungs(&self) -> Vec<(String, u32, u32)> {
-        self.video
-            .as_ref()
-            .map(|v| {
-                v.rungs
+    /// The rungs, their sizes and whether each is the source, for status reports.
+    pub fn rungs(&self) -> Vec<(String, u32, u32, bool)> {
+        let Some(chain) = self.video.as_ref() else {
+            return Vec::new();
+        };
+        let mut rungs: Vec<_> = chain
+            .rungs
+            .iter()
+            .map(|r| (r.name.clone(), r.width, r.height, false))
+            .chain(
+                chain
+                    .source_rung
                     .iter()
-                    .map(|r| (r.name.clone(), r.width, r.height))
-                    .collect()
-            })
-            .unwrap_or_default()
+                    .map(|s| (s.name.clone(), s.width, s.height, true)),
+            )
+            .collect();
+        rungs.sort_by_key(|r| r.1 * r.2);
+        rungs
+    }
+
+    /// Whether the source is served as the top rung; `None` until the ladder has opened.
+    pub fn serves_source(&self) -> Option<bool> {
+        self.video.as_ref().map(|v| v.source_rung.is_some())
+    }
+
+    pub fn source_rung_status(&self) -> &SourceRungStatus {
+        &self.source_status
     }
 
     pub fn handle(&mut self, event: MediaEvent) -> Result<(), TranscodeError> {
+        if let Some(probe) = self.probe.as_mut() {
+            let Probe::Decided(verdict) = probe.push(event) else {
+                return Ok(());
+            };
+            let held = self.probe.take().map(KeyframeProbe::into_held);
+            self.keyframe_verdict = Some(verdict);
+            for event in held.unwrap_or_default() {
+                self.handle_now(event)?;
+            }
+            return Ok(());
+        }
+        if let MediaEvent::VideoConfig(config) = &event {
+            if self.probes(config) {
+                let max_gap = crate::media::max_segment_secs(self.settings.segment_duration);
+                self.keyframe_verdict = None;
+                self.probe = Some(KeyframeProbe::new(event, max_gap));
+                return Ok(());
+            }
+        }
+        self.handle_now(event)
+    }
+
+    /// Whether a new video configuration waits for its keyframe interval before the ladder
+    /// opens: in `auto`, when everything else about it allows serving it as the top rung.
+    fn probes(&self, config: &VideoConfig) -> bool {
+        self.settings.source_rung == SourceRung::Auto
+            && !self.audio_only
+            && self
+                .video
+                .as_ref()
+                .is_none_or(|v| v.source.as_ref() != config)
+            && source_rung::place(
+                SourceRung::Auto,
+                config,
+                &plan_ladder(&self.settings.rungs, config.width, config.height),
+            )
+            .is_ok()
+    }
+
+    fn handle_now(&mut self, event: MediaEvent) -> Result<(), TranscodeError> {
         match event {
             MediaEvent::VideoConfig(config) => self.on_video_config(config),
             MediaEvent::AudioConfig(config) => self.on_audio_config(config),
@@ -228,7 +302,30 @@ impl<S: LadderSink> Pipeline<S> {
         let mut decoder = ctx.decoder();
         decoder.set_packet_time_base(Rational::new(1, VIDEO_TIMESCALE as i32));
         let decoder = decoder.video().map_err(av("opening the video decoder"))?;
-        let planned = self.plan(&config);
+        let first_plan = self.rung_names.is_empty();
+        let mut planned = self.plan(&config);
+        let mut source_rung = self.place_source(&config, &planned);
+        if !first_plan
+            && source_rung
+                .as_ref()
+                .is_some_and(|p| !self.rung_names.contains(&p.name))
+        {
+            source_rung = None;
+            self.source_status.rung = None;
+            self.source_status.reason =
+                "the renditions were fixed by the stream's first picture size".into();
+        }
+        if let Some(placed) = &source_rung {
+            // Its slot in the ladder is served by the source, not encoded.
+            if placed.replaces_top {
+                planned.pop();
+            } else {
+                planned.retain(|p| p.config.name != placed.name);
+            }
+        }
+        if first_plan {
+            self.announce_ladder(&planned, source_rung.as_ref());
+        }
         let fps = config.fps.unwrap_or(30.0);
         let mut rungs = Vec::with_capacity(planned.len());
         for plan in &planned {
@@ -238,24 +335,33 @@ impl<S: LadderSink> Pipeline<S> {
                 self.settings.segment_duration,
                 self.settings.x264_threads,
                 self.settings.low_delay,
+                source_rung.is_some(),
                 self.rung_output_tx.clone(),
             )?;
             self.sink
                 .rung_event(&plan.config.name, MediaEvent::VideoConfig(Arc::new(config)));
             rungs.push(rung);
         }
+        if let Some(placed) = &source_rung {
+            self.sink
+                .rung_event(&placed.name, MediaEvent::VideoConfig(config.clone()));
+        }
         tracing::info!(
             source = %format!("{}x{}", config.width, config.height),
             rungs = %planned.iter().map(|p| format!("{}={}x{}", p.config.name, p.width, p.height)).collect::<Vec<_>>().join(" "),
+            source_rung = source_rung.as_ref().map(|p| p.name.as_str()).unwrap_or("none"),
+            source_rung_reason = %self.source_status.reason,
             "ladder ready"
         );
         self.grid.reset();
+        self.source_keys.clear();
         self.video = Some(VideoChain {
             source: config,
             decoder,
             scalers: rungs.iter().map(|_| None).collect(),
             rungs,
             last_pts: None,
+            source_rung,
         });
         // Audio that arrived before the video configuration now has rungs to go to.
         if let Some(audio) = self.audio.output_config() {
@@ -270,19 +376,62 @@ impl<S: LadderSink> Pipeline<S> {
         Ok(())
     }
 
+    /// Whether the source is served as a rung of `planned` (and which), recording why or why not.
+    fn place_source(&mut self, config: &VideoConfig, planned: &[PlannedRung]) -> Option<Placement> {
+        let mode = self.settings.source_rung;
+        let placed = source_rung::place(mode, config, planned).and_then(|placed| {
+            if mode != SourceRung::Auto {
+                return Ok(placed);
+            }
+            match &self.keyframe_verdict {
+                Some(Ok(())) => Ok(placed),
+                Some(Err(why)) => Err(why.clone()),
+                None => Err("its keyframe interval is not known".into()),
+            }
+        });
+        let (rung, reason) = match &placed {
+            Ok(p) => (
+                Some(p.name.clone()),
+                match mode {
+                    SourceRung::Always => "transcode.source_rung is always".to_string(),
+                    _ => "H.264 of a rung's size with keyframes within a segment".to_string(),
+                },
+            ),
+            Err(why) => (None, why.clone()),
+        };
+        self.source_status = SourceRungStatus {
+            mode: mode.name(),
+            rung,
+            reason,
+        };
+        placed.ok()
+    }
+
+    /// Fixes the rung names at the first plan and tells the sink the ladder's renditions.
+    fn announce_ladder(&mut self, encoded: &[PlannedRung], source: Option<&Placement>) {
+        let mut sizes: Vec<RenditionInfo> = encoded
+            .iter()
+            .map(|p| RenditionInfo {
+                name: p.config.name.clone(),
+                width: p.width,
+                height: p.height,
+            })
+            .chain(source.map(|s| RenditionInfo {
+                name: s.name.clone(),
+                width: s.width,
+                height: s.height,
+            }))
+            .collect();
+        sizes.sort_by_key(|r| r.width * r.height);
+        self.rung_names = sizes.iter().map(|r| r.name.clone()).collect();
+        self.sink.ladder_planned(&sizes);
+    }
+
+    /// The rungs for a source: the ladder's plan at the first configuration (the names are fixed
+    /// by [`Self::announce_ladder`]); for a later one, the same names.
     fn plan(&mut self, config: &VideoConfig) -> Vec<PlannedRung> {
         let fresh = plan_ladder(&self.settings.rungs, config.width, config.height);
         if self.rung_names.is_empty() {
-            self.rung_names = fresh.iter().map(|p| p.config.name.clone()).collect();
-            let sizes: Vec<RenditionInfo> = fresh
-                .iter()
-                .map(|p| RenditionInfo {
-                    name: p.config.name.clone(),
-                    width: p.width,
-                    height: p.height,
-                })
-                .collect();
-            self.sink.ladder_planned(&sizes);
             return fresh;
         }
         // Same rungs as before; one that no longer fits the source is encoded at the source size.
@@ -329,6 +478,19 @@ impl<S: LadderSink> Pipeline<S> {
         {
             self.settings.limits.check_size(width, height)?;
         }
+        if let Some(placed) = &chain.source_rung {
+            if p.keyframe {
+                self.source_keys.keyframe_at(p.pts);
+            }
+            let offset = OUTPUT_OFFSET_SECS * i64::from(VIDEO_TIMESCALE);
+            let served = Packet {
+                dts: p.dts.saturating_add(offset),
+                pts: p.pts.saturating_add(offset),
+                ..p.clone()
+            };
+            self.sink
+                .rung_event(&placed.name, MediaEvent::Packet(served));
+        }
         let mut packet = AvPacket::copy(&p.data);
         packet.set_pts(Some(p.pts));
         packet.set_dts(Some(p.dts));
@@ -359,6 +521,7 @@ impl<S: LadderSink> Pipeline<S> {
         let Some(chain) = self.video.as_mut() else {
             return Ok(());
         };
+        let following = chain.source_rung.is_some();
         let frame_ticks = chain
             .source
             .fps
@@ -379,7 +542,12 @@ impl<S: LadderSink> Pipeline<S> {
         self.frame_rate.observe(limits, pts)?;
         let first = *self.first_pts.get_or_insert(pts);
         self.media_seconds = (pts - first) as f64 / f64::from(VIDEO_TIMESCALE);
-        let key = self.grid.is_keyframe(pts);
+        // Following a source rung, its keyframes are the grid.
+        let key = if following {
+            self.source_keys.is_key(pts)
+        } else {
+            self.grid.is_keyframe(pts)
+        };
         if key && self.thumbnails.due(pts) {
             // From the picture just decoded for the rungs: no decode of its own.
             match self.jpeg.encode(decoded) {

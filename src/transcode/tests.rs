@@ -56,8 +56,12 @@ async fn a_panicking_ladder_ends_its_stream_and_releases_its_slot_and_gauge() {
             finished: finished.clone(),
             failed: failed.clone(),
         },
-        slots.try_acquire().unwrap(),
-        &TranscodeConfig::default(),
+        slots.try_acquire(admission::LadderWeight::Full).unwrap(),
+        // Encoding at once: the source-rung probe would hold the configuration.
+        &TranscodeConfig {
+            source_rung: crate::config::SourceRung::Never,
+            ..TranscodeConfig::default()
+        },
         &HlsConfig::default(),
         metrics.clone(),
     );
@@ -82,5 +86,8 @@ async fn a_panicking_ladder_ends_its_stream_and_releases_its_slot_and_gauge() {
     // The consumers (HLS, the recording) learn why, as the publisher does.
     assert_eq!(failed.lock().unwrap().as_deref(), Some(reason.as_str()));
     assert_eq!(metrics.transcoders.get(), 0, "the gauge is released");
-    assert!(slots.try_acquire().is_some(), "the slot is free again");
+    assert!(
+        slots.try_acquire(admission::LadderWeight::Full).is_some(),
+        "the slot is free again"
+    );
 }

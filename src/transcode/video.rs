@@ -14,6 +14,7 @@ use ffmpeg_next as ff;
 
 use super::libav::{av, extradata, frame_ref, TranscodeError};
 use super::plan::PlannedRung;
+use super::source_rung::Placement;
 use crate::media::{annexb, Packet, TrackKind, VideoConfig, VIDEO_TIMESCALE};
 
 /// A scaler and the (format, width, height) of the pictures it takes.
@@ -117,6 +118,8 @@ pub struct VideoChain {
     /// Per rung: its scaler, made for the picture it scales from.
     pub scalers: Vec<Option<Scaler>>,
     pub last_pts: Option<i64>,
+    /// The source served as a rung of its own: the encoded rungs' keyframes follow its keyframes.
+    pub source_rung: Option<Placement>,
 }
 
 /// Opens a rung's x264 encoder on its own thread. Returns the worker and the rung's H.264
@@ -127,6 +130,7 @@ pub fn open_rung(
     segment_duration: f64,
     x264_threads: u32,
     low_delay: bool,
+    follow_source_keys: bool,
     out: std::sync::mpsc::Sender<RungOutput>,
 ) -> Result<(RungWorker, VideoConfig), TranscodeError> {
     let codec =
@@ -163,10 +167,17 @@ pub fn open_rung(
     options.set("forced-idr", "1");
     // The grid forces every keyframe; keyint is only a backstop, long enough that a source
     // faster than its declared rate (variable frame rate from WebRTC) never reaches it first.
-    let keyint = ((segment_duration * fps.max(30.0) * 4.0).ceil() as u32).max(16);
+    // Following a source rung's keyframes, there is none: an IDR of x264's own would be one the
+    // source rung does not have.
+    let keyint = if follow_source_keys {
+        "infinite".to_string()
+    } else {
+        let frames = ((segment_duration * fps.max(30.0) * 4.0).ceil() as u32).max(16);
+        format!("{frames}:min-keyint={frames}")
+    };
     options.set(
         "x264-params",
-        &format!("scenecut=0:open-gop=0:keyint={keyint}:min-keyint={keyint}"),
+        &format!("scenecut=0:open-gop=0:keyint={keyint}"),
     );
     if x264_threads > 0 {
         options.set("threads", &x264_threads.to_string());

@@ -3,6 +3,9 @@
 //        [--hls-config JSON]   (merged into the Hls config, e.g. {"maxLiveSyncPlaybackRate":1.5})
 // With LL-HLS playlists and --low-latency 1 (hls.js's default), hls.js loads parts and blocks on
 // playlist reloads; the report then counts the parts loaded and samples hls.latency.
+// With SWITCH_LEVELS=2,0,1 in the environment, it asks hls.js for each of those levels in turn
+// (hls.nextLevel: a seamless switch at the next fragment), one every SWITCH_EVERY seconds of
+// playback (default 2), and reports the levels switched to and the picture heights seen.
 // Exit 0 when at least N seconds of media played without a fatal hls.js error, 1 otherwise.
 import { withPlayerPage } from './player.mjs';
 
@@ -18,18 +21,21 @@ const timeoutMs = opt('timeout', 40) * 1000;
 const lowLatencyMode = opt('low-latency', 1) === 1;
 const configAt = args.indexOf('--hls-config');
 const hlsConfig = configAt >= 0 ? JSON.parse(args[configAt + 1]) : {};
+const switchLevels = (process.env.SWITCH_LEVELS || '').split(',').filter(Boolean).map(Number);
+const switchEvery = Number(process.env.SWITCH_EVERY || 2);
 if (!url) {
   console.error('usage: node play.mjs URL [--seconds N] [--level N] [--timeout N]');
   process.exit(2);
 }
 
 const result = await withPlayerPage(async (page) => {
-  return page.evaluate(async ({ url, seconds, level, timeoutMs, lowLatencyMode, hlsConfig }) => {
+  return page.evaluate(async ({ url, seconds, level, timeoutMs, lowLatencyMode, hlsConfig,
+                                switchLevels, switchEvery }) => {
     const video = document.getElementById('v');
     const out = { supported: Hls.isSupported(), errors: [], levels: [], fatal: null,
                   currentTime: 0, playedLevel: null, programDateTime: null, lowLatencyMode,
                   partsLoaded: 0, segmentsLoaded: 0, stalls: 0, latencies: [],
-                  targetLatency: null };
+                  targetLatency: null, requested: [], switched: [], heights: [] };
     if (!out.supported) return out;
     const hls = new Hls({ debug: false, lowLatencyMode, ...hlsConfig });
     hls.on(Hls.Events.FRAG_LOADED, (_, d) => {
@@ -46,6 +52,7 @@ const result = await withPlayerPage(async (page) => {
       if (level >= 0) { hls.currentLevel = level; hls.loadLevel = level; hls.autoLevelEnabled = false; }
       video.play().catch(e => out.errors.push(`play(): ${e}`));
     });
+    hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => out.switched.push(d.level));
     hls.on(Hls.Events.FRAG_CHANGED, (_, d) => {
       out.playedLevel = d.frag.level;
       if (d.frag.programDateTime) out.programDateTime = d.frag.programDateTime;
@@ -57,6 +64,15 @@ const result = await withPlayerPage(async (page) => {
     while (Date.now() - start < timeoutMs && !out.fatal) {
       await new Promise(r => setTimeout(r, 200));
       if (startTime === null && video.currentTime > 0) startTime = video.currentTime;
+      const next = out.requested.length;
+      if (startTime !== null && next < switchLevels.length &&
+          video.currentTime - startTime >= (next + 1) * switchEvery) {
+        hls.nextLevel = switchLevels[next];
+        out.requested.push(switchLevels[next]);
+      }
+      if (video.videoHeight && out.heights[out.heights.length - 1] !== video.videoHeight) {
+        out.heights.push(video.videoHeight);
+      }
       // hls.latency: seconds behind the live edge, sampled once playback has settled.
       if (startTime !== null && video.currentTime - startTime > 3 && hls.latency > 0) {
         out.latencies.push(Math.round(hls.latency * 1000) / 1000);
@@ -72,7 +88,7 @@ const result = await withPlayerPage(async (page) => {
     out.decodedFrames = video.getVideoPlaybackQuality().totalVideoFrames;
     hls.destroy();
     return out;
-  }, { url, seconds, level, timeoutMs, lowLatencyMode, hlsConfig });
+  }, { url, seconds, level, timeoutMs, lowLatencyMode, hlsConfig, switchLevels, switchEvery });
 });
 console.log(JSON.stringify(result));
 process.exit(result.supported && !result.fatal && result.played >= seconds ? 0 : 1);

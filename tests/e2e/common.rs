@@ -534,6 +534,25 @@ pub fn play_trusting(url: &str, seconds: u32, spki: &str) -> (bool, serde_json::
     play_env(url, seconds, -1, true, "{}", &[("TRUST_SPKI", spki)])
 }
 
+/// Plays `url` with hls.js in Chromium, asking for each of `levels` in turn (a seamless switch
+/// at the next fragment), one every `every` seconds of playback.
+pub fn play_switching(url: &str, levels: &[u32], every: u32) -> (bool, serde_json::Value) {
+    let list: Vec<String> = levels.iter().map(u32::to_string).collect();
+    let every_text = every.to_string();
+    let seconds = every * (levels.len() as u32 + 1);
+    play_env(
+        url,
+        seconds,
+        -1,
+        true,
+        "{}",
+        &[
+            ("SWITCH_LEVELS", &list.join(",")),
+            ("SWITCH_EVERY", &every_text),
+        ],
+    )
+}
+
 /// The base64 SHA-256 of a PEM certificate's public key, as Chromium's
 /// `--ignore-certificate-errors-spki-list` takes it.
 pub fn spki_hash(cert_pem: &str) -> String {

@@ -239,11 +239,15 @@ fn ladder_rungs_cut_the_same_parts_and_hls_js_plays_them() {
                 .find(|b| b.msn == a.msn && b.uri.is_some())
             {
                 if !a.parts.is_empty() && !b.parts.is_empty() {
-                    assert_eq!(
-                        a.parts, b.parts,
-                        "segment {}: 360p {low:?}\n480p {high:?}",
-                        a.msn
-                    );
+                    // The same frames: as many parts, independent at the same place, and the
+                    // same lengths but for the millisecond rounding of the 480p rung, which is
+                    // the source as published (RTMP's millisecond clock, B-frames).
+                    let same = a.parts.len() == b.parts.len()
+                        && a.parts
+                            .iter()
+                            .zip(&b.parts)
+                            .all(|(x, y)| x.1 == y.1 && (x.0 - y.0).abs() <= 0.0015);
+                    assert!(same, "segment {}: 360p {low:?}\n480p {high:?}", a.msn);
                     compared += 1;
                 }
             }

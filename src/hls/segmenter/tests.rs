@@ -122,7 +122,8 @@ fn waits_for_a_keyframe_and_trims_audio() {
     let out = seg.push(MediaEvent::End(EndReason::Stopped), now);
     let s = segments(&out);
     assert_eq!(s[0].video_frames, 1);
-    assert!((s[0].start_time - 0.033).abs() < 1e-6);
+    // The segment starts when its first picture is shown: decode time + composition offset.
+    assert!((s[0].start_time - (0.033 + 3000.0 / 90_000.0)).abs() < 1e-6);
 }
 
 #[test]
