@@ -320,23 +320,28 @@ fn publishers_beyond_max_ladders_are_served_as_published_and_the_slot_is_freed()
         ("LIVEGATE_TRANSCODE_MAX_LADDERS", "1"),
         ("LIVEGATE_TRANSCODE_LADDER_NICE", "10"),
     ]);
+    // 320x240 sources with keyframes every second: each ladder serves its source as its one
+    // rung (transcode.source_rung = auto) and weighs 2/5 of a full ladder, so max_ladders = 1
+    // admits two of them.
     let first = good_publisher(&server, "first", 10);
     server.wait_master("first", Duration::from_secs(20));
-    let others: Vec<Child> = ["second", "third"]
-        .iter()
-        .map(|u| good_publisher(&server, u, 12))
-        .collect();
-    for user in ["second", "third"] {
-        server.wait_master(user, Duration::from_secs(20));
-        let s = stream_json(&server, user).unwrap_or_default();
-        assert_eq!(s["transcode"]["state"], "not_admitted", "{s}");
-        // Served as published: the source rendition plays.
-        let (status, _) = server.get(&format!("/live/{user}/source/index.m3u8"));
-        assert_eq!(status, 200);
-    }
+    let mut others = vec![good_publisher(&server, "second", 12)];
+    server.wait_master("second", Duration::from_secs(20));
+    server.wait_until(Duration::from_secs(10), "a second ladder", || {
+        stream_json(&server, "second").is_some_and(|s| {
+            s["transcode"]["state"] == "running" && s["transcode"]["source_rung"]["rung"] == "240p"
+        })
+    });
+    others.push(good_publisher(&server, "third", 12));
+    server.wait_master("third", Duration::from_secs(20));
+    let s = stream_json(&server, "third").unwrap_or_default();
+    assert_eq!(s["transcode"]["state"], "not_admitted", "{s}");
+    // Served as published: the source rendition plays.
+    let (status, _) = server.get("/live/third/source/index.m3u8");
+    assert_eq!(status, 200);
     let (_, metrics) = server.get("/metrics");
     assert!(
-        metrics.contains("livegate_transcode_not_admitted_total{reason=\"served_as_published\"} 2"),
+        metrics.contains("livegate_transcode_not_admitted_total{reason=\"served_as_published\"} 1"),
         "{metrics}"
     );
     // HTTP stays responsive.
