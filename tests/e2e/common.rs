@@ -539,7 +539,8 @@ pub fn play_trusting(url: &str, seconds: u32, spki: &str) -> (bool, serde_json::
 pub fn play_switching(url: &str, levels: &[u32], every: u32) -> (bool, serde_json::Value) {
     let list: Vec<String> = levels.iter().map(u32::to_string).collect();
     let every_text = every.to_string();
-    let seconds = every * (levels.len() as u32 + 1);
+    // One interval more after the last switch, for it to show.
+    let seconds = every * (levels.len() as u32 + 2);
     play_env(
         url,
         seconds,

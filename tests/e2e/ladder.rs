@@ -366,24 +366,25 @@ fn hls_js_plays_every_ladder_level_and_switches_to_and_from_the_source_without_a
     let (ok, report) = play_switching(&url, &[2, 0, 2, 1], 2);
     assert!(ok, "switching: {report}");
     assert_eq!(report["stalls"], 0, "{report}");
-    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
-    let switched: Vec<u64> = report["switched"]
+    // hls.js aborts the loads in flight of the level it leaves: not a failure.
+    let errors: Vec<&str> = report["errors"]
         .as_array()
-        .map(|a| a.iter().filter_map(|l| l.as_u64()).collect())
+        .map(|e| e.iter().filter_map(|e| e.as_str()).collect())
         .unwrap_or_default();
-    // From the source (asked for first, or already chosen by hls.js) down, up and down again.
     assert!(
-        switched.len() >= 4 && switched[switched.len() - 4..] == [2, 0, 2, 1],
-        "switched {switched:?}: {report}"
+        errors.iter().all(|e| *e == "networkError/aborted"),
+        "{report}"
     );
-    for height in [360, 480, 720] {
-        assert!(
-            report["heights"]
-                .as_array()
-                .is_some_and(|h| h.contains(&serde_json::json!(height))),
-            "{height}p shown: {report}"
-        );
-    }
+    // The pictures shown, in order: from the source (asked for first, or chosen by hls.js
+    // already) down to 360p, up to the source again, down to 480p.
+    let heights: Vec<u64> = report["heights"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|h| h.as_u64()).collect())
+        .unwrap_or_default();
+    assert!(
+        heights.ends_with(&[720, 360, 720, 480]),
+        "heights shown {heights:?}: {report}"
+    );
     let _ = publisher.kill();
     let _ = publisher.wait();
 }
