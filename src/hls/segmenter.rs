@@ -54,6 +54,8 @@ fn rescale(t: i64, from: i64, to: i64) -> i64 {
 
 /// Frame durations remembered to predict the next one's.
 const RECENT_FRAMES: usize = 8;
+/// Keyframe intervals remembered to predict the next one's.
+const RECENT_GOPS: usize = 3;
 /// Parts are cut this much (seconds) short of the part target, so a source clock jittering by a
 /// millisecond (RTMP) never makes a part longer than the target it is listed against.
 const PART_MARGIN: f64 = 0.002;
@@ -117,6 +119,9 @@ pub struct Segmenter {
     /// cut before it never outgrows the part target on a jittering clock.
     recent_video_durations: [i64; RECENT_FRAMES],
     video_frames_seen: usize,
+    /// Decode time of the last keyframe, and the last keyframe intervals (ticks; 0: unknown).
+    last_keyframe_dts: Option<i64>,
+    recent_gops: [i64; RECENT_GOPS],
     next_audio_dts: Option<i64>,
     /// Audio that arrived before the first video keyframe: (dts, sample).
     early_audio: std::collections::VecDeque<(i64, Sample)>,
@@ -144,6 +149,8 @@ impl Segmenter {
             last_video_duration: i64::from(VIDEO_TIMESCALE / 30),
             recent_video_durations: [i64::from(VIDEO_TIMESCALE / 30); RECENT_FRAMES],
             video_frames_seen: 0,
+            last_keyframe_dts: None,
+            recent_gops: [0; RECENT_GOPS],
             next_audio_dts: None,
             early_audio: std::collections::VecDeque::new(),
             sequence: 0,
@@ -272,8 +279,15 @@ impl Segmenter {
                     .unwrap_or(0),
             );
             let min = (self.config.target_duration * CUT_TOLERANCE).max(MIN_SEGMENT_SECS);
+            // A keyframe early in the segment (a short GOP: a scene cut, a looped clip's tail)
+            // ends it when the GOP it starts, as long as the recent ones, would not fit in what
+            // is left: one short segment instead of a cut mid-GOP and a sliver after it.
+            let next_gop = secs(self.recent_gops.iter().copied().max().unwrap_or(0));
+            let early = elapsed >= MIN_SEGMENT_SECS
+                && next_gop > 0.0
+                && elapsed + next_gop > self.max_segment_secs();
             // After a cut mid-GOP, the next keyframe starts a segment again at once.
-            let due = p.keyframe && (elapsed >= min || !self.segment_independent());
+            let due = p.keyframe && (elapsed >= min || early || !self.segment_independent());
             let full = !p.keyframe && elapsed + frame >= self.max_segment_secs();
             let oversized = self.open.bytes + self.pending.bytes + p.data.len()
                 > self.config.max_segment_bytes
@@ -311,6 +325,18 @@ impl Segmenter {
             self.video_frames_seen = self.video_frames_seen.wrapping_add(1);
         }
         self.last_video_dts = Some(dts);
+        if p.keyframe {
+            if let Some(last) = self.last_keyframe_dts {
+                let gop = dts.saturating_sub(last);
+                // A gap (dropped GOPs, a paused source) says nothing about the GOP length.
+                let gap = 2.0 * self.max_segment_secs() * f64::from(VIDEO_TIMESCALE);
+                if (gop as f64) < gap {
+                    self.recent_gops.rotate_left(1);
+                    self.recent_gops[RECENT_GOPS - 1] = gop;
+                }
+            }
+            self.last_keyframe_dts = Some(dts);
+        }
         self.pending.bytes += p.data.len();
         self.pending.video_dts.push(dts);
         self.pending.video.push(Sample {

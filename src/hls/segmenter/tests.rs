@@ -109,6 +109,37 @@ fn a_long_gop_is_cut_within_the_target_and_realigned_at_keyframes() {
     assert_eq!(independent_starts, [0.0, 5.0, 10.0]);
 }
 
+/// 30 fps video with keyframes at the given frame numbers, for `frames` frames.
+fn feed_keyframes(seg: &mut Segmenter, frames: i64, keys: &[i64]) -> Vec<SegmenterOutput> {
+    let now = Utc::now();
+    let mut out = seg.push(video_cfg(), now);
+    for i in 0..frames {
+        out.extend(seg.push(vframe(i * 1000 / 30, keys.contains(&i)), now));
+    }
+    out.extend(seg.push(MediaEvent::End(EndReason::Stopped), now));
+    out
+}
+
+#[test]
+fn a_short_gop_before_a_normal_one_ends_the_segment_early_instead_of_mid_gop() {
+    // 2 s GOPs, then a 0.8 s one (a looped clip's tail, an encoder's scene cut), then 2 s GOPs.
+    let keys = [0, 60, 120, 144, 204, 264];
+    let out = feed_keyframes(&mut Segmenter::new(cfg()), 300, &keys);
+    let segs = segments(&out);
+    let starts: Vec<i64> = segs
+        .iter()
+        // Frame numbers: start times are presentation times, one frame after the decode time.
+        .map(|s| (s.start_time * 30.0).round() as i64 - 1)
+        .collect();
+    assert_eq!(starts, [0, 60, 120, 144, 204, 264], "{segs:?}");
+    assert!(segs.iter().all(|s| s.independent), "no cut mid-GOP");
+    // Without a history of GOPs (the stream's start) a short first GOP cannot be told from a
+    // normal one: the segment runs on to its longest and is cut mid-GOP.
+    let out = feed_keyframes(&mut Segmenter::new(cfg()), 150, &[0, 24, 84]);
+    let independent: Vec<bool> = segments(&out).iter().map(|s| s.independent).collect();
+    assert_eq!(independent, [true, false, true]);
+}
+
 #[test]
 fn waits_for_a_keyframe_and_trims_audio() {
     let mut seg = Segmenter::new(cfg());
