@@ -6,7 +6,9 @@
 #   (ffmpeg/reference-ladder.sh) on generated 720p30 and 1080p30 inputs: CPU-s per media-s and
 #   the ratio, peak RSS, per-rung PSNR against the source, the x264 floor, the segment
 #   availability delay through the ladder, and how many live 720p30 ladders keep real time at
-#   once. See scripts/bench_ladder.py.
+#   once, with every rung encoded and with the source as the 720p rung (transcode.source_rung).
+#   "scripts/bench.sh ladder SECONDS concurrency" runs only the last part. See
+#   scripts/bench_ladder.py.
 #
 # ingest: one 720p30 H.264/AAC stream (x264 B-frames, 2 s GOP) published for SECONDS (default 60)
 #   in real time from a pre-encoded FLV by examples/pace_publish.rs (which records when each tag
@@ -57,7 +59,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --locked -q --bin livegate --example pace_publish --example load
 case "$mode" in
   ingest) ;;
-  ladder) exec python3 scripts/bench_ladder.py "$secs" ;;
+  ladder) exec python3 scripts/bench_ladder.py "$secs" ${3:+"$3"} ;;
   codecs) exec bash scripts/bench_codecs.sh "${2:-30}" ;;
   cluster) exec bash scripts/bench_cluster.sh "${2:-10}" ;;
   latency) exec python3 scripts/bench_latency.py "${2:-30}" ${3:+"$3"} ;;

@@ -77,6 +77,20 @@ def run_measured(cmd):
     return children_cpu() - before, peak, time.time() - start
 
 
+def encode_obs_like(path, seconds):
+    """720p30 as OBS sends it by default: x264 veryfast, High, 2 B-frames, 3000 kbit/s, keyframe
+    interval 2 s."""
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+         "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-pix_fmt", "yuv420p",
+         "-b:v", "3000k", "-maxrate", "3000k", "-bufsize", "6000k",
+         "-x264-params", "bframes=2:keyint=60:min-keyint=60:scenecut=0",
+         "-c:a", "aac", "-b:a", "160k", "-f", "flv", path],
+        check=True)
+
+
 def encode_source(path, width, height, seconds):
     subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
@@ -273,9 +287,27 @@ def concurrency(source, workdir, seconds, counts, env, label):
     return max(keeping) if keeping else 0
 
 
+def concurrent_ladders(work, seconds):
+    """How many live 720p30 OBS-like sources keep real time with every rung encoded and with
+    the source as the 720p rung."""
+    src = os.path.join(work, "obs_720p30.flv")
+    encode_obs_like(src, seconds)
+    print(f"== concurrent live 720p30 ladders ({seconds} s each; OBS-like source: 3000 kbit/s, "
+          f"High, 2 B-frames, keyframes every 2 s)", flush=True)
+    n_never = concurrency(src, work, seconds, [1, 2, 3], NEVER, "never")
+    n_auto = concurrency(src, work, seconds, [2, 3, 4, 5, 6], AUTO, "auto")
+    print(f"  every rung encoded (never): {n_never} live 720p30 ladder(s) keep real time at once "
+          f"on {os.cpu_count()} cores")
+    print(f"  source as the 720p rung (auto): {n_auto} live 720p30 ladder(s) with 360p/480p keep "
+          f"real time at once on {os.cpu_count()} cores ({n_auto / max(n_never, 1):.1f}x)")
+
+
 def main():
     seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 60
     work = tempfile.mkdtemp(prefix="livegate-ladder-bench.")
+    if len(sys.argv) > 2 and sys.argv[2] == "concurrency":
+        concurrent_ladders(work, min(30, seconds))
+        return
     report = []
     print(f"x264 {'tune=zerolatency (transcode.low_delay = true)' if LOW_DELAY else 'B-frames + lookahead (transcode.low_delay = false)'}")
     for label, (w, h) in [("720p30", (1280, 720)), ("1080p30", (1920, 1080))]:
@@ -333,15 +365,7 @@ def main():
             for name in ("360p", "480p"):
                 print(f"  PSNR {name} (source as 720p): livegate "
                       f"{psnr(a_files[name], source, w, h):.2f} dB")
-    src720 = os.path.join(work, "src_720p30.flv")
-    conc_secs = min(30, seconds)
-    print(f"== concurrent live 720p30 ladders ({conc_secs} s each)", flush=True)
-    n_never = concurrency(src720, work, conc_secs, [1, 2, 3], NEVER, "never")
-    n_auto = concurrency(src720, work, conc_secs, [2, 4, 5, 6, 7, 8], AUTO, "auto")
-    print(f"  every rung encoded (never): {n_never} live 720p30 ladder(s) keep real time at once "
-          f"on {os.cpu_count()} cores")
-    print(f"  source as the 720p rung (auto): {n_auto} live 720p30 ladder(s) with 360p/480p keep "
-          f"real time at once on {os.cpu_count()} cores ({n_auto / max(n_never, 1):.1f}x)")
+    concurrent_ladders(work, min(30, seconds))
     print("== summary")
     for row in report:
         worst = min(l - c for c, l in row["psnr"].values())

@@ -177,7 +177,7 @@ pub struct TranscodeConfig {
     pub thumbnail_interval_secs: u64,
     /// Ladders running at once; a publish beyond it is served as published when its codecs
     /// allow (H.264/AAC), otherwise refused. 0: no limit. About one 720p ladder per core. A
-    /// ladder serving its source as the top rung weighs 2/5 of one.
+    /// ladder serving its source as the top rung weighs 3/5 of one.
     pub max_ladders: usize,
     /// Nice increment (0-19) of every ladder thread (decoder, scalers, encoders) over the
     /// process, so ingest and HTTP keep their share of the CPU when ladders saturate it.

@@ -317,27 +317,35 @@ fn thread_nices(pid: u32) -> Vec<(String, i64)> {
 fn publishers_beyond_max_ladders_are_served_as_published_and_the_slot_is_freed() {
     let _cpu = heavy();
     let server = Server::start_with(&[
-        ("LIVEGATE_TRANSCODE_MAX_LADDERS", "1"),
+        ("LIVEGATE_TRANSCODE_MAX_LADDERS", "2"),
         ("LIVEGATE_TRANSCODE_LADDER_NICE", "10"),
     ]);
     // 320x240 sources with keyframes every second: each ladder serves its source as its one
-    // rung (transcode.source_rung = auto) and weighs 2/5 of a full ladder, so max_ladders = 1
-    // admits two of them.
+    // rung (transcode.source_rung = auto) and weighs 3/5 of a full ladder, so max_ladders = 2
+    // admits three of them.
     let first = good_publisher(&server, "first", 10);
     server.wait_master("first", Duration::from_secs(20));
-    let mut others = vec![good_publisher(&server, "second", 12)];
-    server.wait_master("second", Duration::from_secs(20));
-    server.wait_until(Duration::from_secs(10), "a second ladder", || {
-        stream_json(&server, "second").is_some_and(|s| {
-            s["transcode"]["state"] == "running" && s["transcode"]["source_rung"]["rung"] == "240p"
-        })
-    });
-    others.push(good_publisher(&server, "third", 12));
-    server.wait_master("third", Duration::from_secs(20));
-    let s = stream_json(&server, "third").unwrap_or_default();
+    let mut others = Vec::new();
+    for user in ["second", "third"] {
+        others.push(good_publisher(&server, user, 12));
+        server.wait_master(user, Duration::from_secs(20));
+        server.wait_until(
+            Duration::from_secs(10),
+            "a ladder serving its source",
+            || {
+                stream_json(&server, user).is_some_and(|s| {
+                    s["transcode"]["state"] == "running"
+                        && s["transcode"]["source_rung"]["rung"] == "240p"
+                })
+            },
+        );
+    }
+    others.push(good_publisher(&server, "fourth", 12));
+    server.wait_master("fourth", Duration::from_secs(20));
+    let s = stream_json(&server, "fourth").unwrap_or_default();
     assert_eq!(s["transcode"]["state"], "not_admitted", "{s}");
     // Served as published: the source rendition plays.
-    let (status, _) = server.get("/live/third/source/index.m3u8");
+    let (status, _) = server.get("/live/fourth/source/index.m3u8");
     assert_eq!(status, 200);
     let (_, metrics) = server.get("/metrics");
     assert!(
@@ -382,12 +390,12 @@ fn publishers_beyond_max_ladders_are_served_as_published_and_the_slot_is_freed()
     let (ok, err) = wait_child(first, Duration::from_secs(30));
     assert!(ok, "first publisher: {err}");
     server.wait_until(Duration::from_secs(10), "the ladder to end", || {
-        server.get("/metrics").1.contains("livegate_transcoders 0")
+        server.get("/metrics").1.contains("livegate_transcoders 2")
     });
-    let next = good_publisher(&server, "fourth", 4);
-    server.wait_master("fourth", Duration::from_secs(20));
+    let next = good_publisher(&server, "fifth", 4);
+    server.wait_master("fifth", Duration::from_secs(20));
     server.wait_until(Duration::from_secs(10), "a ladder for the next one", || {
-        stream_json(&server, "fourth").is_some_and(|s| s["transcode"]["state"] == "running")
+        stream_json(&server, "fifth").is_some_and(|s| s["transcode"]["state"] == "running")
     });
     for child in others.into_iter().chain([next]) {
         let (ok, err) = wait_child(child, Duration::from_secs(30));
