@@ -1,7 +1,8 @@
 //! Channel settings: what a site shows about each user's stream (title, description) and who may
 //! watch it (the access mode). One async interface, [`ChannelBackend`], in front of where they
-//! live: a JSON file under `data_dir` by default, Redis when the cluster is on
-//! (`crate::cluster::channels`). [`Channels`] caches them for the per-request access check.
+//! live: a JSON file under `data_dir` by default, Redis when the cluster is on (the cluster
+//! implements this interface; this module does not know it). [`Channels`] caches them for the
+//! per-request access check.
 
 mod embedded;
 
