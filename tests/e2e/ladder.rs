@@ -363,7 +363,7 @@ fn hls_js_plays_every_ladder_level_and_switches_to_and_from_the_source_without_a
     let (ok, report) = play_in_chromium(&url, 2);
     assert!(ok, "automatic level selection: {report}");
     // Source (2) ↔ encoded (0, 1) mid-playback: seamless switches, no stall, no error.
-    let (ok, report) = play_switching(&url, &[2, 0, 2, 1], 2);
+    let (ok, report) = play_switching(&url, &[2, 0, 2, 1], 3);
     assert!(ok, "switching: {report}");
     assert_eq!(report["stalls"], 0, "{report}");
     // hls.js aborts the loads in flight of the level it leaves: not a failure.
