@@ -222,18 +222,25 @@ fn the_node_api_reports_streams_viewers_cpu_and_egress() {
         .expect("a variant")
         .to_string();
     let mut last = serde_json::Value::Null;
-    server.wait_until(Duration::from_secs(20), "a sample with egress", || {
-        let media = server.get(&format!("/live/nina/{media_uri}")).1;
-        let dir = media_uri
-            .rsplit_once('/')
-            .map_or("", |(d, _)| d)
-            .to_string();
-        if let Some(segment) = media.lines().rfind(|l| l.ends_with(".m4s")) {
-            server.get_bytes(&format!("/live/nina/{dir}/{segment}"));
-        }
-        last = node();
-        last["egress_bits_per_sec"].as_f64().unwrap_or(0.0) > 0.0
-    });
+    // A 5 s sample that saw the stream come in and a segment go out (the API's own answers are
+    // egress too, so the first non-zero figure may be just those).
+    server.wait_until(
+        Duration::from_secs(30),
+        "a sample with ingest and egress",
+        || {
+            let media = server.get(&format!("/live/nina/{media_uri}")).1;
+            let dir = media_uri
+                .rsplit_once('/')
+                .map_or("", |(d, _)| d)
+                .to_string();
+            if let Some(segment) = media.lines().rfind(|l| l.ends_with(".m4s")) {
+                server.get_bytes(&format!("/live/nina/{dir}/{segment}"));
+            }
+            last = node();
+            last["egress_bits_per_sec"].as_f64().unwrap_or(0.0) > 20_000.0
+                && last["ingest_bits_per_sec"].as_f64().unwrap_or(0.0) > 100_000.0
+        },
+    );
     assert_eq!(last["streams"], 1, "{last}");
     assert_eq!(last["ladders"], 0, "passthrough: {last}");
     // This viewer, and the readiness poll above (a playlist read without a session).

@@ -323,11 +323,13 @@ fn publishers_beyond_max_ladders_are_served_as_published_and_the_slot_is_freed()
     // 320x240 sources with keyframes every second: each ladder serves its source as its one
     // rung (transcode.source_rung = auto) and weighs 3/5 of a full ladder, so max_ladders = 2
     // admits three of them.
-    let first = good_publisher(&server, "first", 10);
+    // Long enough to still be live after three more publishes on a loaded machine; the others
+    // outlast it, so its end frees exactly its slot.
+    let first = good_publisher(&server, "first", 20);
     server.wait_master("first", Duration::from_secs(20));
     let mut others = Vec::new();
     for user in ["second", "third"] {
-        others.push(good_publisher(&server, user, 12));
+        others.push(good_publisher(&server, user, 30));
         server.wait_master(user, Duration::from_secs(20));
         server.wait_until(
             Duration::from_secs(10),
@@ -340,7 +342,7 @@ fn publishers_beyond_max_ladders_are_served_as_published_and_the_slot_is_freed()
             },
         );
     }
-    others.push(good_publisher(&server, "fourth", 12));
+    others.push(good_publisher(&server, "fourth", 30));
     server.wait_master("fourth", Duration::from_secs(20));
     let s = stream_json(&server, "fourth").unwrap_or_default();
     assert_eq!(s["transcode"]["state"], "not_admitted", "{s}");
