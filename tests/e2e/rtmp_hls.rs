@@ -406,10 +406,11 @@ fn rtmp_client_handshake(socket: &mut TcpStream) {
 fn hls_js_plays_the_stream_in_chromium() {
     let server = Server::start_passthrough(&[]);
     let key = server.add_key("frank");
-    let publisher = ffmpeg_publish(
+    // Longer than a loaded machine takes to start Chromium and play; stopped once played.
+    let mut publisher = ffmpeg_publish(
         &server.rtmp_url(&key),
         &Source {
-            seconds: 14.0,
+            seconds: 60.0,
             ..Source::default()
         },
     )
@@ -428,5 +429,6 @@ fn hls_js_plays_the_stream_in_chromium() {
         report["programDateTime"].as_f64().is_some(),
         "PDT reaches hls.js: {report}"
     );
-    let _ = wait_child(publisher, Duration::from_secs(30));
+    let _ = publisher.kill();
+    let _ = publisher.wait();
 }
