@@ -56,6 +56,9 @@ fn rescale(t: i64, from: i64, to: i64) -> i64 {
 const RECENT_FRAMES: usize = 8;
 /// Keyframe intervals remembered to predict the next one's.
 const RECENT_GOPS: usize = 3;
+/// In LL-HLS, a step between frames longer than the part target and this many usual frames is
+/// a gap, not a slow frame.
+const GAP_FRAMES: f64 = 4.0;
 /// Parts are cut this much (seconds) short of the part target, so a source clock jittering by a
 /// millisecond (RTMP) never makes a part longer than the target it is listed against.
 const PART_MARGIN: f64 = 0.002;
@@ -226,6 +229,13 @@ impl Segmenter {
         crate::media::max_segment_secs(self.config.target_duration)
     }
 
+    /// The usual frame duration (the median of the recent ones), for a frame before a gap.
+    fn typical_frame_duration(&self) -> i64 {
+        let mut recent = self.recent_video_durations;
+        recent.sort_unstable();
+        recent[RECENT_FRAMES / 2].max(1)
+    }
+
     /// Whether the segment being built starts with a keyframe.
     fn segment_independent(&self) -> bool {
         if self.open.parts.is_empty() {
@@ -288,11 +298,40 @@ impl Segmenter {
                 && elapsed + next_gop > self.max_segment_secs();
             // After a cut mid-GOP, the next keyframe starts a segment again at once.
             let due = p.keyframe && (elapsed >= min || early || !self.segment_independent());
-            let full = !p.keyframe && elapsed + frame >= self.max_segment_secs();
+            // A gap (frames dropped by a ladder behind real time, a source that stalled) the
+            // segment or part cannot span without outgrowing its target: the segment ends where
+            // its last frame does, and the next one starts after the gap.
+            let step = secs(dts.saturating_sub(self.last_video_dts.unwrap_or(dts)));
+            let gap = elapsed > self.max_segment_secs()
+                || self
+                    .config
+                    .part_duration
+                    .is_some_and(|part| step > part && step > GAP_FRAMES * frame);
+            if gap {
+                let last = self.last_video_dts.unwrap_or(dts);
+                let start = self.open.video_start.unwrap_or(part_start);
+                let longest = (self.max_segment_secs() * f64::from(VIDEO_TIMESCALE)) as i64;
+                let end = last
+                    .saturating_add(self.typical_frame_duration())
+                    .min(start.saturating_add(longest))
+                    .max(last.saturating_add(1));
+                if let Some(suppressed) = self.anomaly_log.check() {
+                    tracing::warn!(
+                        gap_secs = step,
+                        suppressed,
+                        "a gap in the video; the segment ends before it"
+                    );
+                }
+                self.flush(Some(end), out);
+                self.pending.independent = p.keyframe;
+            }
+            let full = !gap && !p.keyframe && elapsed + frame >= self.max_segment_secs();
             let oversized = self.open.bytes + self.pending.bytes + p.data.len()
                 > self.config.max_segment_bytes
                 || self.pending_samples() >= self.config.max_segment_samples;
-            if due || full || oversized {
+            if gap {
+                // Cut above.
+            } else if due || full || oversized {
                 if !p.keyframe {
                     if let Some(suppressed) = self.anomaly_log.check() {
                         tracing::warn!(
@@ -317,12 +356,15 @@ impl Segmenter {
             self.emit_init_if_stale(out);
         }
         if let Some(last) = self.last_video_dts {
-            self.last_video_duration = dts
-                .saturating_sub(last)
-                .clamp(1, i64::from(VIDEO_TIMESCALE) * 10);
-            let slot = self.video_frames_seen % RECENT_FRAMES;
-            self.recent_video_durations[slot] = self.last_video_duration;
-            self.video_frames_seen = self.video_frames_seen.wrapping_add(1);
+            let step = dts.saturating_sub(last);
+            // A gap is not a frame duration: it would predict every next frame as long.
+            let longest = self.max_segment_secs() / 2.0 * f64::from(VIDEO_TIMESCALE);
+            if (step as f64) <= longest {
+                self.last_video_duration = step.max(1);
+                let slot = self.video_frames_seen % RECENT_FRAMES;
+                self.recent_video_durations[slot] = self.last_video_duration;
+                self.video_frames_seen = self.video_frames_seen.wrapping_add(1);
+            }
         }
         self.last_video_dts = Some(dts);
         if p.keyframe {

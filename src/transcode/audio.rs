@@ -383,4 +383,39 @@ mod tests {
                 .all(|p| !p.data.is_empty() && p.track == TrackKind::Audio));
         }
     }
+
+    /// A gap in the source (packets lost, or dropped by a ladder behind real time) stays a gap
+    /// of the same length in the output: audio after it keeps its place beside the video.
+    #[test]
+    fn a_gap_in_the_source_keeps_the_audio_on_its_timestamps() {
+        for gap_secs in [3i64, 61] {
+            let mut input = opus_packets("20");
+            let gap = gap_secs * 48_000;
+            let half = input.len() / 2;
+            for p in &mut input[half..] {
+                p.pts += gap;
+                p.dts += gap;
+            }
+            let mut audio = AudioTranscoder::new(96_000, 48_000);
+            let mut out = Vec::new();
+            let config = Arc::new(AudioConfig::opus_from_channels(1).expect("OpusHead"));
+            audio.configure(config, &mut out).expect("configure");
+            for p in &input {
+                audio.decode(p, &mut out).expect("decode");
+            }
+            audio.flush(&mut out).expect("flush");
+            let offset = OUTPUT_OFFSET_SECS * 48_000;
+            let last_in = input.last().map(|p| p.pts).unwrap_or(0);
+            let last_out = out.last().map(|p| p.pts - offset).unwrap_or(0);
+            let lag_ms = (last_in - last_out) * 1000 / 48_000;
+            eprintln!(
+                "gap {gap_secs}: in {last_in} out {last_out} lag {lag_ms} ms, {} packets",
+                out.len()
+            );
+            assert!(
+                lag_ms.abs() < 100,
+                "gap {gap_secs} s: audio off by {lag_ms} ms"
+            );
+        }
+    }
 }

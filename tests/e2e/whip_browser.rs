@@ -352,13 +352,32 @@ fn audio_and_video_stay_in_sync_through_whip() {
     ) {
         return;
     }
-    let server = Server::start();
+    check_sync(10, None);
+}
+
+/// The server frozen for 7 s mid-stream (SIGSTOP: a starved machine, a long GC-like pause):
+/// the packets queued meanwhile arrive in one burst, the ladder falls behind and drops until a
+/// keyframe. Afterwards audio and video are still in sync, and no segment outgrows the target.
+#[test]
+fn audio_and_video_stay_in_sync_after_the_server_stalls() {
+    if in_loopback_namespace(
+        "whip_browser::audio_and_video_stay_in_sync_after_the_server_stalls",
+        true,
+    ) {
+        return;
+    }
+    check_sync(26, Some(Duration::from_secs(7)));
+}
+
+fn check_sync(seconds: u32, stall: Option<Duration>) {
+    // Every segment stays listed until the end: the whole stream is checked.
+    let server = Server::start_with(&[("LIVEGATE_HLS_WINDOW", "30")]);
     let dir = server.dir.path();
     let key = server.add_key("sync");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/publish.mjs");
     let publisher = Command::new("node")
         .arg(script)
-        .args(["--seconds", "10"])
+        .args(["--seconds", &seconds.to_string()])
         .arg(server.url(&format!(
             "/publish?key={key}&codec=VP8&auto=1&width=320&height=240&source=pattern"
         )))
@@ -366,7 +385,19 @@ fn audio_and_video_stay_in_sync_through_whip() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("node");
-    let report = finish_publisher(publisher, Duration::from_secs(60));
+    if let Some(stall) = stall {
+        server.wait_master("sync", Duration::from_secs(30));
+        std::thread::sleep(Duration::from_secs(5));
+        let pid = server.pid().to_string();
+        let signal = |s: &str| {
+            let ok = Command::new("kill").args([s, &pid]).status().expect("kill");
+            assert!(ok.success(), "kill {s}");
+        };
+        signal("-STOP");
+        std::thread::sleep(stall);
+        signal("-CONT");
+    }
+    let report = finish_publisher(publisher, Duration::from_secs(90));
     eprintln!("publisher: {report}");
     let master = parse_master(&server.wait_master("sync", Duration::from_secs(5)));
     let rung = master.variants[0]
@@ -374,6 +405,15 @@ fn audio_and_video_stay_in_sync_through_whip() {
         .trim_end_matches("/index.m3u8")
         .to_string();
     let playlist = server.wait_endlist("sync", &rung, Duration::from_secs(15));
+    let durations: Vec<f32> = playlist.segments.iter().map(|s| s.duration).collect();
+    eprintln!("EXTINF {durations:?}");
+    assert!(
+        durations
+            .iter()
+            .all(|&d| (d.round() as u64) <= playlist.target_duration),
+        "EXTINF {durations:?} over the target {}",
+        playlist.target_duration
+    );
     // One file: the init segment, then every media segment.
     let files = server.download_segments("sync", &rung, &playlist);
     let init_len = {
@@ -409,4 +449,12 @@ fn audio_and_video_stay_in_sync_through_whip() {
         median.abs() < 0.1,
         "A/V offset {median:.3} s: flashes {flashes:?}, beeps {beeps:?}"
     );
+    if stall.is_some() {
+        // The last flashes, well after the stall, are in sync too.
+        let tail = &offsets[offsets.len().saturating_sub(3)..];
+        assert!(
+            tail.iter().all(|o| o.abs() < 0.1),
+            "A/V offsets after the stall {tail:?}"
+        );
+    }
 }

@@ -140,6 +140,66 @@ fn a_short_gop_before_a_normal_one_ends_the_segment_early_instead_of_mid_gop() {
     assert_eq!(independent, [true, false, true]);
 }
 
+/// 30 fps frames `frames` (numbers), keyframes on `keys`, then the end.
+fn feed_frames(seg: &mut Segmenter, frames: &[i64], keys: &[i64]) -> Vec<SegmenterOutput> {
+    let now = Utc::now();
+    let mut out = seg.push(video_cfg(), now);
+    for &i in frames {
+        out.extend(seg.push(vframe(i * 1000 / 30, keys.contains(&i)), now));
+    }
+    out.extend(seg.push(MediaEvent::End(EndReason::Stopped), now));
+    out
+}
+
+#[test]
+fn a_gap_in_the_video_ends_the_segment_before_it_instead_of_spanning_it() {
+    // 2 s GOPs; frames 90..300 (7 s) dropped by a ladder behind real time. After the gap the
+    // stream resumes on a keyframe, or (an encoder that forced none) mid-GOP.
+    let frames: Vec<i64> = (0..90).chain(300..480).collect();
+    for keys in [vec![0, 60, 300, 360, 420], vec![0, 60, 330, 390, 450]] {
+        let out = feed_frames(&mut Segmenter::new(cfg()), &frames, &keys);
+        let segs = segments(&out);
+        let durations: Vec<f64> = segs
+            .iter()
+            .map(|s| (s.duration * 1000.0).round() / 1000.0)
+            .collect();
+        assert!(
+            durations.iter().all(|&d| d <= 2.49),
+            "{keys:?}: {durations:?}"
+        );
+        // The segment before the gap ends with its last frame (frame 89, at 3.0 s).
+        assert!(
+            (durations[1] - 1.0).abs() < 0.002,
+            "{keys:?}: {durations:?}"
+        );
+        let after = (segs[2].start_time * 30.0).round() as i64 - 1;
+        assert_eq!(
+            after, 300,
+            "{keys:?}: the next segment starts after the gap"
+        );
+        // No slivers after it: the gap is not taken for a frame duration.
+        assert!(
+            durations[2..durations.len() - 1].iter().all(|&d| d >= 0.9),
+            "{keys:?}: {durations:?}"
+        );
+    }
+}
+
+#[test]
+fn a_gap_within_a_part_target_stays_out_of_the_parts() {
+    // 0.5 s parts; 0.9 s (27 frames) missing mid-segment.
+    let frames: Vec<i64> = (0..40).chain(67..180).collect();
+    let out = feed_frames(&mut Segmenter::new(ll_cfg(0.5)), &frames, &[0, 60, 120]);
+    let lengths: Vec<f64> = parts(&out).iter().map(|p| p.duration).collect();
+    assert!(lengths.iter().all(|&d| d <= 0.5), "{lengths:?}");
+    let segs = segments(&out);
+    assert!(
+        segs.iter().all(|s| s.duration <= 2.49),
+        "{:?}",
+        segs.iter().map(|s| s.duration).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn waits_for_a_keyframe_and_trims_audio() {
     let mut seg = Segmenter::new(cfg());

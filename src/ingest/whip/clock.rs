@@ -1,10 +1,13 @@
 //! One monotonic 64-bit timeline per WebRTC stream, from RTP timestamps (sans-IO: arrival times
 //! are passed in). Each track is anchored at its first frame's network arrival (so the stream
-//! starts near zero and the tracks start aligned to within network jitter); once both tracks
-//! have a valid RTCP sender report, the audio track is re-aligned to the video by their NTP
-//! times (capture = ntp + (rtp - rtp_sr) / rate). Robust to the 32-bit RTP wrap and to a
-//! timestamp jump (a new SSRC, an encoder restart): a track that leaves its arrival times by
-//! more than [`MAX_DRIFT`] is re-anchored on arrival.
+//! starts near zero and the tracks start aligned to within network jitter); whenever both tracks
+//! have a new RTCP sender report, the audio track is aligned to the video by their NTP times
+//! (capture = ntp + (rtp - rtp_sr) / rate), so a sender whose clocks drift apart stays in sync.
+//! Robust to the 32-bit RTP wrap and to a timestamp jump (a new SSRC, an encoder restart): a
+//! track whose RTP time moves more than [`MAX_DRIFT`] beyond the time that passed between its
+//! arrivals (or back) is re-anchored on arrival. Late arrival alone never moves a track: after a
+//! stall (a starved server reading a full socket buffer) packets arrive in a burst, and their
+//! RTP times, not their arrival, say when they were captured.
 
 use std::time::Duration;
 
@@ -14,6 +17,8 @@ use crate::media::TrackKind;
 const MAX_DRIFT: Duration = Duration::from_secs(5);
 /// Sender-report alignment moves a track by at most this much (more means a bogus report).
 const MAX_ALIGN_STEP: Duration = Duration::from_secs(2);
+/// Smaller alignment steps are report jitter, left alone (players do not notice 15 ms).
+const MIN_ALIGN_STEP: Duration = Duration::from_millis(15);
 
 /// An RTCP sender report's mapping of NTP time to RTP time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,6 +38,8 @@ struct Track {
     /// Output = extended + offset (track units).
     offset: Option<i64>,
     last_out: Option<i64>,
+    /// Arrival of the previous frame (track units).
+    last_arrived: Option<i64>,
     /// The latest valid sender report: (NTP seconds, extended RTP time).
     report: Option<(f64, i64)>,
     reanchors: u64,
@@ -62,8 +69,10 @@ impl Track {
 pub struct StreamClock {
     video: Track,
     audio: Track,
-    /// Sender reports have aligned the tracks (until a re-anchor).
-    aligned: bool,
+    /// The sender reports the tracks were last aligned by (video's, audio's NTP seconds).
+    aligned_by: Option<(f64, f64)>,
+    /// An alignment was tried since the last (re-)anchor: later refusals are logged at debug.
+    tried: bool,
 }
 
 impl Default for StreamClock {
@@ -77,7 +86,8 @@ impl StreamClock {
         StreamClock {
             video: Track::new(crate::media::VIDEO_TIMESCALE),
             audio: Track::new(crate::media::opus::OPUS_RATE),
-            aligned: false,
+            aligned_by: None,
+            tried: false,
         }
     }
 
@@ -100,34 +110,35 @@ impl StreamClock {
     ) -> i64 {
         let track = self.track(kind);
         let extended = track.extend(rtp);
+        let arrived = track.units(arrival);
+        let drift = track.units(MAX_DRIFT);
+        // How far the RTP time moved beyond the time between arrivals: a jump, not lateness.
+        let jumped = match (track.last_raw, track.last_arrived) {
+            (Some(_), Some(last_arrived)) => {
+                let step = extended - track.extended;
+                step - (arrived - last_arrived) > drift || step < -drift
+            }
+            _ => false,
+        };
         track.last_raw = Some(rtp);
         track.extended = extended;
-        let arrived = track.units(arrival);
-        let offset = *track.offset.get_or_insert(arrived - extended);
-        let mut out = extended + offset;
-        let drift = track.units(MAX_DRIFT);
-        let mut reanchored = false;
-        if (out - arrived).abs() > drift {
+        track.last_arrived = Some(arrived);
+        track.offset.get_or_insert(arrived - extended);
+        if jumped {
             track.offset = Some(arrived - extended);
             track.reanchors += 1;
-            out = arrived;
-            reanchored = true;
         }
         if let Some(r) = report.filter(|r| r.packets > 0 && r.ntp_secs.is_finite()) {
             let rtp_ext = extended + i64::from(r.rtp.wrapping_sub(rtp) as i32);
             track.report = Some((r.ntp_secs, rtp_ext));
         }
-        if reanchored {
-            self.aligned = false;
+        if jumped {
+            self.aligned_by = None;
+            self.tried = false;
         }
-        if !self.aligned {
-            self.align();
-        }
+        self.align();
         let track = self.track(kind);
-        let out = match track.offset {
-            Some(o) => extended + o,
-            None => out,
-        };
+        let out = extended + track.offset.unwrap_or(0);
         let out = match track.last_out {
             Some(last) if out <= last => last + 1,
             _ => out,
@@ -136,7 +147,7 @@ impl StreamClock {
         out
     }
 
-    /// Moves the audio track onto the video track's capture clock once both have reports.
+    /// Moves the audio track onto the video track's capture clock, once per new pair of reports.
     fn align(&mut self) {
         let (Some((ntp_v, rtp_v)), Some((ntp_a, rtp_a)), Some(off_v), Some(off_a)) = (
             self.video.report,
@@ -146,25 +157,32 @@ impl StreamClock {
         ) else {
             return;
         };
+        if self.aligned_by == Some((ntp_v, ntp_a)) {
+            return;
+        }
+        self.aligned_by = Some((ntp_v, ntp_a));
         // At the video report's instant: video's stream time, and audio's RTP time.
         let video_secs = (rtp_v + off_v) as f64 / f64::from(self.video.rate);
         let audio_rtp = rtp_a as f64 + (ntp_v - ntp_a) * f64::from(self.audio.rate);
         let wanted = (video_secs * f64::from(self.audio.rate) - audio_rtp).round() as i64;
         let step = (wanted - off_a).abs();
-        self.aligned = true;
-        if step <= self.audio.units(MAX_ALIGN_STEP) {
+        let step_ms = step * 1000 / i64::from(self.audio.rate);
+        let first = !self.tried;
+        self.tried = true;
+        if step > self.audio.units(MAX_ALIGN_STEP) {
+            if first {
+                tracing::warn!(
+                    step_ms,
+                    "sender reports disagree with arrival times by too much; ignored"
+                );
+            } else {
+                tracing::debug!(step_ms, "sender reports disagree by too much; ignored");
+            }
+        } else if first || step >= self.audio.units(MIN_ALIGN_STEP) {
             self.audio.offset = Some(wanted);
             if step > 0 {
-                tracing::debug!(
-                    step_ms = step * 1000 / i64::from(self.audio.rate),
-                    "audio aligned to video by RTCP sender reports"
-                );
+                tracing::debug!(step_ms, "audio aligned to video by RTCP sender reports");
             }
-        } else {
-            tracing::warn!(
-                step_ms = step * 1000 / i64::from(self.audio.rate),
-                "sender reports disagree with arrival times by too much; ignored"
-            );
         }
     }
 
@@ -248,6 +266,79 @@ mod tests {
         let a = c.map(TrackKind::Audio, 48_000, MS(1150), Some(a_sr));
         // Aligned: audio at capture 101.0 s is stream time 1.0 s, like video's.
         assert_eq!(a, 48_000);
+    }
+
+    #[test]
+    fn a_stalled_reader_keeps_rtp_times_and_the_tracks_in_sync() {
+        let mut c = StreamClock::new();
+        for i in 0..30u32 {
+            let t = u64::from(i) * 33;
+            c.map(TrackKind::Video, i * 3000, MS(t), None);
+            c.map(TrackKind::Audio, i * 1584, MS(t), None);
+        }
+        // 7 s unread, then the queued packets in one burst: times follow RTP, not arrival.
+        for i in 30..240u32 {
+            let v = c.map(TrackKind::Video, i * 3000, MS(7990), None);
+            let a = c.map(TrackKind::Audio, i * 1584, MS(7990), None);
+            assert_eq!(v, i64::from(i) * 3000);
+            assert_eq!(a, i64::from(i) * 1584);
+        }
+        assert_eq!(c.reanchors(), 0);
+    }
+
+    #[test]
+    fn a_paused_track_resumes_where_its_rtp_time_says() {
+        let mut c = StreamClock::new();
+        c.map(TrackKind::Video, 0, MS(0), None);
+        // The sender stopped for 20 s (a hidden tab) and its RTP clock ran on.
+        assert_eq!(
+            c.map(TrackKind::Video, 20 * 90_000, MS(20_000), None),
+            20 * 90_000
+        );
+        assert_eq!(c.reanchors(), 0);
+    }
+
+    #[test]
+    fn later_sender_reports_keep_a_drifting_audio_clock_aligned() {
+        let mut c = StreamClock::new();
+        let report = |ntp_secs: f64, rtp: u32| {
+            Some(SenderReport {
+                ntp_secs,
+                rtp,
+                packets: 10,
+            })
+        };
+        c.map(TrackKind::Video, 0, MS(0), report(100.0, 0));
+        assert_eq!(c.map(TrackKind::Audio, 0, MS(0), report(100.0, 0)), 0);
+        // An hour on, the microphone's clock has run 100 ms slow: audio RTP 48000 × 3600 −
+        // 4800 was captured at NTP 3700.
+        let v = c.map(
+            TrackKind::Video,
+            3600 * 90_000,
+            MS(3_600_000),
+            report(3700.0, 3600 * 90_000),
+        );
+        let rtp_a = 3600 * 48_000 - 4800;
+        let a = c.map(
+            TrackKind::Audio,
+            rtp_a,
+            MS(3_600_000),
+            report(3700.0, rtp_a),
+        );
+        assert_eq!(v, 3600 * 90_000);
+        assert_eq!(
+            a,
+            3600 * 48_000,
+            "captured together, so the same stream time"
+        );
+        // A report within jitter of the current alignment moves nothing.
+        let a2 = c.map(
+            TrackKind::Audio,
+            rtp_a + 960,
+            MS(3_600_020),
+            report(3700.025, rtp_a + 960 + 240),
+        );
+        assert_eq!(a2, 3600 * 48_000 + 960);
     }
 
     proptest! {
