@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Load: PUBLISHERS passthrough streams and VIEWERS hls.js-like viewers on one node, beside nginx
-serving the same segment bytes from disk (scripts/bench.sh load [PUBLISHERS] [VIEWERS] [SECONDS]).
+"""Load: PUBLISHERS streams and VIEWERS hls.js-like viewers on one node, beside nginx serving the
+same segment bytes from disk (scripts/bench.sh load [PUBLISHERS] [VIEWERS] [SECONDS] [MODE]).
 
 Publishers loop a pre-encoded 720p30 H.264/AAC file with `ffmpeg -re -stream_loop -1 -c copy`
-(almost no CPU). Viewers are examples/load (Rust, one keep-alive connection each, joining over
+(almost no CPU). MODE `passthrough` (default) serves them as published; MODE `ladder` runs the
+default ladder on each (an OBS-like source: High, 2 B-frames, 3000 kbit/s, keyframes every 2 s,
+so the source is the 720p rung), the viewers use LL-HLS (blocking reloads, every part), and the
+ladders' dropped frames are reported. Viewers are examples/load (Rust, one keep-alive connection each, joining over
 20 s): master, playlist every target duration, every new segment, 5% switching. Reports the
 viewers' latency per request kind (p50/p99), errors, Mbit/s, and the server's CPU, RSS, threads
 and fds over time (warm-up vs end). Then, in the same run: wrk on one segment from livegate and
@@ -23,6 +26,10 @@ import urllib.request
 PUBLISHERS = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 VIEWERS = int(sys.argv[2]) if len(sys.argv) > 2 else 10000
 SECS = int(sys.argv[3]) if len(sys.argv) > 3 else 60
+MODE = sys.argv[4] if len(sys.argv) > 4 else "passthrough"
+if MODE not in ("passthrough", "ladder"):
+    sys.exit(f"MODE is passthrough or ladder, not {MODE!r}")
+LADDER = MODE == "ladder"
 BIN = "target/release/livegate"
 LOAD = "target/release/examples/load"
 ADMIN = "bench-admin"
@@ -52,16 +59,21 @@ def main():
     procs = []
     try:
         clip = f"{work}/src.flv"
+        video = (["-profile:v", "high", "-pix_fmt", "yuv420p", "-b:v", "3000k", "-maxrate",
+                  "3000k", "-bufsize", "6000k", "-x264-params",
+                  "bframes=2:keyint=60:min-keyint=60:scenecut=0"] if LADDER
+                 else ["-b:v", "2500k", "-g", "60"])
         subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
                         "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i",
-                        "sine=frequency=440", "-t", "20", "-c:v", "libx264", "-preset",
-                        "veryfast", "-b:v", "2500k", "-g", "60", "-c:a", "aac", "-f", "flv",
-                        clip], check=True)
+                        "sine=frequency=440:sample_rate=48000", "-t", "20", "-c:v", "libx264",
+                        "-preset", "veryfast", *video, "-c:a", "aac", "-f", "flv", clip],
+                       check=True)
         http, rtmp = free_port(), free_port()
         env = dict(os.environ, LIVEGATE_DATA_DIR=f"{work}/data", LIVEGATE_LOG="warn",
                    LIVEGATE_RTMP_LISTEN=f"127.0.0.1:{rtmp}",
                    LIVEGATE_HTTP_LISTEN=f"127.0.0.1:{http}", LIVEGATE_HTTP_ADMIN_TOKEN=ADMIN,
-                   LIVEGATE_TRANSCODE_ENABLED="false", LIVEGATE_WHIP_ENABLED="false",
+                   LIVEGATE_TRANSCODE_ENABLED=str(LADDER).lower(), LIVEGATE_WHIP_ENABLED="false",
+                   LIVEGATE_TRANSCODE_MAX_LADDERS=str(PUBLISHERS),
                    LIVEGATE_HTTP_PER_IP_EXEMPT="127.0.0.1",
                    LIVEGATE_HTTP_MAX_CONNECTIONS=str(VIEWERS + 1000),
                    LIVEGATE_RTMP_MAX_CONNECTIONS_PER_IP=str(PUBLISHERS + 10),
@@ -89,12 +101,26 @@ def main():
         time.sleep(8)
         run = subprocess.run([LOAD, "viewers", "--base", base, "--streams", ",".join(users),
                               "--viewers", str(VIEWERS), "--secs", str(SECS), "--ramp-secs", "20",
-                              "--pid", str(server.pid), "--every", "10"],
+                              "--pid", str(server.pid), "--every", "10",
+                              *(["--ll"] if LADDER else [])],
                              capture_output=True, text=True, check=True)
         r = json.loads(run.stdout.strip().splitlines()[-1])
         samples = [s["server"] for s in r["samples"] if s.get("server")]
-        print(f"## Load: {PUBLISHERS} passthrough publishers (720p30, 2.5 Mbit/s), {VIEWERS} "
-              f"viewers, {SECS} s after a 20 s ramp")
+        if LADDER:
+            print(f"## Load: {PUBLISHERS} ladders (OBS-like 720p30 at 3 Mbit/s: source 720p + "
+                  f"480p + 360p), {VIEWERS} LL-HLS viewers, {SECS} s after a 20 s ramp")
+            req = urllib.request.Request(f"{base}/api/v1/streams",
+                                         headers={"authorization": f"Bearer {ADMIN}"})
+            streams = json.loads(urllib.request.urlopen(req).read())
+            streams = streams.get("streams", streams) if isinstance(streams, dict) else streams
+            for st in streams:
+                t = st.get("transcode") or {}
+                print(f"- {st.get('user', st.get('name'))}: dropped frames "
+                      f"{t.get('dropped_frames')}, source rung "
+                      f"{(t.get('source_rung') or {}).get('rung')}, speed {t.get('speed')}, capacity {t.get('capacity')}")
+        else:
+            print(f"## Load: {PUBLISHERS} passthrough publishers (720p30, 2.5 Mbit/s), {VIEWERS} "
+                  f"viewers, {SECS} s after a 20 s ramp")
         print(f"requests {r['requests']}, errors {r['errors']} {r['summary']['errors']}, "
               f"{r['bytes'] * 8 / 1e9 / r['secs']:.2f} Gbit/s average")
         print("| kind | count | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|")
@@ -114,9 +140,12 @@ def main():
                   f"{max(s['rss_mib'] for s in samples):.0f} MiB")
 
         # The same segment bytes from livegate and from nginx's disk, same run.
-        playlist = get(f"{base}/live/p0/source/index.m3u8").decode()
+        master = get(f"{base}/live/p0/index.m3u8").decode()
+        rung = [l for l in master.splitlines() if l and not l.startswith("#")][-1]
+        rung_url = f"{base}/live/p0/{rung}".rsplit("/", 1)[0]
+        playlist = get(f"{rung_url}/index.m3u8").decode()
         seg = [l for l in playlist.splitlines() if l and not l.startswith("#")][-2]
-        seg_url = f"{base}/live/p0/source/{seg}"
+        seg_url = f"{rung_url}/{seg}"
         body = get(seg_url)
         os.makedirs(f"{work}/www", exist_ok=True)
         open(f"{work}/www/seg.m4s", "wb").write(body)
