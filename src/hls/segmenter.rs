@@ -56,9 +56,6 @@ fn rescale(t: i64, from: i64, to: i64) -> i64 {
 const RECENT_FRAMES: usize = 8;
 /// Keyframe intervals remembered to predict the next one's.
 const RECENT_GOPS: usize = 3;
-/// In LL-HLS, a step between frames longer than the part target and this many usual frames is
-/// a gap, not a slow frame.
-const GAP_FRAMES: f64 = 4.0;
 /// Parts are cut this much (seconds) short of the part target, so a source clock jittering by a
 /// millisecond (RTMP) never makes a part longer than the target it is listed against.
 const PART_MARGIN: f64 = 0.002;
@@ -299,14 +296,11 @@ impl Segmenter {
             // After a cut mid-GOP, the next keyframe starts a segment again at once.
             let due = p.keyframe && (elapsed >= min || early || !self.segment_independent());
             // A gap (frames dropped by a ladder behind real time, a source that stalled) the
-            // segment or part cannot span without outgrowing its target: the segment ends where
-            // its last frame does, and the next one starts after the gap.
+            // segment cannot span without outgrowing its target: the segment ends where its last
+            // frame does, and the next one starts after the gap. A shorter pause is held on its
+            // last frame, as players expect, rather than cut into a hole they must jump.
             let step = secs(dts.saturating_sub(self.last_video_dts.unwrap_or(dts)));
-            let gap = elapsed > self.max_segment_secs()
-                || self
-                    .config
-                    .part_duration
-                    .is_some_and(|part| step > part && step > GAP_FRAMES * frame);
+            let gap = elapsed > self.max_segment_secs();
             if gap {
                 let last = self.last_video_dts.unwrap_or(dts);
                 let start = self.open.video_start.unwrap_or(part_start);

@@ -186,21 +186,6 @@ fn a_gap_in_the_video_ends_the_segment_before_it_instead_of_spanning_it() {
 }
 
 #[test]
-fn a_gap_within_a_part_target_stays_out_of_the_parts() {
-    // 0.5 s parts; 0.9 s (27 frames) missing mid-segment.
-    let frames: Vec<i64> = (0..40).chain(67..180).collect();
-    let out = feed_frames(&mut Segmenter::new(ll_cfg(0.5)), &frames, &[0, 60, 120]);
-    let lengths: Vec<f64> = parts(&out).iter().map(|p| p.duration).collect();
-    assert!(lengths.iter().all(|&d| d <= 0.5), "{lengths:?}");
-    let segs = segments(&out);
-    assert!(
-        segs.iter().all(|s| s.duration <= 2.49),
-        "{:?}",
-        segs.iter().map(|s| s.duration).collect::<Vec<_>>()
-    );
-}
-
-#[test]
 fn waits_for_a_keyframe_and_trims_audio() {
     let mut seg = Segmenter::new(cfg());
     let now = Utc::now();
