@@ -408,10 +408,6 @@ mod tests {
             let last_in = input.last().map(|p| p.pts).unwrap_or(0);
             let last_out = out.last().map(|p| p.pts - offset).unwrap_or(0);
             let lag_ms = (last_in - last_out) * 1000 / 48_000;
-            eprintln!(
-                "gap {gap_secs}: in {last_in} out {last_out} lag {lag_ms} ms, {} packets",
-                out.len()
-            );
             assert!(
                 lag_ms.abs() < 100,
                 "gap {gap_secs} s: audio off by {lag_ms} ms"

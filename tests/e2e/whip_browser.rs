@@ -406,7 +406,6 @@ fn check_sync(seconds: u32, stall: Option<Duration>) {
         .to_string();
     let playlist = server.wait_endlist("sync", &rung, Duration::from_secs(15));
     let durations: Vec<f32> = playlist.segments.iter().map(|s| s.duration).collect();
-    eprintln!("EXTINF {durations:?}");
     assert!(
         durations
             .iter()
