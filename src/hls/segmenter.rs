@@ -299,10 +299,14 @@ impl Segmenter {
             // segment cannot span without outgrowing its target: the segment ends where its last
             // frame does, and the next one starts after the gap. A shorter pause is held on its
             // last frame, as players expect, rather than cut into a hole they must jump.
-            let step = secs(dts.saturating_sub(self.last_video_dts.unwrap_or(dts)));
             let gap = elapsed > self.max_segment_secs();
+            let full = !p.keyframe && elapsed + frame >= self.max_segment_secs();
+            let oversized = self.open.bytes + self.pending.bytes + p.data.len()
+                > self.config.max_segment_bytes
+                || self.pending_samples() >= self.config.max_segment_samples;
             if gap {
                 let last = self.last_video_dts.unwrap_or(dts);
+                let step = secs(dts.saturating_sub(last));
                 let start = self.open.video_start.unwrap_or(part_start);
                 let longest = (self.max_segment_secs() * f64::from(VIDEO_TIMESCALE)) as i64;
                 let end = last
@@ -318,13 +322,6 @@ impl Segmenter {
                 }
                 self.flush(Some(end), out);
                 self.pending.independent = p.keyframe;
-            }
-            let full = !gap && !p.keyframe && elapsed + frame >= self.max_segment_secs();
-            let oversized = self.open.bytes + self.pending.bytes + p.data.len()
-                > self.config.max_segment_bytes
-                || self.pending_samples() >= self.config.max_segment_samples;
-            if gap {
-                // Cut above.
             } else if due || full || oversized {
                 if !p.keyframe {
                     if let Some(suppressed) = self.anomaly_log.check() {
