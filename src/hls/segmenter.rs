@@ -184,8 +184,24 @@ impl Segmenter {
             }
             MediaEvent::AudioConfig(a) => {
                 if !self.audio.as_ref().is_some_and(|old| Arc::ptr_eq(old, &a)) {
-                    self.config_change(&mut out);
+                    // Audio announced just after the first video frames (WebRTC tracks start
+                    // independently; a ladder's first frame can beat the audio encoder): the
+                    // first segment takes both tracks, instead of a one-frame segment without
+                    // audio and a discontinuity.
+                    let joins_start = self.audio.is_none()
+                        && !self.audio_only
+                        && !self.emitted_any
+                        && self.open.parts.is_empty()
+                        && self.pending.audio.is_empty();
+                    if joins_start {
+                        self.init_stale = true;
+                    } else {
+                        self.config_change(&mut out);
+                    }
                     self.audio = Some(a);
+                    if joins_start && self.has_media() {
+                        self.emit_init_if_stale(&mut out);
+                    }
                 }
             }
             MediaEvent::Packet(p) => match p.track {
@@ -233,6 +249,20 @@ impl Segmenter {
         recent[RECENT_FRAMES / 2].max(1)
     }
 
+    /// The next frame's duration, predicted on the long side: the longest recent one within
+    /// twice the usual, so jitter is allowed for while a sender's short pause (kept as a frame
+    /// duration up to half a segment) is not taken for the frame rate — it would close a part
+    /// per frame, or cut a segment mid-GOP, for the next frames.
+    fn predicted_frame_duration(&self) -> i64 {
+        let usual = self.typical_frame_duration();
+        self.recent_video_durations
+            .iter()
+            .copied()
+            .filter(|&d| d <= usual.saturating_mul(2))
+            .max()
+            .unwrap_or(usual)
+    }
+
     /// Whether the segment being built starts with a keyframe.
     fn segment_independent(&self) -> bool {
         if self.open.parts.is_empty() {
@@ -278,13 +308,7 @@ impl Segmenter {
         if let Some(&part_start) = self.pending.video_dts.first() {
             let secs = |ticks: i64| ticks as f64 / f64::from(VIDEO_TIMESCALE);
             let elapsed = secs(dts.saturating_sub(self.open.video_start.unwrap_or(part_start)));
-            let frame = secs(
-                self.recent_video_durations
-                    .iter()
-                    .copied()
-                    .max()
-                    .unwrap_or(0),
-            );
+            let frame = secs(self.predicted_frame_duration());
             let min = (self.config.target_duration * CUT_TOLERANCE).max(MIN_SEGMENT_SECS);
             // A keyframe early in the segment (a short GOP: a scene cut, a looped clip's tail)
             // ends it when the GOP it starts, as long as the recent ones, would not fit in what

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{admin, ApiError, AppState};
 use crate::metrics::Metrics;
-use crate::util::process::{usage, Usage};
+use crate::util::process::{heap_in_use, usage, Usage};
 
 /// Rates over the last sweep interval, and the process's usage at its end.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -113,6 +113,9 @@ pub(super) struct NodeView {
     cpu_share: f64,
     #[serde(flatten)]
     usage: Usage,
+    /// Bytes in live allocations now (RSS less what the allocator keeps freed); None where the
+    /// allocator cannot tell.
+    heap_in_use_bytes: Option<u64>,
 }
 
 pub(super) async fn get(
@@ -144,6 +147,7 @@ pub(super) async fn get(
         rates,
         cpu_share: rates.cpu_cores_used / cores as f64,
         usage,
+        heap_in_use_bytes: heap_in_use(),
     }))
 }
 

@@ -32,6 +32,22 @@ pub fn usage(pid: Option<u32>) -> Option<Usage> {
     })
 }
 
+/// Bytes this process's allocator holds for live allocations (heap chunks in use plus mmapped
+/// blocks), or None where the allocator cannot tell. Unlike RSS it excludes memory freed but
+/// kept by the allocator, so a leak shows here while fragmentation does not.
+pub fn heap_in_use() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 (glibc ≥ 2.33) only reads the allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        Some((info.uordblks + info.hblkhd) as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
 /// utime + stime (clock ticks) from a `/proc/<pid>/stat` line. The command name may hold spaces
 /// and parentheses, so fields are counted from the last `)`.
 fn cpu_ticks(stat: &str) -> Option<u64> {
@@ -71,6 +87,19 @@ mod tests {
         assert_eq!(status_number(status, "VmRSS:"), Some(123456));
         assert_eq!(status_number(status, "Threads:"), Some(17));
         assert_eq!(status_number(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn the_heap_grows_with_a_live_allocation_and_shrinks_when_it_is_freed() {
+        let before = heap_in_use().expect("glibc");
+        // Zeroed: mmapped and never touched, so it costs address space, not memory.
+        let block = vec![0u8; 256 << 20];
+        let during = heap_in_use().expect("glibc");
+        // Other tests allocate concurrently: only the block's own size is certain.
+        assert!(during >= before + (192 << 20), "{before} → {during}");
+        drop(std::hint::black_box(block));
+        let after = heap_in_use().expect("glibc");
+        assert!(after + (192 << 20) <= during, "{during} → {after}");
     }
 
     #[test]

@@ -80,6 +80,7 @@ for (const [i, p] of pages.entries()) {
     location: window.livegate.location,
     postedAt: window.livegate.postedAt,
     connectedAt: window.livegate.connectedAt,
+    pattern: window.livegate.pattern,
   })));
   results[i].console = p.log.slice(-5);
 }

@@ -250,7 +250,10 @@ fn the_node_api_reports_streams_viewers_cpu_and_egress() {
         last["ingest_bits_per_sec"].as_f64().unwrap() > 100_000.0,
         "{last}"
     );
-    assert!(last["rss_bytes"].as_u64().unwrap() > 1 << 20, "{last}");
+    let rss = last["rss_bytes"].as_u64().unwrap();
+    assert!(rss > 1 << 20, "{last}");
+    let heap = last["heap_in_use_bytes"].as_u64().unwrap();
+    assert!(heap > 1 << 20 && heap < 4 * rss, "{last}");
     assert!(last["threads"].as_u64().unwrap() >= 2, "{last}");
     assert!(last["open_fds"].as_u64().unwrap() >= 3, "{last}");
     assert!(last["cores"].as_u64().unwrap() >= 1, "{last}");

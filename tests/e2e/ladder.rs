@@ -366,14 +366,18 @@ fn hls_js_plays_every_ladder_level_and_switches_to_and_from_the_source_without_a
     let (ok, report) = play_switching(&url, &[2, 0, 2, 1], 3);
     assert!(ok, "switching: {report}");
     assert_eq!(report["stalls"], 0, "{report}");
-    // hls.js aborts the loads in flight of the level it leaves: not a failure.
+    // hls.js aborts the loads in flight of the level it leaves: not a failure. It jumps a hole
+    // in the buffer only where one is: frames a ladder behind real time dropped (a loaded
+    // machine), which the metrics count.
     let errors: Vec<&str> = report["errors"]
         .as_array()
         .map(|e| e.iter().filter_map(|e| e.as_str()).collect())
         .unwrap_or_default();
+    let dropped = crate::whip::metric(&server, "livegate_transcode_dropped_frames_total ");
     assert!(
-        errors.iter().all(|e| *e == "networkError/aborted"),
-        "{report}"
+        errors.iter().all(|e| *e == "networkError/aborted"
+            || (*e == "mediaError/bufferSeekOverHole" && dropped > 0.0)),
+        "{dropped} frames dropped: {report}"
     );
     // The pictures shown, in order: from the source (asked for first, or chosen by hls.js
     // already) down to 360p, up to the source again, down to 480p.
@@ -444,7 +448,8 @@ fn rss_kb(pid: u32) -> u64 {
 #[test]
 fn threads_and_memory_come_back_after_100_publish_cycles() {
     let _cpu = heavy();
-    let server = Server::start();
+    let admin = "cycle-admin-token";
+    let server = Server::start_with(&[("LIVEGATE_HTTP_ADMIN_TOKEN", admin)]);
     let clip = flv_publish::read_flv(&source_clip(320, 240, 30, 1));
     let users: Vec<(String, String)> = (0..4)
         .map(|i| {
@@ -457,6 +462,24 @@ fn threads_and_memory_come_back_after_100_publish_cycles() {
         server.wait_until(Duration::from_secs(30), "all transcoders to finish", || {
             ladder_threads(server.pid()) == 0 && server.get("/api/v1/streams").1 == "[]"
         })
+    };
+    // Bytes in live allocations: RSS also holds what glibc keeps freed per arena, which varies
+    // with how many ladders happened to overlap, so a leak is judged on the heap. The least of a
+    // few samples: the recordings' writer still finishes the last sessions for a moment.
+    let heap_kb = || {
+        (0..6)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(300));
+                let (status, body) = server.request("GET", "/api/v1/node", Some(admin), None);
+                assert_eq!(status, 200, "{body}");
+                let node: serde_json::Value = serde_json::from_str(&body).unwrap();
+                node["heap_in_use_bytes"]
+                    .as_u64()
+                    .expect("heap_in_use_bytes")
+                    / 1024
+            })
+            .min()
+            .unwrap_or(0)
     };
     let run_cycles = |n: usize| {
         std::thread::scope(|scope| {
@@ -478,31 +501,38 @@ fn threads_and_memory_come_back_after_100_publish_cycles() {
     let started = Instant::now();
     run_cycles(3);
     idle();
-    let rss_warm = rss_kb(server.pid());
+    let (rss_warm, heap_warm) = (rss_kb(server.pid()), heap_kb());
     run_cycles(12);
     idle();
-    // The allocator keeps some freed memory per arena, more the more ladders ran at once (a
-    // loaded machine overlaps more cycles): it levels off. A leak keeps growing: the last 40
-    // cycles must not add what a leak of 200 kB per cycle would.
-    let rss_mid = rss_kb(server.pid());
+    let (rss_mid, heap_mid) = (rss_kb(server.pid()), heap_kb());
     run_cycles(10); // 4 publishers × (3 + 12 + 10) = 100 cycles
     idle();
-    let rss_after = rss_kb(server.pid());
+    let (rss_after, heap_after) = (rss_kb(server.pid()), heap_kb());
 
     eprintln!(
-        "100 cycles in {:.1} s; RSS {} MB → {} MB after 60 → {} MB after 100",
+        "100 cycles in {:.1} s; RSS {} → {} → {} MB, heap {} → {} → {} MB (after 12, 60, 100)",
         started.elapsed().as_secs_f64(),
         rss_warm / 1024,
         rss_mid / 1024,
-        rss_after / 1024
+        rss_after / 1024,
+        heap_warm / 1024,
+        heap_mid / 1024,
+        heap_after / 1024
     );
     assert_eq!(
         ladder_threads(server.pid()),
         0,
         "every transcoder thread (and x264's) is gone"
     );
+    // A leak of 100 kB per cycle adds 4 MB over the last 40 cycles.
     assert!(
-        rss_after < rss_mid + 8 * 1024 && rss_after < rss_warm + 40 * 1024,
+        heap_after < heap_mid + 4 * 1024 && heap_after < heap_warm + 8 * 1024,
+        "live allocations came back: {heap_warm} kB after warm-up, {heap_mid} kB after 60 \
+         cycles, {heap_after} kB after 100"
+    );
+    // What glibc keeps freed levels off rather than growing with every cycle.
+    assert!(
+        rss_after < rss_warm + 40 * 1024,
         "memory came back: {rss_warm} kB after warm-up, {rss_mid} kB after 60 cycles, \
          {rss_after} kB after 100"
     );

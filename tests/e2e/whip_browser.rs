@@ -317,6 +317,26 @@ fn flash_times(file: &Path) -> Vec<f64> {
     times
 }
 
+/// What ffprobe says is wrong with `file`, and its streams, for a failure's message.
+fn probe_errors(file: &Path) -> String {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_frames",
+        ])
+        .args(["-of", "compact"])
+        .arg(file)
+        .output()
+        .expect("ffprobe");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Times (seconds) where `file`'s audio turns from silence to a tone.
 fn beep_times(file: &Path) -> Vec<f64> {
     let out = Command::new("ffmpeg")
@@ -399,6 +419,11 @@ fn check_sync(seconds: u32, stall: Option<Duration>) {
     }
     let report = finish_publisher(publisher, Duration::from_secs(90));
     eprintln!("publisher: {report}");
+    // The page drew its flashes (else the failure is the browser's, not livegate's).
+    assert!(
+        report[0]["pattern"]["flashes"].as_u64().unwrap_or(0) >= 3,
+        "the page's pattern: {report}"
+    );
     let master = parse_master(&server.wait_master("sync", Duration::from_secs(5)));
     let rung = master.variants[0]
         .uri
@@ -412,6 +437,18 @@ fn check_sync(seconds: u32, stall: Option<Duration>) {
             .all(|&d| (d.round() as u64) <= playlist.target_duration),
         "EXTINF {durations:?} over the target {}",
         playlist.target_duration
+    );
+    // The audio joins the first segment, even when it starts a few ms after the video: one
+    // init segment, no discontinuity.
+    let mut maps: Vec<&str> = playlist
+        .segments
+        .iter()
+        .filter_map(|s| s.map.as_ref().map(|m| m.uri.as_str()))
+        .collect();
+    maps.dedup();
+    assert!(
+        maps.len() == 1 && playlist.segments.iter().all(|s| !s.discontinuity),
+        "one init, no discontinuity: {maps:?}, {durations:?}"
     );
     // One file: the init segment, then every media segment.
     let files = server.download_segments("sync", &rung, &playlist);
@@ -430,7 +467,12 @@ fn check_sync(seconds: u32, stall: Option<Duration>) {
     std::fs::write(&joined, whole).unwrap();
     let flashes = flash_times(&joined);
     let beeps = beep_times(&joined);
-    assert!(flashes.len() >= 3, "flashes {flashes:?}");
+    assert!(
+        flashes.len() >= 3,
+        "flashes {flashes:?}, beeps {beeps:?} in {} segments {durations:?}: {}",
+        files.len(),
+        probe_errors(&joined)
+    );
     let offsets: Vec<f64> = flashes
         .iter()
         .filter_map(|f| {

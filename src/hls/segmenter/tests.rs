@@ -186,6 +186,28 @@ fn a_gap_in_the_video_ends_the_segment_before_it_instead_of_spanning_it() {
 }
 
 #[test]
+fn a_short_pause_is_not_taken_for_the_frame_rate() {
+    // 2 s GOPs at 30 fps, LL-HLS parts of 0.3 s; the sender paused 0.9 s (frames 70..97 never
+    // came): the pause is held on frame 69, and the frames after it are cut as before it.
+    let frames: Vec<i64> = (0..70).chain(97..300).collect();
+    let out = feed_frames(
+        &mut Segmenter::new(ll_cfg(0.3)),
+        &frames,
+        &[0, 60, 120, 180, 240],
+    );
+    let segs = segments(&out);
+    assert!(
+        segs.iter().all(|s| s.independent),
+        "no cut mid-GOP: {:?}",
+        segs.iter().map(|s| s.duration).collect::<Vec<_>>()
+    );
+    // 8 frames a part; only a segment's last part may be shorter.
+    let durations: Vec<f64> = parts(&out).iter().map(|p| p.duration).collect();
+    let short = durations.iter().filter(|&&d| d < 7.5 / 30.0).count();
+    assert!(short <= segs.len(), "{durations:?}");
+}
+
+#[test]
 fn waits_for_a_keyframe_and_trims_audio() {
     let mut seg = Segmenter::new(cfg());
     let now = Utc::now();
@@ -225,6 +247,47 @@ fn config_change_makes_discontinuity_and_new_init() {
     let segs = segments(&out);
     assert!(segs.last().unwrap().discontinuity);
     assert_eq!(segs.iter().filter(|s| s.discontinuity).count(), 1);
+}
+
+#[test]
+fn audio_announced_after_the_first_frames_joins_the_first_segment() {
+    for part_duration in [None, Some(0.3)] {
+        let mut seg = Segmenter::new(SegmenterConfig {
+            part_duration,
+            ..cfg()
+        });
+        let now = Utc::now();
+        let mut out = seg.push(video_cfg(), now);
+        out.extend(seg.push(vframe(0, true), now));
+        out.extend(seg.push(vframe(33, false), now));
+        out.extend(seg.push(audio_cfg(), now));
+        for ms in (40..4000).step_by(21) {
+            out.extend(seg.push(aframe(ms), now));
+        }
+        for i in 2..120 {
+            out.extend(seg.push(vframe(i * 1000 / 30, i % 60 == 0), now));
+        }
+        out.extend(seg.push(MediaEvent::End(EndReason::Stopped), now));
+        let inits: Vec<&InitInfo> = out
+            .iter()
+            .filter_map(|o| match o {
+                SegmenterOutput::Init { info, .. } => Some(info),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            inits.last().is_some_and(|i| i.audio.is_some()),
+            "{part_duration:?}"
+        );
+        let segs = segments(&out);
+        assert!(
+            segs.iter().all(|s| !s.discontinuity) && (segs[0].duration - 2.0).abs() < 0.01,
+            "{part_duration:?}: {:?}",
+            segs.iter()
+                .map(|s| (s.duration, s.discontinuity))
+                .collect::<Vec<_>>()
+        );
+    }
 }
 
 #[test]
