@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 /// A rendition's playlist as last rendered, with the position it describes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Published {
     /// None before the first segment (or part).
     pub playlist: Option<Arc<str>>,
@@ -19,6 +19,34 @@ pub struct Published {
     /// Parts of the newest complete segment.
     pub parts_in_last: u64,
     pub ended: bool,
+    /// How many parts past the newest a request may ask for before it is refused
+    /// ([`advance_part_limit`] of the playlist's PART-TARGET).
+    pub advance_part_limit: u64,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Published {
+            playlist: None,
+            next_msn: 0,
+            parts_in_next: 0,
+            parts_in_last: 0,
+            ended: false,
+            advance_part_limit: advance_part_limit(1.0),
+        }
+    }
+}
+
+/// RFC 8216bis §6.2.5.2's Advance Part Limit: three divided by the part target when that is
+/// under a second (10 parts of 0.3 s: three seconds ahead), three otherwise. The top rung's
+/// encoder can trail a lower rung by a few parts, and hls.js switching to it asks for parts it
+/// has not cut yet: a tighter limit refuses requests made in normal play.
+pub fn advance_part_limit(part_target_secs: f64) -> u64 {
+    if part_target_secs > 0.0 && part_target_secs < 1.0 {
+        (3.0 / part_target_secs).ceil() as u64
+    } else {
+        3
+    }
 }
 
 /// A playlist request's delivery directives.
@@ -37,10 +65,6 @@ pub enum Decision {
     /// 400, with the reason.
     Refuse(&'static str),
 }
-
-/// How far past the newest part a request may ask before it is refused (the spec's Advance
-/// Part Limit for part targets under 1 s).
-const ADVANCE_PART_LIMIT: u64 = 3;
 
 impl Directives {
     /// Parses `_HLS_msn`, `_HLS_part` (and ignores `_HLS_skip`: no delta updates are offered)
@@ -95,7 +119,7 @@ impl Published {
                 Decision::Wait
             };
         };
-        if msn == self.next_msn && part > self.parts_in_next + ADVANCE_PART_LIMIT {
+        if msn == self.next_msn && part > self.parts_in_next + self.advance_part_limit {
             return Decision::Refuse("_HLS_part is too far ahead");
         }
         let ready = if msn + 1 < self.next_msn {
@@ -148,6 +172,7 @@ mod tests {
             parts_in_next,
             parts_in_last: 7,
             ended: false,
+            advance_part_limit: 3,
         }
     }
 
@@ -210,6 +235,22 @@ mod tests {
     }
 
     #[test]
+    fn the_advance_part_limit_is_three_seconds_of_parts() {
+        assert_eq!(advance_part_limit(0.3), 10);
+        assert_eq!(advance_part_limit(0.5), 6);
+        assert_eq!(advance_part_limit(1.0), 3);
+        assert_eq!(advance_part_limit(2.0), 3);
+        assert_eq!(advance_part_limit(0.0), 3);
+        // 0.3 s parts: a request 10 parts past the newest waits, 11 is refused.
+        let p = Published {
+            advance_part_limit: advance_part_limit(0.3),
+            ..at(10, 2)
+        };
+        assert_eq!(p.decide(d(10, Some(12))), Decision::Wait);
+        assert!(matches!(p.decide(d(10, Some(13))), Decision::Refuse(_)));
+    }
+
+    #[test]
     fn after_endlist_everything_is_ready() {
         let mut p = at(10, 0);
         p.ended = true;
@@ -245,7 +286,8 @@ mod tests {
         fn decisions_are_total(next in 0u64..1000, parts in 0u64..20, last in 0u64..20,
                                msn in 0u64..1100, part in proptest::option::of(0u64..30)) {
             let p = Published { playlist: None, next_msn: next, parts_in_next: parts,
-                                parts_in_last: last, ended: false };
+                                parts_in_last: last, ended: false,
+                                advance_part_limit: advance_part_limit(0.3) };
             let decision = p.decide(d(msn, part));
             let reached = msn < next.saturating_sub(1)
                 || (msn < next && part.is_none_or(|k| k < last))

@@ -11,7 +11,7 @@ const args = Object.fromEntries(
   process.argv.slice(2).reduce((pairs, v, i, all) => (i % 2 ? pairs : [...pairs, [v.replace(/^--/, ''), all[i + 1]]]), []),
 );
 mkdirSync(args.out, { recursive: true });
-const report = { consoleErrors: [], screenshots: [], checks: {} };
+const report = { consoleErrors: [], failedRequests: [], screenshots: [], checks: {} };
 const profile = mkdtempSync(join(tmpdir(), 'livegate-golive-'));
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -28,6 +28,8 @@ async function open(path) {
   const page = await context.newPage();
   page.on('console', (m) => { if (m.type() === 'error') report.consoleErrors.push(`${path}: ${m.text()}`); });
   page.on('pageerror', (e) => report.consoleErrors.push(`${path}: ${e}`));
+  // Chromium's console names no URL for a failed load; this says which request it was.
+  page.on('response', (r) => { if (r.status() >= 400) report.failedRequests.push(`${path}: ${r.status()} ${r.url()}`); });
   await page.goto(`${args.base}${path}`);
   return page;
 }

@@ -8,7 +8,7 @@ use super::{
     part_name, LiveHls, Rendition, StoredPart, StoredSegment, PART_HOLD_BACK_TARGETS,
     PART_WINDOW_TARGETS,
 };
-use crate::hls::blocking::Published;
+use crate::hls::blocking::{advance_part_limit, Published};
 use crate::hls::playlist::{
     write_media, Entry, Header, Kind, LowLatency, PartEntry, RenditionReport,
 };
@@ -140,6 +140,7 @@ impl LiveHls {
             parts_in_next: r.open.as_ref().map_or(0, |o| o.parts.len() as u64),
             parts_in_last: r.segments.back().map_or(0, |s| s.parts.len() as u64),
             ended: r.ended,
+            advance_part_limit: advance_part_limit(self.config.part_duration),
         };
         r.published.send_replace(Arc::new(published));
     }
