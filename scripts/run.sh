@@ -10,6 +10,8 @@ cargo build --release --locked
 bin=target/release/livegate
 
 user=${LIVEGATE_DEMO_USER:-demo}
+# The server refuses a LIVEGATE_* variable it does not know; this one is the script's own.
+unset LIVEGATE_DEMO_USER
 if ! "$bin" keys list | cut -f1 | grep -qx "$user"; then
   echo
   "$bin" keys add "$user"

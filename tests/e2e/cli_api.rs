@@ -50,7 +50,7 @@ fn check_config_reports_errors_by_name() {
     let text = String::from_utf8_lossy(&ok.stdout);
     assert!(text.contains("segment_duration = 2.0"), "{text}");
 
-    let bad = std::process::Command::new(BIN)
+    let bad = crate::common::livegate()
         .args(["check-config"])
         .env("LIVEGATE_HLS_WINDOW", "1")
         .output()
@@ -59,7 +59,7 @@ fn check_config_reports_errors_by_name() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("hls.window"));
 
     // Secrets are not printed: the admin token, the webhook secret, Redis's password.
-    let masked = std::process::Command::new(BIN)
+    let masked = crate::common::livegate()
         .args(["check-config"])
         .env("LIVEGATE_HTTP_ADMIN_TOKEN", "supersecret-admin-token")
         .env("LIVEGATE_HOOKS_WEBHOOK_URL", "https://site.example/hooks")
@@ -83,7 +83,7 @@ fn check_config_reports_errors_by_name() {
     assert!(text.contains("redis://:REDACTED@10.0.0.2:6379"), "{text}");
 
     // A webhook URL without a secret is refused by name.
-    let unsigned = std::process::Command::new(BIN)
+    let unsigned = crate::common::livegate()
         .args(["check-config"])
         .env("LIVEGATE_HOOKS_WEBHOOK_URL", "https://site.example/hooks")
         .output()
@@ -91,7 +91,7 @@ fn check_config_reports_errors_by_name() {
     assert!(!unsigned.status.success());
     assert!(String::from_utf8_lossy(&unsigned.stderr).contains("hooks.webhook_secret"));
 
-    let typo = std::process::Command::new(BIN)
+    let typo = crate::common::livegate()
         .args(["check-config"])
         .env("LIVEGATE_HLS_WINDOWS", "5")
         .output()

@@ -317,7 +317,7 @@ fn keys_import_moves_an_embedded_store_into_redis_and_relay_targets_live_there()
     // The same data_dir's files, imported into the cluster's Redis by the CLI.
     let url = redis.url();
     let import = || {
-        Command::new(crate::common::BIN)
+        crate::common::livegate()
             .args(["keys", "import", "--config"])
             .arg(&single.config_path)
             .env("LIVEGATE_CLUSTER_REDIS_URL", &url)

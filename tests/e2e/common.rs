@@ -10,6 +10,23 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_livegate");
 
+/// A `livegate` command that inherits none of the caller's `LIVEGATE_*` variables: the server
+/// refuses a variable it does not know (scripts/test.sh's own knobs share the prefix), and a
+/// developer's `LIVEGATE_CONFIG` or overrides must not change what a test runs.
+pub fn livegate() -> Command {
+    without_inherited_settings(Command::new(BIN))
+}
+
+/// `cmd` (e.g. `prlimit … livegate`) without the caller's `LIVEGATE_*` variables.
+pub fn without_inherited_settings(mut cmd: Command) -> Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LIVEGATE_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
 pub struct Server {
     child: Option<Child>,
     env: Vec<(String, String)>,
@@ -97,7 +114,7 @@ impl Server {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("log file");
-        let child = Command::new(BIN)
+        let child = livegate()
             .args(["serve", "--config"])
             .arg(&self.config_path)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -150,6 +167,11 @@ impl Server {
 
     pub fn get(&self, path: &str) -> (u16, String) {
         self.request("GET", path, None, None)
+    }
+
+    /// One series' value from this server's `/metrics` (see [`metric_value`]).
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.get("/metrics").1, series)
     }
 
     pub fn get_with_headers(&self, path: &str) -> (u16, Vec<(String, String)>, String) {
@@ -262,7 +284,7 @@ impl Server {
 
     /// Runs `livegate <args> --config <this server's config>`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+        livegate()
             .args(args)
             .arg("--config")
             .arg(&self.config_path)
@@ -819,4 +841,19 @@ pub fn first_video_pts(path: &Path) -> (f64, i64, i64) {
         s["width"].as_i64().unwrap_or(0),
         s["height"].as_i64().unwrap_or(0),
     )
+}
+
+/// The value of `series` (a name, with its labels if it has any, exactly as exposed) in an
+/// OpenMetrics text; 0 when absent, as a counter is before its first increment.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    let series = series.trim_end();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
 }

@@ -34,16 +34,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     get(11) + get(12)
 }
 
-fn metric(server: &Server, name: &str) -> u64 {
-    server
-        .get("/metrics")
-        .1
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 fn tag(ts: u32, body: &'static [u8]) -> Tag {
     Tag {
         kind: 8,
@@ -68,7 +58,7 @@ fn beside_a_normal_stream(server: &Server, flood: impl FnOnce(&dyn Fn()) + Send)
     std::thread::sleep(Duration::from_millis(500));
     let rss_start_kb = proc_status_kb(pid, "VmRSS");
     let lines_before = server.logs().lines().count();
-    let segments_before = metric(server, "livegate_hls_segments_total");
+    let segments_before = server.metric("livegate_hls_segments_total") as u64;
     let cpu_before = cpu_ticks(pid);
     let peak = std::sync::atomic::AtomicU64::new(rss_start_kb);
     let sample = || {
@@ -95,7 +85,7 @@ fn beside_a_normal_stream(server: &Server, flood: impl FnOnce(&dyn Fn()) + Send)
         rss_start_kb,
         log_lines: server.logs().lines().count() - lines_before,
         cpu_secs: (cpu_ticks(pid) - cpu_before) as f64 / 100.0,
-        segments: metric(server, "livegate_hls_segments_total") - segments_before,
+        segments: server.metric("livegate_hls_segments_total") as u64 - segments_before,
     };
     eprintln!(
         "RSS {} → peak {} MiB; {} log lines; {} segments; {:.1} s CPU",

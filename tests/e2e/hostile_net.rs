@@ -427,7 +427,7 @@ fn metrics_can_have_their_own_listener_and_token() {
 #[test]
 fn caps_above_the_open_file_limit_stop_the_start_up_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new("prlimit")
+    let out = crate::common::without_inherited_settings(Command::new("prlimit"))
         .arg("--nofile=256:256")
         .arg(BIN)
         .arg("serve")
@@ -446,7 +446,7 @@ fn caps_above_the_open_file_limit_stop_the_start_up_with_a_clear_error() {
     );
     // A low soft limit under a high hard one is raised, and caps that fit then start.
     let log = dir.path().join("serve.log");
-    let mut child = Command::new("prlimit")
+    let mut child = crate::common::without_inherited_settings(Command::new("prlimit"))
         .arg("--nofile=256:4096")
         .arg(BIN)
         .arg("serve")

@@ -21,14 +21,6 @@ fn presented_serial(port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A counter's value from `/metrics` (0 when the series is absent).
-fn counter(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn hls_over_https_h2_and_certificates_renewed_under_a_live_stream() {
     let ca = TestCa::new();
@@ -106,12 +98,7 @@ fn hls_over_https_h2_and_certificates_renewed_under_a_live_stream() {
     server.wait_until(
         Duration::from_secs(30),
         "an HTTP/2 connection over TLS",
-        || {
-            counter(
-                &server.get("/metrics").1,
-                "livegate_http_connections_total{protocol=\"http2\",tls=\"yes\"}",
-            ) >= 1.0
-        },
+        || server.metric("livegate_http_connections_total{protocol=\"http2\",tls=\"yes\"}") >= 1.0,
     );
     std::thread::sleep(Duration::from_secs(3));
     std::fs::rename(ca.path("renewed.key"), live("key")).unwrap();
@@ -136,7 +123,7 @@ fn hls_over_https_h2_and_certificates_renewed_under_a_live_stream() {
     );
     let metrics = server.get("/metrics").1;
     assert_eq!(
-        counter(&metrics, "livegate_publish_accepted_total"),
+        metric_value(&metrics, "livegate_publish_accepted_total"),
         1.0,
         "{metrics}"
     );
@@ -144,10 +131,13 @@ fn hls_over_https_h2_and_certificates_renewed_under_a_live_stream() {
         let series = format!(
             "livegate_tls_certificate_reloads_total{{listener=\"{listener}\",result=\"ok\"}}"
         );
-        assert!(counter(&metrics, &series) >= 1.0, "{series}\n{metrics}");
+        assert!(
+            metric_value(&metrics, &series) >= 1.0,
+            "{series}\n{metrics}"
+        );
     }
     assert!(
-        counter(
+        metric_value(
             &metrics,
             "livegate_http_connections_total{protocol=\"http1\",tls=\"yes\"}"
         ) >= 1.0,
@@ -157,10 +147,8 @@ fn hls_over_https_h2_and_certificates_renewed_under_a_live_stream() {
     // A certificate whose key is not beside it: reported, and the renewed one stays in use.
     std::fs::rename(ca.path("stray.pem"), live("pem")).unwrap();
     server.wait_until(Duration::from_secs(20), "the failed reload", || {
-        counter(
-            &server.get("/metrics").1,
-            "livegate_tls_certificate_reloads_total{listener=\"http\",result=\"failed\"}",
-        ) >= 1.0
+        server.metric("livegate_tls_certificate_reloads_total{listener=\"http\",result=\"failed\"}")
+            >= 1.0
     });
     assert_eq!(presented_serial(https), renewed);
     assert!(
@@ -214,9 +202,6 @@ fn a_browser_publishes_with_whip_from_the_https_page() {
         "{report}"
     );
     server.wait_until(Duration::from_secs(10), "the DELETE over HTTPS", || {
-        counter(
-            &server.get("/metrics").1,
-            "livegate_whip_sessions_ended_total{reason=\"deleted\"}",
-        ) >= 1.0
+        server.metric("livegate_whip_sessions_ended_total{reason=\"deleted\"}") >= 1.0
     });
 }

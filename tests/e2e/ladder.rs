@@ -373,7 +373,7 @@ fn hls_js_plays_every_ladder_level_and_switches_to_and_from_the_source_without_a
         .as_array()
         .map(|e| e.iter().filter_map(|e| e.as_str()).collect())
         .unwrap_or_default();
-    let dropped = crate::whip::metric(&server, "livegate_transcode_dropped_frames_total ");
+    let dropped = server.metric("livegate_transcode_dropped_frames_total");
     assert!(
         errors.iter().all(|e| *e == "networkError/aborted"
             || (*e == "mediaError/bufferSeekOverHole" && dropped > 0.0)),

@@ -260,14 +260,6 @@ fn ladder_rungs_cut_the_same_parts_and_hls_js_plays_them() {
     let _ = publisher.wait();
 }
 
-fn metric(server: &Server, name: &str) -> f64 {
-    let (_, text) = server.get("/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Stops (or resumes) the publisher with the real `kill`: no new part while stopped.
 fn freeze(publisher: &std::process::Child, stop: bool) {
     let signal = if stop { "-STOP" } else { "-CONT" };
@@ -320,7 +312,7 @@ fn blocking_reloads_and_hinted_parts_are_held_until_the_part_exists() {
         std::thread::spawn(move || http_get(&url))
     };
     server.wait_until(Duration::from_secs(4), "201 requests held", || {
-        metric(&server, "livegate_hls_blocked_requests") >= 201.0
+        server.metric("livegate_hls_blocked_requests") >= 201.0
     });
     assert!(
         blocked.iter().all(|t| !t.is_finished()),
@@ -348,7 +340,7 @@ fn blocking_reloads_and_hinted_parts_are_held_until_the_part_exists() {
         released.iter().copied().fold(f64::MAX, f64::min),
         released.iter().copied().fold(0.0, f64::max)
     );
-    assert_eq!(metric(&server, "livegate_hls_blocked_requests"), 0.0);
+    assert_eq!(server.metric("livegate_hls_blocked_requests"), 0.0);
 
     // A part that does not come within 3 target durations: 503.
     freeze(&publisher, true);

@@ -366,7 +366,7 @@ fn s3_outage_mid_stream_loses_nothing() {
     let mut spool_peak = 0f64;
     while outage.elapsed() < Duration::from_secs(20) {
         let metrics = server.get("/metrics").1;
-        spool_peak = spool_peak.max(metric(&metrics, "livegate_record_spool_bytes"));
+        spool_peak = spool_peak.max(metric_value(&metrics, "livegate_record_spool_bytes"));
         std::thread::sleep(Duration::from_millis(500));
     }
     let (_, during) = server.media_playlist("bob");
@@ -389,8 +389,8 @@ fn s3_outage_mid_stream_loses_nothing() {
     // Caught up: every segment spooled so far is stored, but for at most the one just closed.
     server.wait_until(Duration::from_secs(40), "uploads to catch up", || {
         let metrics = server.get("/metrics").1;
-        let spooled = metric(&metrics, "livegate_record_segments_total");
-        let stored = metric(&metrics, "livegate_record_upload_lag_seconds_count");
+        let spooled = metric_value(&metrics, "livegate_record_segments_total");
+        let stored = metric_value(&metrics, "livegate_record_upload_lag_seconds_count");
         spooled > 0.0 && stored + 1.0 >= spooled
     });
     let caught_up = restarted.elapsed();
@@ -448,13 +448,6 @@ fn kill_9_mid_stream_then_restart_finalizes_from_the_spool() {
     server.wait_until(Duration::from_secs(10), "the spool to be emptied", || {
         count_files(&spool, "") == 0
     });
-}
-
-/// A sample's value from the OpenMetrics text (0 if absent).
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn count_files(dir: &Path, suffix: &str) -> usize {
@@ -685,12 +678,7 @@ fn a_full_spool_skips_segments_with_a_clear_error_and_a_gap() {
     server.wait_until(Duration::from_secs(30), "the spool-full error", || {
         server.logs().contains("recording spool full")
     });
-    assert!(
-        metric(
-            &server.get("/metrics").1,
-            "livegate_record_spool_full_total"
-        ) >= 1.0
-    );
+    assert!(server.metric("livegate_record_spool_full_total") >= 1.0);
     // Storage comes back: what the spool held is stored, the rest is a counted gap.
     garage.spawn();
     let (ok, err) = wait_child(publisher, Duration::from_secs(30));
@@ -734,12 +722,7 @@ fn a_publish_without_media_leaves_no_recording() {
     server.wait_until(
         Duration::from_secs(20),
         "the empty recording to be dropped",
-        || {
-            metric(
-                &server.get("/metrics").1,
-                "livegate_record_finished_total{reason=\"empty\"}",
-            ) >= 1.0
-        },
+        || server.metric("livegate_record_finished_total{reason=\"empty\"}") >= 1.0,
     );
     let (_, body) = server.request("GET", "/api/v1/recordings?user=jade", Some(ADMIN), None);
     assert_eq!(

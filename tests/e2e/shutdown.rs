@@ -3,7 +3,7 @@
 //! the drain; a second signal exits at once; a second instance on the same data_dir refuses to
 //! start; `livegate health` (the container's HEALTHCHECK) answers for the local server.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -183,7 +183,7 @@ fn a_second_instance_on_the_same_data_dir_refuses_to_start() {
         .replace(&format!(":{}\"", server.rtmp_port), ":0\"")
         .replace(&format!(":{}\"", server.http_port), ":0\"");
     std::fs::write(&config, text).expect("write config");
-    let second = Command::new(BIN)
+    let second = crate::common::livegate()
         .args(["serve", "--config"])
         .arg(&config)
         .env("LIVEGATE_TRANSCODE_ENABLED", "false")
@@ -203,7 +203,7 @@ fn health_command_answers_for_the_local_server_and_the_image_uses_it() {
     let mut server = Server::start_passthrough(&[]);
     let config_path = server.config_path.clone();
     let health = |listen: String| {
-        Command::new(BIN)
+        crate::common::livegate()
             .args(["health", "--config"])
             .arg(&config_path)
             .env("LIVEGATE_HTTP_LISTEN", listen)

@@ -69,15 +69,6 @@ pub(crate) fn offer(server: &Server, path: &str, key: &str, sdp: &str) -> Reply 
     )
 }
 
-pub(crate) fn metric(server: &Server, name_and_labels: &str) -> f64 {
-    let text = server.get("/metrics").1;
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 pub(crate) fn stream(server: &Server, user: &str) -> Option<serde_json::Value> {
     let (_, body) = server.get("/api/v1/streams");
     let list: serde_json::Value = serde_json::from_str(&body).ok()?;
@@ -294,10 +285,7 @@ fn signalling_answers_with_the_status_codes_rfc_9725_names() {
     // Neither connects: both are dropped after connect_timeout_secs, and the live RTMP stream
     // is untouched.
     server.wait_until(Duration::from_secs(10), "connect timeouts", || {
-        metric(
-            &server,
-            "livegate_whip_failures_total{reason=\"connect_timeout\"}",
-        ) >= 2.0
+        server.metric("livegate_whip_failures_total{reason=\"connect_timeout\"}") >= 2.0
     });
     let now = stream(&server, "alice").expect("alice still live");
     assert_eq!(

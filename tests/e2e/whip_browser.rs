@@ -12,7 +12,7 @@ use crate::common::{
     Server, Source,
 };
 use crate::record::{wait_recording, ADMIN};
-use crate::whip::{finish_publisher, metric, publish_in_chromium, stream};
+use crate::whip::{finish_publisher, publish_in_chromium, stream};
 
 /// Chromium publishes VP8 (alice) and H.264 (bob) at once on the one UDP port: both go through
 /// the ladder into H.264 + AAC renditions that ffprobe reads and hls.js plays; the page's Stop
@@ -43,7 +43,7 @@ fn chromium_publishes_vp8_and_h264_through_the_ladder() {
         })
         .collect();
     // Counted while both are surely live (the checks below take a while on a loaded machine).
-    assert!(metric(&server, "livegate_whip_sessions ") >= 2.0);
+    assert!(server.metric("livegate_whip_sessions") >= 2.0);
     for (user, master) in ["alice", "bob"].into_iter().zip(masters) {
         let master = parse_master(&master);
         let names: Vec<_> = master.variants.iter().map(|v| v.uri.clone()).collect();
@@ -88,18 +88,8 @@ fn chromium_publishes_vp8_and_h264_through_the_ladder() {
             "{manifest}"
         );
     }
-    assert!(
-        metric(
-            &server,
-            "livegate_whip_sessions_ended_total{reason=\"deleted\"}"
-        ) >= 2.0
-    );
-    assert!(
-        metric(
-            &server,
-            "livegate_whip_keyframe_requests_total{reason=\"pli\"}"
-        ) >= 1.0
-    );
+    assert!(server.metric("livegate_whip_sessions_ended_total{reason=\"deleted\"}") >= 2.0);
+    assert!(server.metric("livegate_whip_keyframe_requests_total{reason=\"pli\"}") >= 1.0);
 }
 
 /// VP9 (profile 0) from Chromium through the ladder.
@@ -181,12 +171,7 @@ fn whip_and_rtmp_take_over_from_each_other() {
     server.wait_until(
         Duration::from_secs(10),
         "the WHIP session ends as taken over",
-        || {
-            metric(
-                &server,
-                "livegate_whip_sessions_ended_total{reason=\"taken_over\"}",
-            ) >= 1.0
-        },
+        || server.metric("livegate_whip_sessions_ended_total{reason=\"taken_over\"}") >= 1.0,
     );
     let (_, body) = server.get("/live/erin/index.m3u8");
     assert!(
@@ -223,12 +208,7 @@ fn a_killed_browser_ends_the_stream_within_the_idle_timeout() {
         took < Duration::from_secs(10),
         "ended {took:?} after the kill"
     );
-    assert!(
-        metric(
-            &server,
-            "livegate_whip_sessions_ended_total{reason=\"idle_timeout\"}"
-        ) >= 1.0
-    );
+    assert!(server.metric("livegate_whip_sessions_ended_total{reason=\"idle_timeout\"}") >= 1.0);
 }
 
 /// Five WebRTC publishers at once share the one UDP port.
@@ -261,7 +241,7 @@ fn five_publishers_share_one_udp_port() {
     for user in users {
         server.wait_master(user, Duration::from_secs(40));
     }
-    assert_eq!(metric(&server, "livegate_whip_sessions "), 5.0);
+    assert_eq!(server.metric("livegate_whip_sessions"), 5.0);
     // Revoking a key ends that user's WebRTC session and stream, and only that one.
     let (status, _) = server.request("DELETE", "/api/v1/keys/p5", Some(ADMIN), None);
     assert_eq!(status, 204);
@@ -270,13 +250,8 @@ fn five_publishers_share_one_udp_port() {
         .clone();
     let rung = first.trim_end_matches("/index.m3u8");
     server.wait_endlist("p5", rung, Duration::from_secs(10));
-    assert_eq!(metric(&server, "livegate_whip_sessions "), 4.0);
-    assert!(
-        metric(
-            &server,
-            "livegate_whip_sessions_ended_total{reason=\"stopped\"}"
-        ) >= 1.0
-    );
+    assert_eq!(server.metric("livegate_whip_sessions"), 4.0);
+    assert!(server.metric("livegate_whip_sessions_ended_total{reason=\"stopped\"}") >= 1.0);
     let report = finish_publisher(publisher, Duration::from_secs(60));
     assert_eq!(report.as_array().map(|a| a.len()), Some(5), "{report}");
     for user in &users[..4] {
