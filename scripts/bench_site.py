@@ -50,7 +50,9 @@ class Server:
     def __init__(self, work, env):
         self.http = free_port()
         self.rtmp = free_port()
-        self.env = dict(os.environ, LIVEGATE_DATA_DIR=f"{work}/data-{self.http}", LIVEGATE_LOG="warn",
+        # livegate refuses LIVEGATE_* variables it does not know: LIVEGATE_BIN is this script's.
+        inherited = {k: v for k, v in os.environ.items() if k != "LIVEGATE_BIN"}
+        self.env = dict(inherited, LIVEGATE_DATA_DIR=f"{work}/data-{self.http}", LIVEGATE_LOG="warn",
                         LIVEGATE_RTMP_LISTEN=f"127.0.0.1:{self.rtmp}",
                         LIVEGATE_HTTP_LISTEN=f"127.0.0.1:{self.http}",
                         LIVEGATE_HTTP_ADMIN_TOKEN=ADMIN, LIVEGATE_ACCESS_TOKEN_SECRET=SECRET,
