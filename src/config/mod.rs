@@ -2,8 +2,10 @@
 //! file (or no file) serves. Any key can be overridden from the environment as
 //! `LIVEGATE_<SECTION>_<KEY>` (top-level keys: `LIVEGATE_<KEY>`), e.g. `LIVEGATE_HLS_WINDOW=8`.
 
+mod outputs;
 mod sections;
 mod validate;
+pub use outputs::*;
 pub use sections::*;
 
 use std::path::{Path, PathBuf};
@@ -334,6 +336,31 @@ mod tests {
         std::fs::write(&path, "[hls]\nsegment_durration = 4.0\n").unwrap();
         let err = Config::load(Some(&path), env(&[])).unwrap_err();
         assert!(err.to_string().contains("segment_durration"), "{err}");
+    }
+
+    #[test]
+    fn a_duration_past_the_clock_range_is_refused_at_start() {
+        // Deadlines are `Instant + Duration`: "forever" would panic in every connection task.
+        for (var, key) in [
+            (
+                "LIVEGATE_RTMP_PUBLISH_TIMEOUT_SECS",
+                "rtmp.publish_timeout_secs",
+            ),
+            (
+                "LIVEGATE_HTTP_FIRST_BYTE_TIMEOUT_SECS",
+                "http.first_byte_timeout_secs",
+            ),
+            ("LIVEGATE_RECORD_RETENTION_DAYS", "record.retention_days"),
+        ] {
+            let err = Config::load(None, env(&[(var, &i64::MAX.to_string())])).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let year = Config::load(
+            None,
+            env(&[("LIVEGATE_RTMP_IDLE_TIMEOUT_SECS", "31536000")]),
+        )
+        .unwrap();
+        assert_eq!(year.rtmp.idle_timeout_secs, 31_536_000);
     }
 
     #[test]

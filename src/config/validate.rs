@@ -3,12 +3,61 @@
 
 use super::{Config, ConfigError, RecordBackend};
 
+/// The longest duration any setting may hold: 10 years.
+const MAX_DURATION_SECS: u64 = 10 * 365 * 86_400;
+
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: &str| ConfigError::Invalid {
             key,
             message: message.into(),
         };
+        // Durations become deadlines (`Instant + Duration`, which panics past the clock's
+        // range): a value meant as "forever" is refused here, not in every connection's task.
+        let a = &self.access;
+        let (h, r, c) = (&self.http, &self.rtmp, &self.cluster);
+        for (key, secs) in [
+            ("shutdown_grace_secs", self.shutdown_grace_secs),
+            (
+                "relay.connect_timeout_secs",
+                self.relay.connect_timeout_secs,
+            ),
+            ("relay.max_backoff_secs", self.relay.max_backoff_secs),
+            (
+                "transcode.thumbnail_interval_secs",
+                self.transcode.thumbnail_interval_secs,
+            ),
+            ("rtmp.handshake_timeout_secs", r.handshake_timeout_secs),
+            ("rtmp.idle_timeout_secs", r.idle_timeout_secs),
+            ("rtmp.publish_timeout_secs", r.publish_timeout_secs),
+            ("http.header_read_timeout_secs", h.header_read_timeout_secs),
+            ("http.first_byte_timeout_secs", h.first_byte_timeout_secs),
+            ("http.idle_timeout_secs", h.idle_timeout_secs),
+            ("http.write_timeout_secs", h.write_timeout_secs),
+            ("http.h2_keep_alive_secs", h.h2_keep_alive_secs),
+            ("access.token_leeway_secs", a.token_leeway_secs),
+            ("access.max_token_ttl_secs", a.max_token_ttl_secs),
+            ("access.viewer_window_secs", a.viewer_window_secs),
+            ("hls.keep_ended_secs", self.hls.keep_ended_secs),
+            ("cluster.key_refresh_secs", c.key_refresh_secs),
+            (
+                "cluster.key_snapshot_max_age_secs",
+                c.key_snapshot_max_age_secs,
+            ),
+            ("cluster.lease_ttl_secs", c.lease_ttl_secs),
+            (
+                "record.max_duration_hours",
+                self.record.max_duration_hours.saturating_mul(3600),
+            ),
+            (
+                "record.retention_days",
+                self.record.retention_days.saturating_mul(86_400),
+            ),
+        ] {
+            if secs > MAX_DURATION_SECS {
+                return Err(invalid(key, "at most 10 years (0 where it means off)"));
+            }
+        }
         if !(0.5..=30.0).contains(&self.hls.segment_duration) {
             return Err(invalid(
                 "hls.segment_duration",

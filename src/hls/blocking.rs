@@ -109,7 +109,7 @@ impl Published {
             return Decision::Ready; // after ENDLIST the directives are ignored
         }
         let last = self.last_msn();
-        if msn > last.map_or(0, |l| l + 2) && msn > 2 {
+        if msn > last.map_or(0, |l| l.saturating_add(2)) && msn > 2 {
             return Decision::Refuse("_HLS_msn is more than two segments ahead");
         }
         let Some(part) = d.part else {

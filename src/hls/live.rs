@@ -99,6 +99,10 @@ pub struct LiveHls {
     carried: Vec<Numbering>,
 }
 
+/// The largest media or discontinuity sequence number carried from a predecessor (2^53: exact
+/// in every player's JavaScript numbers).
+const MAX_CARRIED: u64 = 1 << 53;
+
 /// Where a rendition's numbering stands: its name, the next media sequence number, and how many
 /// discontinuities it has had (what the discontinuity sequence counts).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -242,13 +246,15 @@ impl Rendition {
             segment,
             parts,
         });
-        self.next_sequence += 1;
+        self.next_sequence = self.next_sequence.saturating_add(1);
         let keep = config.window + GRACE_SEGMENTS;
         let max_bytes = (config.max_stream_memory_mib as usize) << 20;
         while self.segments.len() > keep || (self.bytes > max_bytes && self.segments.len() > 1) {
             if let Some(old) = self.segments.pop_front() {
                 self.bytes -= old.segment.data.len();
-                self.discontinuities_removed += u64::from(old.segment.discontinuity);
+                self.discontinuities_removed = self
+                    .discontinuities_removed
+                    .saturating_add(u64::from(old.segment.discontinuity));
             }
         }
         // Drop init segments no retained segment uses.
@@ -336,6 +342,9 @@ impl LiveHls {
     pub fn continue_after(&mut self, numbering: &[Numbering], skip: u64) {
         self.carried = numbering
             .iter()
+            // Read from the cluster's store: numbers no stream reaches (players hold them as
+            // JavaScript numbers) are corrupt, not a predecessor's.
+            .filter(|n| n.next_sequence <= MAX_CARRIED && n.discontinuities <= MAX_CARRIED)
             .map(|n| Numbering {
                 next_sequence: n.next_sequence.saturating_add(skip),
                 ..n.clone()

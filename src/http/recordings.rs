@@ -329,7 +329,16 @@ pub(super) async fn download(
         }
     };
     let objects = parts.swap_remove(index);
-    let total: u64 = objects.iter().map(|o| o.size).sum();
+    // Sizes come from the store's listing: a sum past u64 is a broken store, not a file.
+    let total = objects
+        .iter()
+        .try_fold(0u64, |sum, o| sum.checked_add(o.size))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::BAD_GATEWAY,
+                "the recording store listed impossible object sizes".into(),
+            )
+        })?;
     let file_name = if count == 1 {
         format!("{id}.mp4")
     } else {

@@ -79,7 +79,15 @@ pub fn avcc_record(extradata: &[u8]) -> Option<Bytes> {
     let sps: Vec<&[u8]> = units.iter().copied().filter(|n| n[0] & 0x1f == 7).collect();
     let pps: Vec<&[u8]> = units.iter().copied().filter(|n| n[0] & 0x1f == 8).collect();
     let first = sps.first()?;
-    if first.len() < 4 || pps.is_empty() {
+    // The record counts SPSs in 5 bits and PPSs in 8, and gives each a 16-bit length: what does
+    // not fit has no record (a truncated one would describe other bytes).
+    let fits = |n: &&[u8]| u16::try_from(n.len()).is_ok();
+    if first.len() < 4
+        || pps.is_empty()
+        || sps.len() > 31
+        || pps.len() > 255
+        || !sps.iter().chain(&pps).all(fits)
+    {
         return None;
     }
     let mut out = BytesMut::new();
@@ -88,7 +96,7 @@ pub fn avcc_record(extradata: &[u8]) -> Option<Bytes> {
     out.put_u8(0xff); // 4-byte lengths
     out.put_u8(0xe0 | sps.len() as u8);
     for s in &sps {
-        out.put_u16(s.len() as u16);
+        out.put_u16(s.len() as u16); // checked above
         out.put_slice(s);
     }
     out.put_u8(pps.len() as u8);
@@ -132,6 +140,21 @@ mod tests {
         assert_eq!((parsed.width, parsed.height), (640, 360));
         assert_eq!(parsed.codec_string(), "avc1.64001e");
         assert!(avcc_record(&[0, 0, 1, 0x68, 1]).is_none());
+
+        // What the record's fields cannot describe has no record: an SPS over 64 KiB, 32 SPSs.
+        let mut huge = annexb.clone();
+        huge.extend_from_slice(&[0, 0, 0, 1, 0x67]);
+        huge.extend(std::iter::repeat_n(0x11, 70_000));
+        assert!(avcc_record(&huge).is_none());
+        let mut many = Vec::new();
+        for _ in 0..32 {
+            many.extend_from_slice(&[0, 0, 0, 1]);
+            many.extend_from_slice(sps);
+        }
+        many.extend_from_slice(&[0, 0, 0, 1]);
+        many.extend_from_slice(pps);
+        assert!(avcc_record(&many).is_none());
+        assert!(avcc_record(&many[(sps.len() + 4) * 2..]).is_some());
     }
 
     #[test]

@@ -98,13 +98,16 @@ impl TimestampNormalizer {
             Some(last) => {
                 // Signed distance modulo 2^32: crossing the wrap point is a small positive step.
                 let step = i64::from(raw.wrapping_sub(last) as i32);
-                let plausible =
-                    -self.ticks(MAX_BACKWARD_STEP_MS)..=self.ticks(MAX_PLAUSIBLE_STEP_MS);
-                if !plausible.contains(&step) {
+                let back = self.ticks(MAX_BACKWARD_STEP_MS);
+                let plausible = -back..=self.ticks(MAX_PLAUSIBLE_STEP_MS);
+                let continued = self.last_out.saturating_add(step);
+                // Interleaving stays within a second of the newest time: small steps back that
+                // add up past it are a clock going backwards (a restart), not reordering.
+                if !plausible.contains(&step) || continued < self.max_out.saturating_sub(back) {
                     self.restarts += 1;
-                    self.max_out + self.ticks(RESTART_GAP_MS)
+                    self.max_out.saturating_add(self.ticks(RESTART_GAP_MS))
                 } else {
-                    self.last_out + step
+                    continued
                 }
             }
         };
@@ -191,6 +194,45 @@ mod tests {
         assert_eq!(n.normalize(7_500), 520);
         assert_eq!(n.normalize(7_533), 553);
         assert_eq!(n.restarts(), 1);
+    }
+
+    #[test]
+    fn small_steps_back_that_add_up_are_a_restart() {
+        // 0.9 s back per message is plausible interleaving once, not ten times in a row: the
+        // timeline must not walk backwards without bound.
+        let mut n = TimestampNormalizer::new();
+        let mut raw = 100_000u32;
+        n.normalize(raw);
+        let mut lowest = 0;
+        for _ in 0..10 {
+            raw -= 900;
+            lowest = lowest.min(n.normalize(raw));
+        }
+        assert!(lowest >= -MAX_BACKWARD_STEP_MS, "{lowest}");
+        assert!(n.restarts() >= 4, "{}", n.restarts());
+        // Ordinary interleaving (audio 200 ms behind video) is no restart.
+        let mut n = TimestampNormalizer::new();
+        for ms in (0..5_000u32).step_by(40) {
+            n.normalize(ms + 200);
+            n.normalize(ms);
+        }
+        assert_eq!(n.restarts(), 0);
+    }
+
+    proptest::proptest! {
+        /// Whatever the input, the output never falls more than a second below its highest.
+        #[test]
+        fn never_more_than_a_second_below_the_newest(
+            raws in proptest::collection::vec(proptest::prelude::any::<u32>(), 1..300),
+        ) {
+            let mut n = TimestampNormalizer::new();
+            let mut highest = 0;
+            for raw in raws {
+                let out = n.normalize_at(raw, 0);
+                highest = highest.max(out);
+                proptest::prop_assert!(out >= highest - MAX_BACKWARD_STEP_MS, "{out} < {highest}");
+            }
+        }
     }
 
     #[test]

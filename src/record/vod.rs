@@ -135,7 +135,8 @@ pub fn stream_objects(
     tokio::spawn(async move {
         let mut offset = 0u64;
         for object in objects {
-            let (object_start, object_end) = (offset, offset + object.size);
+            // The caller's total of these sizes fits in u64, so no offset overflows.
+            let (object_start, object_end) = (offset, offset.saturating_add(object.size));
             offset = object_end;
             if object.size == 0 || object_end <= start || object_start > end {
                 continue;

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::target::RtmpUrl;
+use crate::rtmp::chunk_limit::ChunkLimit;
 use crate::rtmp::flv::OutTag;
 use crate::rtmp::guard::guard_parser;
 use crate::rtmp::handshake::{self, HandshakeError};
@@ -22,6 +23,9 @@ use crate::rtmp::io::{read_some, write_flushed, IoError, WRITE_TIMEOUT};
 
 /// Bytes of server input accepted before the publish is accepted (acks, control, results).
 const MAX_SETUP_BYTES: usize = 1 << 20;
+/// The largest message a server may send (results, status, control: well under a KiB in
+/// practice). rml_rtmp would otherwise reserve up to 16 MiB per announced message.
+const MAX_SERVER_MESSAGE: u32 = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -86,6 +90,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 struct Setup {
     io: Box<dyn Io>,
     session: ClientSession,
+    limit: ChunkLimit,
     buf: Vec<u8>,
     bytes_sent: u64,
 }
@@ -96,6 +101,7 @@ struct Setup {
 pub struct RtmpPush {
     writer: tokio::io::WriteHalf<Box<dyn Io>>,
     session: ClientSession,
+    limit: ChunkLimit,
     input: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
     reader: tokio::task::JoinHandle<()>,
     pub bytes_sent: u64,
@@ -111,12 +117,14 @@ fn protocol<E: std::fmt::Display>(e: E) -> ClientError {
     ClientError::Protocol(e.to_string())
 }
 
-/// rml_rtmp can panic on malformed AMF0 ([`guard_parser`]); a bad server must only fail this
-/// relay.
+/// rml_rtmp can panic on malformed AMF0 ([`guard_parser`]) and buffers any message length the
+/// header announces ([`ChunkLimit`]); a bad server must only fail this relay.
 fn guarded_input(
     session: &mut ClientSession,
+    limit: &mut ChunkLimit,
     bytes: &[u8],
 ) -> Result<Vec<ClientSessionResult>, ClientError> {
+    limit.feed(bytes).map_err(protocol)?;
     guard_parser(|| session.handle_input(bytes))
         .map_err(|_| ClientError::Protocol("malformed message from the server".into()))?
         .map_err(protocol)
@@ -150,12 +158,13 @@ impl RtmpPush {
         let mut push = Setup {
             io,
             session,
+            limit: ChunkLimit::new(MAX_SERVER_MESSAGE),
             buf: vec![0u8; 64 * 1024],
             bytes_sent: 0,
         };
         let leftover = push.handshake().await?;
         push.send_results(initial).await?;
-        let results = guarded_input(&mut push.session, &leftover)?;
+        let results = guarded_input(&mut push.session, &mut push.limit, &leftover)?;
         push.send_results(results).await?;
 
         let r = push
@@ -210,6 +219,7 @@ impl RtmpPush {
         Ok(RtmpPush {
             writer,
             session: push.session,
+            limit: push.limit,
             input,
             reader,
             bytes_sent: push.bytes_sent,
@@ -270,7 +280,7 @@ impl RtmpPush {
 
     /// Answers what the server sent while publishing (acknowledgements, pings).
     pub async fn handle_input(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        let results = guarded_input(&mut self.session, bytes)?;
+        let results = guarded_input(&mut self.session, &mut self.limit, bytes)?;
         self.send_results(results).await
     }
 
@@ -326,7 +336,7 @@ impl Setup {
                 ));
             }
             let input = self.buf[..n].to_vec();
-            let results = guarded_input(&mut self.session, &input)?;
+            let results = guarded_input(&mut self.session, &mut self.limit, &input)?;
             for event in self.send_results(results).await? {
                 if let Some(done) = want(&event) {
                     return done;
@@ -342,14 +352,25 @@ mod tests {
     use proptest::collection::vec;
     use proptest::prelude::*;
 
+    #[test]
+    fn a_server_announcing_a_huge_message_fails_the_relay_before_it_is_buffered() {
+        let (mut session, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+        let mut limit = ChunkLimit::new(MAX_SERVER_MESSAGE);
+        // Chunk stream 3, format 0: timestamp 0, length 10 MiB, AMF0 command, stream 0.
+        let header = [3, 0, 0, 0, 0xa0, 0, 0, 0x14, 0, 0, 0, 0];
+        let err = guarded_input(&mut session, &mut limit, &header).unwrap_err();
+        assert!(err.to_string().contains("10485760"), "{err}");
+    }
+
     proptest! {
         /// Whatever a server sends, the client session returns an error or results: no panic.
         #[test]
         fn client_session_survives_arbitrary_server_input(chunks in vec(vec(any::<u8>(), 0..600), 0..8)) {
             let (mut session, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+            let mut limit = ChunkLimit::new(MAX_SERVER_MESSAGE);
             let _ = session.request_connection("app".into());
             for chunk in chunks {
-                if guarded_input(&mut session, &chunk).is_err() {
+                if guarded_input(&mut session, &mut limit, &chunk).is_err() {
                     break;
                 }
             }

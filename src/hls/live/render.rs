@@ -49,12 +49,13 @@ impl LiveHls {
             return None;
         }
         let unlisted = r.segments.len() - listed.len();
-        let discontinuity_sequence = r.discontinuities_removed
-            + r.segments
+        let discontinuity_sequence = r.discontinuities_removed.saturating_add(
+            r.segments
                 .iter()
                 .take(unlisted)
                 .filter(|s| s.segment.discontinuity)
-                .count() as u64;
+                .count() as u64,
+        );
         let target_duration = self.target_duration();
         // Parts are listed for the segments that end within the part window of the live edge.
         let part_window = PART_WINDOW_TARGETS * target_duration as f64;

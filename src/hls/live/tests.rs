@@ -229,6 +229,31 @@ fn a_successor_on_another_node_continues_the_numbering() {
     assert_eq!(p.discontinuity_sequence, 1);
 }
 
+#[test]
+fn corrupt_numbering_from_the_cluster_store_is_ignored() {
+    // A value no stream reaches (a corrupt or hostile store): carrying it would wrap the media
+    // sequence; the successor numbers from zero, as a first publish does.
+    let registry = HlsRegistry::new(HlsConfig::default());
+    let (hls, generation) = registry.attach("alice");
+    let mut h = hls.write().unwrap();
+    h.continue_after(
+        &[Numbering {
+            rendition: SOURCE_RENDITION.into(),
+            next_sequence: u64::MAX - 1,
+            discontinuities: u64::MAX,
+        }],
+        3,
+    );
+    h.apply(generation, SOURCE_RENDITION, init());
+    for _ in 0..3 {
+        h.apply(generation, SOURCE_RENDITION, seg(2.0, false));
+    }
+    let p = parse_media(&h.media_playlist(SOURCE_RENDITION).unwrap());
+    assert_eq!(p.media_sequence, 0);
+    assert_eq!(p.discontinuity_sequence, 0);
+    assert_eq!(p.segments.len(), 3);
+}
+
 fn part(index: u32, bytes: &'static [u8], independent: bool) -> SegmenterOutput {
     SegmenterOutput::Part(Part {
         index,
