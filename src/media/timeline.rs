@@ -99,11 +99,13 @@ impl TimestampNormalizer {
                 // Signed distance modulo 2^32: crossing the wrap point is a small positive step.
                 let step = i64::from(raw.wrapping_sub(last) as i32);
                 let back = self.ticks(MAX_BACKWARD_STEP_MS);
-                let plausible = -back..=self.ticks(MAX_PLAUSIBLE_STEP_MS);
                 let continued = self.last_out.saturating_add(step);
-                // Interleaving stays within a second of the newest time: small steps back that
-                // add up past it are a clock going backwards (a restart), not reordering.
-                if !plausible.contains(&step) || continued < self.max_out.saturating_sub(back) {
+                // Interleaving stays within a second of the newest time (so does one step back,
+                // the last output being at most the newest): further back, even by steps that
+                // each look like interleaving, is a clock going backwards (a restart).
+                if step > self.ticks(MAX_PLAUSIBLE_STEP_MS)
+                    || continued < self.max_out.saturating_sub(back)
+                {
                     self.restarts += 1;
                     self.max_out.saturating_add(self.ticks(RESTART_GAP_MS))
                 } else {
