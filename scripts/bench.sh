@@ -46,8 +46,9 @@
 # load: PUBLISHERS passthrough publishers (default 100) and VIEWERS hls.js-like viewers (default
 #   10000, examples/load) for SECONDS (default 60) on one node: latency per request kind, errors,
 #   Gbit/s, server CPU/RSS/threads/fds over time; then one segment from livegate and from nginx's
-#   disk with wrk, same run. Usage: scripts/bench.sh load [PUBLISHERS] [VIEWERS] [SECONDS] [MODE];
-#   MODE ladder transcodes every publisher and plays LL-HLS, and reports dropped frames.
+#   disk with wrk, same run. Usage: scripts/bench.sh load [PUBLISHERS] [VIEWERS] [SECONDS] [MODE]
+#   [KBITS]; MODE ladder transcodes every publisher and plays LL-HLS, and reports dropped frames;
+#   KBITS is the passthrough publishers' video bitrate (default 2500 at 720p; below 1500, 360p).
 #   See scripts/bench_load.py.
 # https: one stream's segment and playlist over plain HTTP/1.1, HTTPS/1.1 and HTTPS/2 from the same
 #   server (h2load, nghttp2-client): req/s, MB/s, server CPU per request and its ratio to plain
@@ -67,7 +68,7 @@ case "$mode" in
   blocking) exec python3 scripts/bench_blocking.py "${2:-200}" "${3:-30}" ;;
   site) exec python3 scripts/bench_site.py "${2:-10}" ;;
   https) exec python3 scripts/bench_https.py "${2:-10}" ;;
-  load) exec python3 scripts/bench_load.py "${2:-100}" "${3:-10000}" "${4:-60}" "${5:-passthrough}" ;;
+  load) exec python3 scripts/bench_load.py "${2:-100}" "${3:-10000}" "${4:-60}" "${5:-passthrough}" "${6:-2500}" ;;
   whip) exec unshare --net -- sh -c 'ip link set lo up && exec python3 scripts/bench_whip.py "$0"' "${2:-30}" ;;
   *) echo "usage: scripts/bench.sh ingest|ladder|codecs|whip|cluster|latency|blocking|site|load|https [SECONDS]" >&2; exit 2 ;;
 esac

@@ -148,8 +148,11 @@ class Server:
         self.env = dict(os.environ, LIVEGATE_DATA_DIR=os.path.join(workdir, "data"),
                         LIVEGATE_RTMP_LISTEN=f"127.0.0.1:{self.rtmp}",
                         LIVEGATE_HTTP_LISTEN=f"127.0.0.1:{self.http}", LIVEGATE_LOG="warn",
-                        # Measures how many ladders fit: no admission limit.
+                        # Measures how many ladders fit: no admission limit, and every
+                        # publisher (all from 127.0.0.1, starting at once) let in.
                         LIVEGATE_TRANSCODE_MAX_LADDERS="0",
+                        LIVEGATE_RTMP_MAX_CONNECTIONS_PER_IP="100",
+                        LIVEGATE_RTMP_MAX_UNAUTHENTICATED_PER_IP="100",
                         **(extra_env or {}))
         self.log = open(os.path.join(workdir, "server.log"), "ab")
         self.proc = subprocess.Popen([BIN, "serve"], env=self.env, stderr=self.log)
@@ -249,16 +252,20 @@ def livegate_ladder(source, workdir, height, env):
     return cpu, rss, json.loads(out)["segment_delays_ms"], files, dropped
 
 
+def live_streams(server):
+    return json.load(urllib.request.urlopen(server.url("/api/v1/streams")))
+
+
 def source_rung_of(server, user):
-    streams = json.load(urllib.request.urlopen(server.url("/api/v1/streams")))
-    for s in streams:
+    for s in live_streams(server):
         if s.get("user") == user or s.get("name") == user:
             return (s.get("transcode") or {}).get("source_rung", {})
     return {}
 
 
-def concurrency(source, workdir, seconds, counts, env, label):
-    """How many live 720p30 ladders keep real time at once (no dropped frames)."""
+def concurrency(source, workdir, seconds, counts, env, label, reference=None):
+    """How many live 720p30 ladders keep real time at once (no dropped frames). With a
+    reference (the CLI's CPU-s per media-s for the same work), each ladder's cost against it."""
     results = []
     for n in counts:
         conc = os.path.join(workdir, f"conc_{label}_{n}")
@@ -272,6 +279,10 @@ def concurrency(source, workdir, seconds, counts, env, label):
         time.sleep(min(8, seconds / 2))
         cpu0, t0 = proc_cpu(server.proc.pid), time.time()
         served = source_rung_of(server, "c0").get("rung")
+        live = len(live_streams(server))
+        if live != n:
+            server.stop()
+            sys.exit(f"{label}: {live} of {n} publishers are live; see {conc}/server.log")
         for p in pubs:
             p.wait()
         cpu = (proc_cpu(server.proc.pid) - cpu0) / max(time.time() - t0, 1e-3)
@@ -279,8 +290,10 @@ def concurrency(source, workdir, seconds, counts, env, label):
         dropped = server.metric("livegate_transcode_dropped_frames_total")
         server.stop()
         results.append((n, dropped))
+        against = f" ({cpu / n / reference:.2f}x the CLI per ladder)" if reference else ""
         print(f"  {label}: {n} concurrent 720p30 ladder(s): {int(dropped)} frames dropped, "
-              f"server {cpu:.2f} cores busy, source served as {served or 'no rung'}", flush=True)
+              f"server {cpu:.2f} cores busy{against}, source served as {served or 'no rung'}",
+              flush=True)
         if dropped > 0:
             break
     keeping = [n for n, d in results if d == 0]
@@ -294,8 +307,23 @@ def concurrent_ladders(work, seconds):
     encode_obs_like(src, seconds)
     print(f"== concurrent live 720p30 ladders ({seconds} s each; OBS-like source: 3000 kbit/s, "
           f"High, 2 B-frames, keyframes every 2 s)", flush=True)
-    n_never = concurrency(src, work, seconds, [1, 2, 3], NEVER, "never")
-    n_auto = concurrency(src, work, seconds, [2, 3, 4, 5, 6], AUTO, "auto")
+    # The same work as a source-rung ladder done by the ffmpeg CLI, this run, this host: one
+    # decode, the 360p and 480p scales and encodes, one AAC encode. Hosts of one machine kind
+    # have measured 2x apart; this is what the ladder counts are relative to.
+    cli_cpu, _, _ = run_measured(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-i", src, "-filter_complex",
+         "[0:v]split=2[a][b];[a]scale=-2:360[o1];[b]scale=-2:480[o2]"]
+        + sum([["-map", f"[o{i}]", "-c:v", "libx264", "-preset", "veryfast", *TUNE, "-threads", "1",
+                "-profile:v", "main", "-b:v", b, "-maxrate", m, "-bufsize", z, "-f", "null", "-"]
+               for i, (b, m, z) in enumerate([("800k", "856k", "1200k"),
+                                              ("1400k", "1498k", "2100k")], 1)], [])
+        + ["-map", "0:a", "-c:a", "aac", "-b:a", "128k", "-f", "null", "-"])
+    cli = cli_cpu / seconds
+    print(f"  reference, this run: the ffmpeg CLI doing a source-rung ladder's work (decode, "
+          f"360p + 480p, AAC) costs {cli:.3f} CPU-s per media-s ({os.cpu_count() / cli:.1f} "
+          f"would fill {os.cpu_count()} cores)", flush=True)
+    n_never = concurrency(src, work, seconds, range(1, 7), NEVER, "never")
+    n_auto = concurrency(src, work, seconds, range(2, 11), AUTO, "auto", cli)
     print(f"  every rung encoded (never): {n_never} live 720p30 ladder(s) keep real time at once "
           f"on {os.cpu_count()} cores")
     print(f"  source as the 720p rung (auto): {n_auto} live 720p30 ladder(s) with 360p/480p keep "

@@ -6,11 +6,15 @@
 //! segment or part; some switch rungs), one keep-alive connection each, with latency per request
 //! kind, errors, bytes/s and the server's CPU, RSS, threads and file descriptors over time.
 //! `load chat`: WebSocket connections in one room while the site posts events at a fixed rate.
+//! `load publishers`: many RTMP publishers looping one FLV file in real time, from one process.
 //! Prints a JSON report on stdout; progress goes to stderr.
 
 mod chat;
 mod client;
+#[path = "../../tests/e2e/flv_publish.rs"]
+mod flv_publish;
 mod process;
+mod publishers;
 mod stats;
 mod viewers;
 
@@ -23,6 +27,8 @@ enum Command {
     Viewers(viewers::ViewerArgs),
     /// Chat fan-out.
     Chat(chat::ChatArgs),
+    /// RTMP publishers looping a file.
+    Publishers(publishers::PublisherArgs),
 }
 
 fn raise_fd_limit() {
@@ -41,16 +47,17 @@ fn raise_fd_limit() {
 
 fn main() {
     raise_fd_limit();
-    let command = Command::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let report = runtime.block_on(async {
-        match command {
-            Command::Viewers(args) => viewers::run(args).await,
-            Command::Chat(args) => chat::run(args).await,
-        }
-    });
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    };
+    let report = match Command::parse() {
+        Command::Viewers(args) => runtime().block_on(viewers::run(args)),
+        Command::Chat(args) => runtime().block_on(chat::run(args)),
+        // Blocking sockets, a thread each: no runtime.
+        Command::Publishers(args) => publishers::run(args),
+    };
     println!("{report}");
 }

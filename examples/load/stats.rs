@@ -3,20 +3,26 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::Instant;
 
 /// What one client did, merged into [`Stats`] in batches (a lock per request would be the
 /// bottleneck at 10,000 clients).
 #[derive(Default)]
 pub struct Local {
     latencies: BTreeMap<&'static str, Vec<u32>>,
+    /// The requests asked once every viewer had joined: the ramp's connection storm aside.
+    steady: BTreeMap<&'static str, Vec<u32>>,
     errors: BTreeMap<String, u64>,
 }
 
 impl Local {
-    pub fn request(&mut self, kind: &'static str, took: Duration) {
-        let micros = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+    /// A request asked at `asked`, answered now; steady when asked at or after `steady_from`.
+    pub fn request(&mut self, kind: &'static str, asked: Instant, steady_from: Instant) {
+        let micros = u32::try_from(asked.elapsed().as_micros()).unwrap_or(u32::MAX);
         self.latencies.entry(kind).or_default().push(micros);
+        if asked >= steady_from {
+            self.steady.entry(kind).or_default().push(micros);
+        }
     }
 
     pub fn error(&mut self, what: String) {
@@ -48,29 +54,42 @@ impl Stats {
         for (kind, mut v) in std::mem::take(&mut local.latencies) {
             merged.latencies.entry(kind).or_default().append(&mut v);
         }
+        for (kind, mut v) in std::mem::take(&mut local.steady) {
+            merged.steady.entry(kind).or_default().append(&mut v);
+        }
         for (what, n) in std::mem::take(&mut local.errors) {
             *merged.errors.entry(what).or_default() += n;
         }
     }
 
-    /// Per kind: count, p50, p99, max (ms); and the errors by kind.
+    /// Per kind: count, p50, p99, max (ms), over the whole run and once every viewer had
+    /// joined; and the errors by kind.
     pub fn summary(&self) -> serde_json::Value {
         let mut merged = self.merged.lock().unwrap_or_else(|e| e.into_inner());
-        let mut kinds = serde_json::Map::new();
-        for (kind, v) in merged.latencies.iter_mut() {
-            v.sort_unstable();
-            kinds.insert(
-                (*kind).to_string(),
-                serde_json::json!({
-                    "count": v.len(),
-                    "p50_ms": percentile(v, 0.50),
-                    "p99_ms": percentile(v, 0.99),
-                    "max_ms": percentile(v, 1.0),
-                }),
-            );
-        }
-        serde_json::json!({ "kinds": kinds, "errors": merged.errors })
+        let merged = &mut *merged;
+        serde_json::json!({
+            "kinds": by_kind(&mut merged.latencies),
+            "steady_kinds": by_kind(&mut merged.steady),
+            "errors": merged.errors,
+        })
     }
+}
+
+fn by_kind(latencies: &mut BTreeMap<&'static str, Vec<u32>>) -> serde_json::Value {
+    let mut kinds = serde_json::Map::new();
+    for (kind, v) in latencies.iter_mut() {
+        v.sort_unstable();
+        kinds.insert(
+            (*kind).to_string(),
+            serde_json::json!({
+                "count": v.len(),
+                "p50_ms": percentile(v, 0.50),
+                "p99_ms": percentile(v, 0.99),
+                "max_ms": percentile(v, 1.0),
+            }),
+        );
+    }
+    kinds.into()
 }
 
 /// The `q` quantile of sorted microseconds, in milliseconds.

@@ -132,6 +132,8 @@ struct Player {
     conn: Conn,
     stats: Arc<Stats>,
     local: Local,
+    /// When the last viewer joins.
+    steady_from: Instant,
 }
 
 impl Player {
@@ -140,7 +142,7 @@ impl Player {
         let asked = Instant::now();
         match self.conn.get(path).await {
             Ok(r) if r.status == 200 => {
-                self.local.request(kind, asked.elapsed());
+                self.local.request(kind, asked, self.steady_from);
                 self.stats.count(r.body.len());
                 Some(r.body)
             }
@@ -158,12 +160,18 @@ impl Player {
     }
 }
 
-async fn play(n: usize, args: Arc<ViewerArgs>, stats: Arc<Stats>, deadline: Instant) {
+async fn play(
+    n: usize,
+    args: Arc<ViewerArgs>,
+    stats: Arc<Stats>,
+    (steady_from, deadline): (Instant, Instant),
+) {
     let stream = &args.streams[n % args.streams.len()];
     let mut p = Player {
         conn: Conn::new(&args.base),
         stats: stats.clone(),
         local: Local::default(),
+        steady_from,
     };
     // Every 1/switchers-th viewer switches.
     let switches =
@@ -267,7 +275,8 @@ pub async fn run(args: ViewerArgs) -> serde_json::Value {
     let args = Arc::new(args);
     let stats = Arc::new(Stats::default());
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(args.ramp_secs + args.secs);
+    let steady_from = start + Duration::from_secs(args.ramp_secs);
+    let deadline = steady_from + Duration::from_secs(args.secs);
     let mut players = Vec::with_capacity(args.viewers);
     for n in 0..args.viewers {
         let join_at =
@@ -275,7 +284,7 @@ pub async fn run(args: ViewerArgs) -> serde_json::Value {
         let (args, stats) = (args.clone(), stats.clone());
         players.push(tokio::spawn(async move {
             tokio::time::sleep_until(join_at.into()).await;
-            play(n, args, stats, deadline).await;
+            play(n, args, stats, (steady_from, deadline)).await;
         }));
     }
     let mut sampler = args.pid.map(Sampler::new);
