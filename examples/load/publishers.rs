@@ -42,20 +42,27 @@ pub fn run(args: PublisherArgs) -> serde_json::Value {
     let loops = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
     let mut errors = Vec::new();
-    for key in &args.keys {
+    for (n, key) in args.keys.iter().enumerate() {
         let url = format!("{}{key}", args.rtmp);
         // Connected one after another: the server allows few unauthenticated connections per
         // address at once.
         let publisher = match Publisher::connect(&url) {
             Ok(p) => p,
             Err(e) => {
+                eprintln!("publisher {n} could not connect: {e}");
                 errors.push(format!("connect: {e}"));
                 continue;
             }
         };
         let (tags, loops) = (tags.clone(), loops.clone());
         threads.push(std::thread::spawn(move || {
-            publish(publisher, &tags, &loops, deadline)
+            let published = publish(publisher, &tags, &loops, deadline);
+            if let Err(e) = &published {
+                // Said at once: the benchmark ends this process with a signal. By index, not
+                // by key: keys stay out of logs.
+                eprintln!("publisher {n} stopped: {e}");
+            }
+            published
         }));
     }
     eprintln!("{} publishers connected", threads.len());
