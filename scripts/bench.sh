@@ -44,8 +44,9 @@
 #   streams with and without), chat fan-out to 500 WebSocket connections. See
 #   scripts/bench_site.py (needs wrk).
 # load: PUBLISHERS passthrough publishers (default 100) and VIEWERS hls.js-like viewers (default
-#   10000, examples/load) for SECONDS (default 60) on one node: latency per request kind, errors,
-#   Gbit/s, server CPU/RSS/threads/fds over time; then one segment from livegate and from nginx's
+#   10000, examples/load) for SECONDS (default 60) on one node: latency per request kind and per
+#   5 s interval, errors, Gbit/s, server CPU/RSS/threads/fds over time, kernel TCP counters and
+#   socket memory; then one segment from livegate and from nginx's
 #   disk with wrk, same run. Usage: scripts/bench.sh load [PUBLISHERS] [VIEWERS] [SECONDS] [MODE]
 #   [KBITS]; MODE ladder transcodes every publisher and plays LL-HLS, and reports dropped frames;
 #   KBITS is the passthrough publishers' video bitrate (default 2500 at 720p; below 1500, 360p).

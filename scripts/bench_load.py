@@ -8,8 +8,9 @@ default ladder on each (an OBS-like source: High, 2 B-frames, 3000 kbit/s, keyfr
 so the source is the 720p rung), the viewers use LL-HLS (blocking reloads, every part), and the
 ladders' dropped frames are reported. Viewers are examples/load (Rust, one keep-alive connection each, joining over
 20 s): master, playlist every target duration, every new segment, 5% switching. Reports the
-viewers' latency per request kind (p50/p99), errors, Mbit/s, and the server's CPU, RSS, threads
-and fds over time (warm-up vs end). Then, in the same run: wrk on the newest segment from livegate
+viewers' latency per request kind (p50/p99) and per 5 s interval, errors, Mbit/s, the server's
+CPU, RSS, threads and fds over time (warm-up vs end), a probe viewer outside the generator, and
+the kernel's TCP counters and peak socket memory. Then, in the same run: wrk on the newest segment from livegate
 and the same bytes from nginx's disk (static; as shipped and tuned for large files), alternating
 rounds: requests/s, server CPU-µs per request and livegate's ratio to each.
 """
@@ -172,11 +173,12 @@ class Probe(threading.Thread):
 
     def run(self):
         host, port = self.base.removeprefix("http://").split(":")
-        time.sleep(self.start_after)
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        # The rung before the load starts: an overloaded server must not end the probe.
         master = get(f"{self.base}/live/{self.stream}/index.m3u8").decode()
         rung = [l for l in master.splitlines() if l and not l.startswith("#")][-1]
         playlist = f"/live/{self.stream}/{rung}"
+        time.sleep(self.start_after)
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
         directory = playlist.rsplit("/", 1)[0]
         end = time.time() + self.secs
         while time.time() < end:
@@ -217,9 +219,42 @@ def tcp_counters():
     except OSError:
         return {}
     wanted = ("TcpExtTCPToZeroWindowAdv", "TcpExtTCPWinProbe", "TcpExtTCPLossProbes",
-              "TcpExtListenOverflows", "TcpRetransSegs")
+              "TcpExtListenOverflows", "TcpRetransSegs",
+              # Socket memory over net.ipv4.tcp_mem: the kernel prunes and drops received data.
+              "TcpExtTCPMemoryPressures", "TcpExtTCPMemoryPressuresChrono", "TcpExtPruneCalled",
+              "TcpExtTCPRcvQDrop")
     return {f[0]: int(f[1]) for f in (l.split() for l in out.splitlines())
             if len(f) > 1 and f[0] in wanted}
+
+
+class SocketMemory(threading.Thread):
+    """Peak TCP socket memory (/proc/net/sockstat, pages) against net.ipv4.tcp_mem's pressure
+    threshold: with both ends on one host every byte in flight is charged twice."""
+
+    def __init__(self, secs):
+        super().__init__(daemon=True)
+        self.until = time.monotonic() + secs
+        self.peak = 0
+
+    def run(self):
+        while time.monotonic() < self.until:
+            try:
+                with open("/proc/net/sockstat") as f:
+                    m = re.search(r"^TCP:.* mem (\d+)", f.read(), re.M)
+                self.peak = max(self.peak, int(m.group(1)) if m else 0)
+            except OSError:
+                return
+            time.sleep(0.25)
+
+    def report(self):
+        try:
+            with open("/proc/sys/net/ipv4/tcp_mem") as f:
+                low, pressure, high = (int(v) for v in f.read().split())
+        except (OSError, ValueError):
+            return f"TCP socket memory peak {self.peak * 4 // 1024} MiB"
+        mib = lambda pages: pages * 4 // 1024
+        return (f"TCP socket memory peak {mib(self.peak)} MiB; net.ipv4.tcp_mem: pressure from "
+                f"{mib(pressure)} MiB, limit {mib(high)} MiB")
 
 
 def main():
@@ -276,16 +311,20 @@ def main():
             sys.exit(f"{len(streams)} of {PUBLISHERS} publishers are live; see {work}/server.log")
         probe = Probe(base, users[0], 20, max(SECS - 5, 1))
         probe.start()
+        socket_memory = SocketMemory(20 + SECS)
+        socket_memory.start()
         counters = tcp_counters()
         run = subprocess.run([LOAD, "viewers", "--base", base, "--streams", ",".join(users),
                               "--viewers", str(VIEWERS), "--secs", str(SECS), "--ramp-secs", "20",
-                              "--pid", str(server.pid), "--every", "10",
+                              "--pid", str(server.pid), "--every", "5",
                               *(["--ll"] if LADDER else [])],
                              capture_output=True, text=True, check=True)
         r = json.loads(run.stdout.strip().splitlines()[-1])
         counters = {k: v - counters.get(k, 0) for k, v in tcp_counters().items()}
         probe.join()
         samples = [s["server"] for s in r["samples"] if s.get("server")]
+        # From 10 s after the last viewer joined (the 20 s ramp).
+        warm = [s["server"] for s in r["samples"] if s.get("server") and s["at_secs"] >= 30]
         if LADDER:
             print(f"## Load: {PUBLISHERS} ladders (OBS-like 720p30 at 3 Mbit/s: source 720p + "
                   f"480p + 360p), {VIEWERS} LL-HLS viewers, {SECS} s after a 20 s ramp")
@@ -312,14 +351,20 @@ def main():
             print(f"| {kind} | {k['count']} | {k['p50_ms']:.1f} | {k['p99_ms']:.1f} | "
                   f"{k['max_ms']:.1f} | {s['count']} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | "
                   f"{s['max_ms']:.1f} |")
-        print("| t (s) | req/s | Mbit/s | server CPU-s/s | RSS MiB | threads | fds |")
-        print("|---|---|---|---|---|---|---|")
-        for s in r["samples"]:
+        # Latency by the interval a request was asked in, beside the server's state then.
+        windows = {w["window"]: w for w in r["summary"]["windows"]}
+        print("| t (s) | req/s | Mbit/s | p50 / p99 / max ms (asked in the interval) | "
+              "server CPU-s/s | RSS MiB | threads | fds |")
+        print("|---|---|---|---|---|---|---|---|")
+        for i, s in enumerate(r["samples"]):
             v = s.get("server") or {}
+            w = windows.get(i, {"p50_ms": 0, "p99_ms": 0, "max_ms": 0})
             print(f"| {s['at_secs']:.0f} | {s['requests_per_sec']:.0f} | {s['mbit_per_sec']:.0f} "
+                  f"| {w['p50_ms']:.1f} / {w['p99_ms']:.1f} / {w['max_ms']:.0f} "
                   f"| {v.get('cpu', 0):.2f} | {v.get('rss_mib', 0):.0f} | {v.get('threads', 0)} "
                   f"| {v.get('fds', 0)} |")
         print(probe.report())
+        print(socket_memory.report())
         print("kernel TCP counters over the run: "
               + (", ".join(f"{k} {v}" for k, v in counters.items()) or "nstat not available"))
         metrics = get(f"{base}/metrics").decode()
@@ -329,8 +374,8 @@ def main():
                                                metrics, re.M))
         print(f"HTTP connections opened {opened}; closed by the server: "
               + (", ".join(f"{what} {reason} {n}" for what, reason, n in closed) or "none"))
-        if samples:
-            print(f"RSS after the ramp {samples[min(2, len(samples) - 1)]['rss_mib']:.0f} MiB, "
+        if samples and warm:
+            print(f"RSS 10 s after the ramp {warm[0]['rss_mib']:.0f} MiB, "
                   f"at the end {samples[-1]['rss_mib']:.0f} MiB, peak "
                   f"{max(s['rss_mib'] for s in samples):.0f} MiB")
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::listen;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +61,17 @@ pub enum ServerError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+}
+
+/// A listener for `what` on `addr`, its failure naming both.
+async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, ServerError> {
+    listen::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 /// Connections `http.metrics_listen` takes at once (scrapers; one address may take them all).
@@ -171,20 +183,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         });
     }
 
-    let rtmp_listener = TcpListener::bind(&config.rtmp.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            what: "RTMP",
-            addr: config.rtmp.listen.clone(),
-            source,
-        })?;
-    let http_listener = TcpListener::bind(&config.http.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            what: "HTTP",
-            addr: config.http.listen.clone(),
-            source,
-        })?;
+    let rtmp_listener = bind("RTMP", &config.rtmp.listen).await?;
+    let http_listener = bind("HTTP", &config.http.listen).await?;
     let https_listener = match config.http.tls_listen.as_str() {
         "" => None,
         addr => {
@@ -195,13 +195,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                 metrics.clone(),
                 stop.clone(),
             )?;
-            let tcp = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    what: "HTTPS",
-                    addr: addr.to_string(),
-                    source,
-                })?;
+            let tcp = bind("HTTPS", addr).await?;
             tracing::info!(https = %addr, "HTTPS (HTTP/2, HTTP/1.1) listening");
             Some(http::Listener {
                 tcp,
@@ -227,13 +221,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                 metrics.clone(),
                 stop.clone(),
             )?;
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    what: "RTMPS",
-                    addr: addr.to_string(),
-                    source,
-                })?;
+            let listener = bind("RTMPS", addr).await?;
             tracing::info!(rtmps = %addr, "RTMPS ingest listening");
             Some(tokio::spawn(rtmp::serve(
                 listener,
@@ -309,13 +297,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let metrics_task = match config.http.metrics_listen.as_str() {
         "" => None,
         addr => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    what: "metrics",
-                    addr: addr.to_string(),
-                    source,
-                })?;
+            let listener = bind("metrics", addr).await?;
             tracing::info!(metrics = %addr, "/metrics listening");
             let app = http::metrics_router(state.clone());
             let (http_config, metrics, shutdown, stop) = (

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::Conn;
+use crate::client::{Body, Conn};
 use crate::process::Sampler;
 use crate::stats::percentile;
 
@@ -116,7 +116,7 @@ async fn post(conn: &mut Conn, args: &ChatArgs, kind: &str) -> bool {
         ("authorization", auth.as_str()),
         ("content-type", "application/json"),
     ];
-    matches!(conn.request("POST", &path, &headers, Bytes::from(body)).await, Ok(r) if r.status == 201)
+    matches!(conn.request("POST", &path, &headers, Bytes::from(body), Body::Keep).await, Ok(r) if r.status == 201)
 }
 
 pub async fn run(args: ChatArgs) -> serde_json::Value {

@@ -12,6 +12,10 @@ use tokio::net::TcpStream;
 /// Longest a request may take before it counts as an error.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bytes read from the socket at a time. With 64 KiB the 10,000-viewer run collapsed again
+/// (p99 after the ramp 1.4 s); 16 KiB held it at 5–39 ms in every run.
+const READ_BUFFER: usize = 16 * 1024;
+
 pub struct Conn {
     addr: String,
     host: String,
@@ -20,7 +24,20 @@ pub struct Conn {
 
 pub struct Response {
     pub status: u16,
+    /// Empty when the body was only counted.
     pub body: Bytes,
+    /// The body's length in bytes.
+    pub len: usize,
+}
+
+/// What to do with a response body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// Read it whole into one buffer (playlists, API answers).
+    Keep,
+    /// Count each chunk and drop it at once: media needs no second copy into one buffer, and
+    /// hyper can reuse its read buffer once the chunk is gone.
+    Count,
 }
 
 impl Conn {
@@ -43,7 +60,13 @@ impl Conn {
                 .await
                 .map_err(|e| format!("connect: {}", e.kind()))?;
             let _ = tcp.set_nodelay(true);
-            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            // hyper's adaptive read buffer grows towards ~400 KiB when a read fills it, as
+            // loopback reads of segments do: during the ramp of `bench.sh load 100 10000`,
+            // first-touch page faults of 10,000 such buffers took ~40 % of the 2 cores, and the
+            // starved generator left its sockets full (zero windows, multi-second stalls).
+            let (sender, connection) = hyper::client::conn::http1::Builder::new()
+                .read_buf_exact_size(Some(READ_BUFFER))
+                .handshake(TokioIo::new(tcp))
                 .await
                 .map_err(|e| format!("handshake: {e}"))?;
             tokio::spawn(connection);
@@ -54,13 +77,14 @@ impl Conn {
             .ok_or_else(|| "no connection".to_string())
     }
 
-    /// One request; the body is read whole. Errors are short words for the report.
+    /// One request, its response body kept or counted. Errors are short words for the report.
     pub async fn request(
         &mut self,
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
         body: Bytes,
+        keep: Body,
     ) -> Result<Response, String> {
         let host = self.host.clone();
         let attempt = async {
@@ -80,13 +104,29 @@ impl Conn {
                 format!("send: {}", if e.is_closed() { "closed" } else { "failed" })
             })?;
             let status = response.status().as_u16();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|_| "body: cut".to_string())?
-                .to_bytes();
-            Ok(Response { status, body })
+            let mut incoming = response.into_body();
+            if keep == Body::Keep {
+                let body = incoming
+                    .collect()
+                    .await
+                    .map_err(|_| "body: cut".to_string())?
+                    .to_bytes();
+                return Ok(Response {
+                    status,
+                    len: body.len(),
+                    body,
+                });
+            }
+            let mut len = 0;
+            while let Some(frame) = incoming.frame().await {
+                let frame = frame.map_err(|_| "body: cut".to_string())?;
+                len += frame.data_ref().map_or(0, Bytes::len);
+            }
+            Ok(Response {
+                status,
+                body: Bytes::new(),
+                len,
+            })
         };
         match tokio::time::timeout(TIMEOUT, attempt).await {
             Ok(Ok(r)) => Ok(r),
@@ -101,7 +141,7 @@ impl Conn {
         }
     }
 
-    pub async fn get(&mut self, path: &str) -> Result<Response, String> {
-        self.request("GET", path, &[], Bytes::new()).await
+    pub async fn get(&mut self, path: &str, keep: Body) -> Result<Response, String> {
+        self.request("GET", path, &[], Bytes::new(), keep).await
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What one client did, merged into [`Stats`] in batches (a lock per request would be the
 /// bottleneck at 10,000 clients).
@@ -12,22 +12,38 @@ pub struct Local {
     latencies: BTreeMap<&'static str, Vec<u32>>,
     /// The requests asked once every viewer had joined: the ramp's connection storm aside.
     steady: BTreeMap<&'static str, Vec<u32>>,
+    /// Every kind, by the progress interval it was asked in: when in the run the tail grew.
+    windows: BTreeMap<u32, Vec<u32>>,
     errors: BTreeMap<String, u64>,
 }
 
 impl Local {
-    /// A request asked at `asked`, answered now; steady when asked at or after `steady_from`.
-    pub fn request(&mut self, kind: &'static str, asked: Instant, steady_from: Instant) {
+    /// A request asked at `asked`, answered now; steady when asked at or after
+    /// `clock.steady_from`.
+    pub fn request(&mut self, kind: &'static str, asked: Instant, clock: &Clock) {
         let micros = u32::try_from(asked.elapsed().as_micros()).unwrap_or(u32::MAX);
         self.latencies.entry(kind).or_default().push(micros);
-        if asked >= steady_from {
+        if asked >= clock.steady_from {
             self.steady.entry(kind).or_default().push(micros);
         }
+        let window = asked.saturating_duration_since(clock.start).as_secs_f64()
+            / clock.window.as_secs_f64().max(0.001);
+        self.windows.entry(window as u32).or_default().push(micros);
     }
 
     pub fn error(&mut self, what: String) {
         *self.errors.entry(what).or_default() += 1;
     }
+}
+
+/// The run's timeline, for sorting requests into the ramp, the steady part and intervals.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    pub start: Instant,
+    /// When the last viewer joins.
+    pub steady_from: Instant,
+    /// The progress interval.
+    pub window: Duration,
 }
 
 #[derive(Default)]
@@ -57,19 +73,24 @@ impl Stats {
         for (kind, mut v) in std::mem::take(&mut local.steady) {
             merged.steady.entry(kind).or_default().append(&mut v);
         }
+        for (window, mut v) in std::mem::take(&mut local.windows) {
+            merged.windows.entry(window).or_default().append(&mut v);
+        }
         for (what, n) in std::mem::take(&mut local.errors) {
             *merged.errors.entry(what).or_default() += n;
         }
     }
 
     /// Per kind: count, p50, p99, max (ms), over the whole run and once every viewer had
-    /// joined; and the errors by kind.
+    /// joined; every kind by progress interval (`windows[i]` holds the requests asked in the
+    /// i-th interval); and the errors by kind.
     pub fn summary(&self) -> serde_json::Value {
         let mut merged = self.merged.lock().unwrap_or_else(|e| e.into_inner());
         let merged = &mut *merged;
         serde_json::json!({
             "kinds": by_kind(&mut merged.latencies),
             "steady_kinds": by_kind(&mut merged.steady),
+            "windows": by_window(&mut merged.windows),
             "errors": merged.errors,
         })
     }
@@ -90,6 +111,22 @@ fn by_kind(latencies: &mut BTreeMap<&'static str, Vec<u32>>) -> serde_json::Valu
         );
     }
     kinds.into()
+}
+
+fn by_window(windows: &mut BTreeMap<u32, Vec<u32>>) -> serde_json::Value {
+    windows
+        .iter_mut()
+        .map(|(window, v)| {
+            v.sort_unstable();
+            serde_json::json!({
+                "window": window,
+                "count": v.len(),
+                "p50_ms": percentile(v, 0.50),
+                "p99_ms": percentile(v, 0.99),
+                "max_ms": percentile(v, 1.0),
+            })
+        })
+        .collect()
 }
 
 /// The `q` quantile of sorted microseconds, in milliseconds.

@@ -10,9 +10,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::client::Conn;
+use crate::client::{Body, Conn};
 use crate::process::Sampler;
-use crate::stats::{Local, Stats};
+use crate::stats::{Clock, Local, Stats};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ViewerArgs {
@@ -132,18 +132,17 @@ struct Player {
     conn: Conn,
     stats: Arc<Stats>,
     local: Local,
-    /// When the last viewer joins.
-    steady_from: Instant,
+    clock: Clock,
 }
 
 impl Player {
-    /// GETs `path`, timing it as `kind`; the body when the status is 200.
-    async fn get(&mut self, kind: &'static str, path: &str) -> Option<bytes::Bytes> {
+    /// GETs `path`, timing it as `kind`; the body (empty unless kept) when the status is 200.
+    async fn get(&mut self, kind: &'static str, path: &str, keep: Body) -> Option<bytes::Bytes> {
         let asked = Instant::now();
-        match self.conn.get(path).await {
+        match self.conn.get(path, keep).await {
             Ok(r) if r.status == 200 => {
-                self.local.request(kind, asked, self.steady_from);
-                self.stats.count(r.body.len());
+                self.local.request(kind, asked, &self.clock);
+                self.stats.count(r.len);
                 Some(r.body)
             }
             Ok(r) => {
@@ -164,14 +163,14 @@ async fn play(
     n: usize,
     args: Arc<ViewerArgs>,
     stats: Arc<Stats>,
-    (steady_from, deadline): (Instant, Instant),
+    (clock, deadline): (Clock, Instant),
 ) {
     let stream = &args.streams[n % args.streams.len()];
     let mut p = Player {
         conn: Conn::new(&args.base),
         stats: stats.clone(),
         local: Local::default(),
-        steady_from,
+        clock,
     };
     // Every 1/switchers-th viewer switches.
     let switches =
@@ -179,7 +178,7 @@ async fn play(
     let master_path = format!("/live/{stream}/index.m3u8");
     let mut merged = Instant::now();
     'session: while Instant::now() < deadline {
-        let Some(master) = p.get("master", &master_path).await else {
+        let Some(master) = p.get("master", &master_path, Body::Keep).await else {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
@@ -208,7 +207,7 @@ async fn play(
             } else {
                 "playlist"
             };
-            let Some(text) = p.get(kind, &path).await else {
+            let Some(text) = p.get(kind, &path, Body::Keep).await else {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue 'session;
             };
@@ -218,7 +217,7 @@ async fn play(
             }
             if init_of.as_deref() != media.init.as_deref() {
                 if let Some(init) = &media.init {
-                    p.get("init", &join(&dir, init)).await;
+                    p.get("init", &join(&dir, init), Body::Count).await;
                 }
                 init_of = media.init.clone();
             }
@@ -226,7 +225,7 @@ async fn play(
             if args.ll {
                 // The part the reload waited for, then block for the next one.
                 if let Some((_, _, uri)) = hint.take() {
-                    p.get("part", &join(&dir, &uri)).await;
+                    p.get("part", &join(&dir, &uri), Body::Count).await;
                     got_new = true;
                 }
                 hint = media.hint.clone();
@@ -234,7 +233,7 @@ async fn play(
                 let last = media.segments.last().map_or(0, |s| s.0);
                 let from = *next_seq.get_or_insert(last.saturating_sub(2));
                 for (seq, uri) in media.segments.iter().filter(|s| s.0 >= from) {
-                    p.get("segment", &join(&dir, uri)).await;
+                    p.get("segment", &join(&dir, uri), Body::Count).await;
                     next_seq = Some(seq + 1);
                     got_new = true;
                 }
@@ -277,6 +276,11 @@ pub async fn run(args: ViewerArgs) -> serde_json::Value {
     let start = Instant::now();
     let steady_from = start + Duration::from_secs(args.ramp_secs);
     let deadline = steady_from + Duration::from_secs(args.secs);
+    let clock = Clock {
+        start,
+        steady_from,
+        window: Duration::from_secs(args.every.max(1)),
+    };
     let mut players = Vec::with_capacity(args.viewers);
     for n in 0..args.viewers {
         let join_at =
@@ -284,7 +288,7 @@ pub async fn run(args: ViewerArgs) -> serde_json::Value {
         let (args, stats) = (args.clone(), stats.clone());
         players.push(tokio::spawn(async move {
             tokio::time::sleep_until(join_at.into()).await;
-            play(n, args, stats, (steady_from, deadline)).await;
+            play(n, args, stats, (clock, deadline)).await;
         }));
     }
     let mut sampler = args.pid.map(Sampler::new);
