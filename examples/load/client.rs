@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bytes read from the socket at a time. With 64 KiB the 10,000-viewer run collapsed again
-/// (p99 after the ramp 1.4 s); 16 KiB held it at 5–39 ms in every run.
+/// (p99 after the ramp 0.6–1.4 s); 16 KiB held it at 3.6–39 ms in every run.
 const READ_BUFFER: usize = 16 * 1024;
 
 pub struct Conn {
