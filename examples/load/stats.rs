@@ -96,35 +96,32 @@ impl Stats {
     }
 }
 
+/// Count, p50, p99 and max (ms) of some latencies, sorting them.
+fn quantiles(v: &mut [u32]) -> serde_json::Map<String, serde_json::Value> {
+    v.sort_unstable();
+    let mut q = serde_json::Map::new();
+    q.insert("count".into(), v.len().into());
+    q.insert("p50_ms".into(), percentile(v, 0.50).into());
+    q.insert("p99_ms".into(), percentile(v, 0.99).into());
+    q.insert("max_ms".into(), percentile(v, 1.0).into());
+    q
+}
+
 fn by_kind(latencies: &mut BTreeMap<&'static str, Vec<u32>>) -> serde_json::Value {
-    let mut kinds = serde_json::Map::new();
-    for (kind, v) in latencies.iter_mut() {
-        v.sort_unstable();
-        kinds.insert(
-            (*kind).to_string(),
-            serde_json::json!({
-                "count": v.len(),
-                "p50_ms": percentile(v, 0.50),
-                "p99_ms": percentile(v, 0.99),
-                "max_ms": percentile(v, 1.0),
-            }),
-        );
-    }
-    kinds.into()
+    latencies
+        .iter_mut()
+        .map(|(kind, v)| ((*kind).to_string(), quantiles(v).into()))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn by_window(windows: &mut BTreeMap<u32, Vec<u32>>) -> serde_json::Value {
     windows
         .iter_mut()
         .map(|(window, v)| {
-            v.sort_unstable();
-            serde_json::json!({
-                "window": window,
-                "count": v.len(),
-                "p50_ms": percentile(v, 0.50),
-                "p99_ms": percentile(v, 0.99),
-                "max_ms": percentile(v, 1.0),
-            })
+            let mut q = quantiles(v);
+            q.insert("window".into(), (*window).into());
+            serde_json::Value::Object(q)
         })
         .collect()
 }
