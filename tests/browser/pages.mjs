@@ -1,6 +1,6 @@
 // Drives livegate's own pages in Chromium as a viewer would: the directory, the watch page
-// (playback, quality choice, latency, chat by keyboard), an offline stream, a ticket-only one, and
-// the operator console.
+// (playback, quality choice, latency, back to the live edge after a stall, chat by keyboard), an
+// offline stream, a ticket-only one, and the operator console.
 // Fails on any console error; saves a screenshot of each page (desktop and phone) under --out.
 //   node pages.mjs --base URL --user LIVE_USER --ticket-user USER --token TOKEN --admin TOKEN --out DIR
 import { chromium } from 'playwright-core';
@@ -86,6 +86,25 @@ try {
   await watch.waitForFunction(() => hls && hls.currentLevel === 0, null, { timeout: 10000 });
   report.checks.pinnedLevel = 0;
   await shoot(watch, 'watch');
+
+  // A stall: media held back 6 s, as a slow network would. hls.js ends up beyond its catch-up
+  // range (its target latency plus a target duration); the page jumps back to the live edge.
+  const holdUntil = Date.now() + 6000;
+  await watch.route(/\.m4s(\?|$)/, async (route) => {
+    await new Promise((r) => setTimeout(r, Math.max(0, holdUntil - Date.now())));
+    await route.continue();
+  });
+  await watch.waitForTimeout(6000);
+  const nearLive = () => hls && hls.latestLevelDetails && hls.targetLatency !== null
+    && hls.latency <= hls.targetLatency + hls.latestLevelDetails.targetduration;
+  const stalledAt = await watch.evaluate(() => ({ jumps: liveJumps, latency: hls.latency }));
+  await watch.waitForFunction(() => liveJumps > 0, null, { timeout: 20000 });
+  await watch.waitForFunction(nearLive, null, { timeout: 15000 });
+  report.checks.backToLive = await watch.evaluate(() => ({
+    jumps: liveJumps, latency: hls.latency, target: hls.targetLatency,
+    range: hls.targetLatency + hls.latestLevelDetails.targetduration,
+  }));
+  report.checks.backToLive.before = stalledAt;
 
   const offline = await open('/watch/nobody');
   await offline.locator('#status', { hasText: 'offline' }).waitFor({ timeout: 10000 });

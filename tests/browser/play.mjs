@@ -6,6 +6,8 @@
 // With SWITCH_LEVELS=2,0,1 in the environment, it asks hls.js for each of those levels in turn
 // (hls.nextLevel: a seamless switch at the next fragment), one every SWITCH_EVERY seconds of
 // playback (default 2), and reports the levels switched to and the picture heights seen.
+// With BACK_TO_LIVE=1 it runs the watch page's keepNearLiveEdge (src/http/pages/live-edge.js) as
+// sites are advised to, and reports its jumps; the seconds they skipped do not count as played.
 // Exit 0 when at least N seconds of media played without a fatal hls.js error, 1 otherwise.
 import { withPlayerPage } from './player.mjs';
 
@@ -23,6 +25,7 @@ const configAt = args.indexOf('--hls-config');
 const hlsConfig = configAt >= 0 ? JSON.parse(args[configAt + 1]) : {};
 const switchLevels = (process.env.SWITCH_LEVELS || '').split(',').filter(Boolean).map(Number);
 const switchEvery = Number(process.env.SWITCH_EVERY || 2);
+const backToLive = process.env.BACK_TO_LIVE === '1';
 if (!url) {
   console.error('usage: node play.mjs URL [--seconds N] [--level N] [--timeout N]');
   process.exit(2);
@@ -30,18 +33,22 @@ if (!url) {
 
 const result = await withPlayerPage(async (page) => {
   return page.evaluate(async ({ url, seconds, level, timeoutMs, lowLatencyMode, hlsConfig,
-                                switchLevels, switchEvery }) => {
+                                switchLevels, switchEvery, backToLive }) => {
     const video = document.getElementById('v');
     const out = { supported: Hls.isSupported(), errors: [], levels: [], fatal: null,
                   currentTime: 0, playedLevel: null, programDateTime: null, lowLatencyMode,
                   partsLoaded: 0, segmentsLoaded: 0, stalls: 0, latencies: [],
-                  targetLatency: null, requested: [], switched: [], heights: [] };
+                  targetLatency: null, requested: [], switched: [], heights: [],
+                  jumps: 0, skipped: 0 };
     if (!out.supported) return out;
     const hls = new Hls({ debug: false, lowLatencyMode, ...hlsConfig });
     hls.on(Hls.Events.FRAG_LOADED, (_, d) => {
       if (d.part) out.partsLoaded++; else out.segmentsLoaded++;
     });
     video.addEventListener('waiting', () => { if (video.currentTime > 0) out.stalls++; });
+    if (backToLive) {
+      keepNearLiveEdge(hls, video, (skipped) => { out.jumps++; out.skipped += skipped; });
+    }
     hls.on(Hls.Events.ERROR, (_, d) => {
       out.errors.push(`${d.type}/${d.details}${d.fatal ? ' (fatal)' : ''}`);
       if (d.fatal) out.fatal = d.details;
@@ -78,17 +85,18 @@ const result = await withPlayerPage(async (page) => {
         out.latencies.push(Math.round(hls.latency * 1000) / 1000);
         out.targetLatency = hls.targetLatency;
       }
-      if (startTime !== null && video.currentTime - startTime >= seconds) break;
+      if (startTime !== null && video.currentTime - startTime - out.skipped >= seconds) break;
       if (video.ended) break;
     }
     out.currentTime = video.currentTime;
-    out.played = startTime === null ? 0 : video.currentTime - startTime;
+    out.played = startTime === null ? 0 : video.currentTime - startTime - out.skipped;
     out.videoWidth = video.videoWidth;
     out.videoHeight = video.videoHeight;
     out.decodedFrames = video.getVideoPlaybackQuality().totalVideoFrames;
     hls.destroy();
     return out;
-  }, { url, seconds, level, timeoutMs, lowLatencyMode, hlsConfig, switchLevels, switchEvery });
+  }, { url, seconds, level, timeoutMs, lowLatencyMode, hlsConfig, switchLevels, switchEvery,
+       backToLive });
 });
 console.log(JSON.stringify(result));
 process.exit(result.supported && !result.fatal && result.played >= seconds ? 0 : 1);

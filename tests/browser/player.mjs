@@ -26,6 +26,8 @@ export async function withPlayerPage(body) {
     const page = await browser.newPage();
     await page.setContent('<!doctype html><video id="v" muted playsinline></video>');
     await page.addScriptTag({ path: join(here, 'node_modules', 'hls.js', 'dist', 'hls.min.js') });
+    // The watch page's own back-to-the-live-edge code, for play.mjs's BACK_TO_LIVE=1.
+    await page.addScriptTag({ path: join(here, '..', '..', 'src', 'http', 'pages', 'live-edge.js') });
     return await body(page);
   } finally {
     await browser.close();

@@ -550,6 +550,14 @@ pub fn play_with(
     play_env(url, seconds, level, low_latency, hls_config, &[])
 }
 
+/// Like [`play_with`] (automatic level, low-latency mode) as README advises sites to play: with
+/// `hls_config` and the watch page's back-to-the-live-edge after a stall
+/// (`src/http/pages/live-edge.js`). The report counts its `jumps` and the seconds `skipped`,
+/// which do not count as played.
+pub fn play_near_live(url: &str, seconds: u32, hls_config: &str) -> (bool, serde_json::Value) {
+    play_env(url, seconds, -1, true, hls_config, &[("BACK_TO_LIVE", "1")])
+}
+
 /// Like [`play_in_chromium`] over HTTPS, with Chromium trusting the certificates whose public
 /// keys hash to `spki` (base64 SHA-256, comma-separated; see [`spki_hash`]).
 pub fn play_trusting(url: &str, seconds: u32, spki: &str) -> (bool, serde_json::Value) {

@@ -1,8 +1,8 @@
 //! livegate's own pages, driven in Chromium by tests/browser/pages.mjs: the directory shows the
-//! live streams with thumbnails, the watch page plays (Auto and each rung), shows the latency and
-//! chats, an offline stream and a ticket-only one say so in words, the operator console logs in
-//! and manages keys, titles and recordings; no console errors. Screenshots
-//! go to `<target>/tmp/pages/`.
+//! live streams with thumbnails, the watch page plays (Auto and each rung), shows the latency,
+//! jumps back to the live edge after a stall and chats, an offline stream and a ticket-only one
+//! say so in words, the operator console logs in and manages keys, titles and recordings; no
+//! console errors. Screenshots go to `<target>/tmp/pages/`.
 
 use std::path::Path;
 use std::process::Command;
@@ -94,6 +94,13 @@ fn the_directory_and_watch_pages_work_for_a_viewer() {
         serde_json::json!(["Auto", "360p", "480p"])
     );
     assert_eq!(checks["title"], "Ivy's evening show");
+    // After a 6 s stall the page jumped back within hls.js's catch-up range.
+    let back = &checks["backToLive"];
+    assert!(back["jumps"].as_u64().unwrap_or(0) >= 1, "{back}");
+    assert!(
+        back["latency"].as_f64().unwrap_or(f64::MAX) <= back["range"].as_f64().unwrap_or(0.0),
+        "{back}"
+    );
     assert!(checks["offline"]
         .as_str()
         .unwrap_or_default()

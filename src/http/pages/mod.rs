@@ -38,6 +38,7 @@ async fn asset(Path(name): Path<String>) -> Response {
         "site.css" => ("text/css", include_bytes!("site.css"), false),
         "directory.js" => ("text/javascript", include_bytes!("directory.js"), false),
         "watch.js" => ("text/javascript", include_bytes!("watch.js"), false),
+        "live-edge.js" => ("text/javascript", include_bytes!("live-edge.js"), false),
         "admin.js" => ("text/javascript", include_bytes!("admin.js"), false),
         HLS_JS => (
             "text/javascript",

@@ -45,6 +45,7 @@ const needsTicket = () => channel.access === 'token' && !token;
 
 let hls;
 let retry;
+let liveJumps = 0; // back to the live edge after a stall (live-edge.js); read by the page test
 
 async function play() {
   clearTimeout(retry);
@@ -79,6 +80,7 @@ async function play() {
   }
   if (hls) hls.destroy();
   hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
+  keepNearLiveEdge(hls, video, () => { liveJumps += 1; });
   hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => {
     const select = $('quality');
     const options = data.levels.map((l, i) => {
