@@ -94,13 +94,16 @@ fn the_directory_and_watch_pages_work_for_a_viewer() {
         serde_json::json!(["Auto", "360p", "480p"])
     );
     assert_eq!(checks["title"], "Ivy's evening show");
-    // After a 6 s stall the page jumped back within hls.js's catch-up range.
+    // After each of two 6 s stalls the page jumped back within hls.js's catch-up range.
     let back = &checks["backToLive"];
-    assert!(back["jumps"].as_u64().unwrap_or(0) >= 1, "{back}");
-    assert!(
-        back["latency"].as_f64().unwrap_or(f64::MAX) <= back["range"].as_f64().unwrap_or(0.0),
-        "{back}"
-    );
+    eprintln!("pages: back to the live edge {back}");
+    for (n, after) in back.as_array().into_iter().flatten().enumerate() {
+        // At least one per stall (a loaded machine may stall playback on its own too).
+        assert!(after["jumps"].as_u64() >= Some(n as u64 + 1), "{back}");
+        let (latency, range) = (after["latency"].as_f64(), after["range"].as_f64());
+        assert!(latency.zip(range).is_some_and(|(l, r)| l <= r), "{back}");
+    }
+    assert_eq!(back.as_array().map(Vec::len), Some(2), "{back}");
     assert!(checks["offline"]
         .as_str()
         .unwrap_or_default()

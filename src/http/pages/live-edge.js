@@ -14,15 +14,16 @@
 'use strict';
 
 function keepNearLiveEdge(hls, video, onJump) {
-  let stalled = false; // a stall since the last jump or seek
-  let jumping = false; // our own seek, until playback resumes
+  let stalled = false; // a stall since the last jump or seek back
+  let jumping = false; // our own seek, until it is done
   let behindOnPurpose = false; // the viewer sought back
   let lastTime = 0;
   const onTimeUpdate = () => {
     if (!video.seeking) lastTime = video.currentTime;
   };
+  // Waiting while seeking is the seek's, not a stall.
   const onWaiting = () => {
-    if (!jumping && video.currentTime > 0) stalled = true;
+    if (!video.seeking && video.currentTime > 0) stalled = true;
   };
   // hls.js itself seeks forward a little to get past holes; only a seek back is the viewer's.
   const onSeeking = () => {
@@ -30,19 +31,18 @@ function keepNearLiveEdge(hls, video, onJump) {
     stalled = false;
     behindOnPurpose = true;
   };
-  const onPlaying = () => {
+  const onSeeked = () => {
     jumping = false;
   };
   video.addEventListener('timeupdate', onTimeUpdate);
   video.addEventListener('waiting', onWaiting);
   video.addEventListener('seeking', onSeeking);
-  video.addEventListener('playing', onPlaying);
+  video.addEventListener('seeked', onSeeked);
   const timer = setInterval(() => {
     const details = hls.latestLevelDetails;
     const target = hls.targetLatency;
     if (!details || !details.live || target === null || video.paused) return;
-    const outOfRange = hls.latency > target + details.targetduration;
-    if (!outOfRange) {
+    if (hls.latency <= target + details.targetduration) {
       behindOnPurpose = false;
       return;
     }
@@ -62,6 +62,6 @@ function keepNearLiveEdge(hls, video, onJump) {
     video.removeEventListener('timeupdate', onTimeUpdate);
     video.removeEventListener('waiting', onWaiting);
     video.removeEventListener('seeking', onSeeking);
-    video.removeEventListener('playing', onPlaying);
+    video.removeEventListener('seeked', onSeeked);
   });
 }
